@@ -1,0 +1,211 @@
+//! AdmissionReview in, AdmissionReview out.
+//!
+//! Owns the wire format (decoding the parts of a review the decision needs, encoding the reply
+//! with a base64 JSON Patch and warnings) and turns [`crate::core`] decisions into answers. It does
+//! no IO: the server and the offline `review` command both call [`Webhook::answer`].
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use crate::config::Config;
+use crate::core::{self, decision::Verdict, Policy};
+use review::{to_request, ResponseOut, ReviewIn, ReviewOut, StatusOut};
+
+pub mod patch;
+pub mod review;
+
+/// Which endpoint a review arrived at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /mutate`: stamp routing labels and identity.
+    Mutate,
+    /// `POST /validate`: police Services and Exposures that select routing labels.
+    Validate,
+}
+
+/// What one review decided, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub uid: String,
+    pub operation: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub user: String,
+    pub tag: Option<String>,
+    pub route: Option<String>,
+    pub allowed: bool,
+    pub mutated: bool,
+    pub dry_run: bool,
+    pub patch_bytes: usize,
+    /// A short machine-readable reason (`forged-label`, `tag-too-long`, …) when denied.
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+/// The answer to a review: an HTTP 200 body, plus what was decided.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub summary: Summary,
+}
+
+/// A body that is not an AdmissionReview at all: answered with HTTP 400 and this message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadReview {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    NotAReview(String),
+}
+
+/// The webhook's decision engine: configuration in, answers out.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    policy: Arc<Policy>,
+}
+
+impl Webhook {
+    pub fn new(config: Config) -> Self {
+        Self {
+            policy: Arc::new(Policy::new(config)),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.policy.config
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Answers one review body. `Err` only when the body is not a review at all; a review that
+    /// cannot be decided is answered `allowed: false` with the reason.
+    pub fn answer(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
+        let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| classify(body, e))?;
+        let api_version = match review.api_version.as_deref() {
+            Some(v @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")) => v,
+            Some(other) => return Err(BadReview::NotAReview(format!("apiVersion is {other:?}"))),
+            None => return Err(BadReview::NotAReview("apiVersion is missing".into())),
+        };
+        if review.kind.as_deref() != Some("AdmissionReview") {
+            return Err(BadReview::NotAReview(format!(
+                "kind is {:?}",
+                review.kind.unwrap_or_default()
+            )));
+        }
+        let Some(input) = review.request else {
+            return Err(BadReview::NotAReview("it has no request".into()));
+        };
+        let mut summary = Summary {
+            uid: input.uid.clone(),
+            operation: input.operation.clone(),
+            kind: input
+                .kind
+                .as_ref()
+                .map(|k| k.kind.clone())
+                .unwrap_or_default(),
+            namespace: input.namespace.clone().unwrap_or_default(),
+            name: input.name.clone().unwrap_or_default(),
+            user: input.user_info.username.clone(),
+            dry_run: input.dry_run.unwrap_or(false),
+            ..Summary::default()
+        };
+        let request = match to_request(&input) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("portico cannot decide this request: {e}");
+                return Ok(reply(api_version, summary, Err(("undecidable", message))));
+            }
+        };
+        if summary.name.is_empty() {
+            summary.name = request
+                .object
+                .as_ref()
+                .map(|o| o.name.clone())
+                .unwrap_or_default();
+        }
+        let decision = match endpoint {
+            Endpoint::Mutate => core::mutate(&self.policy, &request),
+            Endpoint::Validate => core::validate(&self.policy, &request),
+        };
+        summary.tag = decision.tag.clone();
+        summary.route = decision.route.clone();
+        let outcome = match decision.verdict {
+            Verdict::Allow { edits, warnings } => {
+                let patch = if edits.is_empty() {
+                    None
+                } else {
+                    let object = request.object.as_ref().cloned().unwrap_or_default();
+                    Some(patch::build(&request.kind, &object, &edits))
+                };
+                Ok((patch, warnings))
+            }
+            Verdict::Deny { code, message } => Err((code, message)),
+        };
+        Ok(reply(api_version, summary, outcome))
+    }
+}
+
+/// What a decision came to: an optional patch with warnings, or a denial code and message.
+type Outcome = Result<(Option<json_patch::Patch>, Vec<String>), (&'static str, String)>;
+
+/// Encodes the reply; the request's `uid` is always carried back.
+fn reply(api_version: &str, mut summary: Summary, outcome: Outcome) -> Answer {
+    let mut response = ResponseOut {
+        uid: summary.uid.clone(),
+        allowed: outcome.is_ok(),
+        patch_type: None,
+        patch: None,
+        status: None,
+        warnings: Vec::new(),
+        audit_annotations: Default::default(),
+    };
+    match outcome {
+        Ok((patch, warnings)) => {
+            if let Some(patch) = patch.filter(|p| !p.0.is_empty()) {
+                let json = serde_json::to_vec(&patch).unwrap_or_default();
+                summary.patch_bytes = json.len();
+                summary.mutated = true;
+                response.patch_type = Some("JSONPatch");
+                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+            }
+            if let Some(route) = &summary.route {
+                response
+                    .audit_annotations
+                    .insert("route".into(), route.clone());
+            }
+            response.warnings = warnings;
+            summary.allowed = true;
+        }
+        Err((code, message)) => {
+            summary.reason = Some(code.to_string());
+            summary.message = Some(message.clone());
+            response.status = Some(StatusOut {
+                code: 403,
+                message,
+                reason: "Forbidden",
+            });
+        }
+    }
+    let out = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response,
+    };
+    let body = serde_json::to_vec(&out).unwrap_or_default();
+    Answer { body, summary }
+}
+
+/// A decode failure is either not JSON at all or JSON of the wrong shape.
+fn classify(body: &[u8], e: serde_json::Error) -> BadReview {
+    match e.classify() {
+        serde_json::error::Category::Data => BadReview::NotAReview(e.to_string()),
+        _ if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            BadReview::NotAReview(e.to_string())
+        }
+        _ => BadReview::NotJson(e.to_string()),
+    }
+}

@@ -1,0 +1,317 @@
+//! The one configuration type: every key has a default, and [`Config::check`] explains bad values.
+//!
+//! The file is YAML with camelCase keys. A missing file section means its defaults; an unknown
+//! key is an error (a typo must not silently fall back to a default in a security component).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::label::validate_label_key;
+
+/// Everything Portico can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Label keys Portico writes and polices.
+    pub labels: LabelKeys,
+    /// Domain of Portico's own annotations and owner label: `<domain>/ipaddr`, `<domain>/user`,
+    /// `<domain>/owner`.
+    pub annotation_domain: String,
+    /// Who the user is, whom to trust, and what to do with the unclear cases.
+    pub identity: IdentityConfig,
+    /// Deny (instead of overwrite) objects that arrive carrying forged routing labels or identity.
+    pub strict: bool,
+}
+
+/// The routing label keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LabelKeys {
+    /// Set on every pod of a job.
+    pub job: String,
+    /// Set on the first pod of a job only.
+    pub pod0: String,
+}
+
+/// Whose request counts as whose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// `user`: the requesting user; `namespace`: the namespace is the user (one namespace per tenant).
+    pub mode: IdentityMode,
+    /// Portals and other submitters that act for users: the user is named in the object's
+    /// `<domain>/user` annotation.
+    pub trusted_submitters: Principals,
+    /// Controllers that create pods (and workloads) from templates Portico already stamped.
+    pub workload_controllers: Principals,
+    /// What a workload controller's object without a stamp gets.
+    pub unstamped_fallback: Fallback,
+    /// May select or expose any user's route values.
+    pub administrators: Principals,
+    /// Portico's own identity: the only one allowed to change routing labels on UPDATE.
+    pub portico: String,
+    /// Explicit user → prefix map; overrides the encoding. Mapped prefixes are reserved.
+    pub prefixes: BTreeMap<String, String>,
+    /// Longest prefix kept verbatim; longer names are hashed.
+    pub max_prefix_length: usize,
+}
+
+/// How the user of a request is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityMode {
+    /// The requester (or the trusted submitter's named user, or the workload's stamp).
+    #[default]
+    User,
+    /// The namespace of the object.
+    Namespace,
+}
+
+/// What happens to a workload controller's object that carries no identity stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Fallback {
+    /// Refuse it.
+    #[default]
+    Deny,
+    /// Use the namespace as the user.
+    Namespace,
+}
+
+/// A set of users and groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Principals {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Principals {
+    /// Whether a requester with this name and these groups is one of the set.
+    pub fn contains(&self, username: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == username)
+            || groups.iter().any(|g| self.groups.iter().any(|c| c == g))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            labels: LabelKeys::default(),
+            annotation_domain: "portico.dev".to_string(),
+            identity: IdentityConfig::default(),
+            strict: false,
+        }
+    }
+}
+
+impl Default for LabelKeys {
+    fn default() -> Self {
+        Self {
+            job: "jarvice-job-ipaddr".to_string(),
+            pod0: "jarvice-pod0-job-ipaddr".to_string(),
+        }
+    }
+}
+
+/// The kube-system controllers that create pods and workloads from templates.
+pub const DEFAULT_WORKLOAD_CONTROLLERS: [&str; 6] = [
+    "system:serviceaccount:kube-system:job-controller",
+    "system:serviceaccount:kube-system:cronjob-controller",
+    "system:serviceaccount:kube-system:statefulset-controller",
+    "system:serviceaccount:kube-system:replicaset-controller",
+    "system:serviceaccount:kube-system:deployment-controller",
+    "system:serviceaccount:kube-system:daemon-set-controller",
+];
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            mode: IdentityMode::User,
+            trusted_submitters: Principals::default(),
+            workload_controllers: Principals {
+                users: DEFAULT_WORKLOAD_CONTROLLERS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                groups: Vec::new(),
+            },
+            unstamped_fallback: Fallback::Deny,
+            administrators: Principals {
+                users: Vec::new(),
+                groups: vec!["system:masters".to_string()],
+            },
+            portico: "system:serviceaccount:portico-system:portico".to_string(),
+            prefixes: BTreeMap::new(),
+            max_prefix_length: 40,
+        }
+    }
+}
+
+/// Why a configuration cannot be used. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("{} problem(s) in the configuration:\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Every problem with the values, each naming its key; empty means usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, value) in [
+            ("labels.job", &self.labels.job),
+            ("labels.pod0", &self.labels.pod0),
+        ] {
+            if let Err(e) = validate_label_key(value) {
+                out.push(format!("{key}: {value:?} is not a valid label key: {e}"));
+            }
+        }
+        if self.labels.job == self.labels.pod0 {
+            out.push("labels.job and labels.pod0 must differ".to_string());
+        }
+        let owner = self.owner_label();
+        if let Err(e) = validate_label_key(&owner) {
+            out.push(format!(
+                "annotationDomain: {:?} does not make a valid label key ({owner:?}): {e}",
+                self.annotation_domain
+            ));
+        }
+        if [&self.labels.job, &self.labels.pod0].contains(&&owner) {
+            out.push(format!(
+                "annotationDomain: the owner label {owner:?} clashes with a routing label"
+            ));
+        }
+        let id = &self.identity;
+        if id.portico.is_empty() {
+            out.push("identity.portico: must name Portico's own user".to_string());
+        }
+        if !(8..=46).contains(&id.max_prefix_length) {
+            out.push(format!(
+                "identity.maxPrefixLength: {} is outside 8..=46 (a prefix must leave room for '-' and a tag of 16 characters)",
+                id.max_prefix_length
+            ));
+        }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (user, prefix) in &id.prefixes {
+            if user.is_empty() {
+                out.push("identity.prefixes: a user name is empty".to_string());
+            }
+            if let Err(e) = crate::core::prefix::check_mapped_prefix(prefix, id.max_prefix_length) {
+                out.push(format!("identity.prefixes[{user:?}]: {prefix:?} {e}"));
+            }
+            if let Some(other) = seen.insert(prefix, user) {
+                out.push(format!(
+                    "identity.prefixes: {other:?} and {user:?} both map to {prefix:?}; prefixes must be unique"
+                ));
+            }
+        }
+        for (key, set) in [
+            ("identity.trustedSubmitters", &id.trusted_submitters),
+            ("identity.workloadControllers", &id.workload_controllers),
+            ("identity.administrators", &id.administrators),
+        ] {
+            if set.users.iter().chain(&set.groups).any(|s| s.is_empty()) {
+                out.push(format!("{key}: empty user or group name"));
+            }
+        }
+        if id.trusted_submitters.users.contains(&id.portico) {
+            out.push(
+                "identity.trustedSubmitters: Portico's own user need not be listed".to_string(),
+            );
+        }
+        out
+    }
+
+    /// `Ok` when [`Config::problems`] finds none.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// `<domain>/ipaddr`: the requested tag.
+    pub fn tag_annotation(&self) -> String {
+        format!("{}/ipaddr", self.annotation_domain)
+    }
+
+    /// `<domain>/user`: the stamped identity.
+    pub fn user_annotation(&self) -> String {
+        format!("{}/user", self.annotation_domain)
+    }
+
+    /// `<domain>/owner`: the owner label, value = prefix.
+    pub fn owner_label(&self) -> String {
+        format!("{}/owner", self.annotation_domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_empty_file_means_defaults() {
+        assert!(Config::default().problems().is_empty());
+        assert_eq!(Config::from_yaml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_yaml("strcit: true\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("strcit"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_each_explained() {
+        let yaml = "labels:\n  job: 'bad key!'\n  pod0: 'bad key!'\nidentity:\n  maxPrefixLength: 3\n  prefixes:\n    alice: 'a-b'\n    bob: x\n    carol: x\n";
+        let err = Config::from_yaml(yaml, "t").unwrap_err().to_string();
+        for needle in [
+            "labels.job",
+            "labels.pod0",
+            "must differ",
+            "maxPrefixLength",
+            "\"alice\"",
+            "both map to",
+        ] {
+            assert!(err.contains(needle), "missing {needle} in {err}");
+        }
+    }
+}

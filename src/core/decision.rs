@@ -1,0 +1,574 @@
+//! The admission decisions: what to stamp on a pod or a workload's pod template, and whether a
+//! Service or Exposure may select what it selects.
+//!
+//! [`mutate`] and [`validate`] are plain functions of a [`Request`] and a [`Policy`]. They return
+//! edits (labels and annotations to set or remove, at the object or its pod template), never JSON:
+//! turning edits into a JSON Patch is the admission layer's job.
+
+use std::collections::BTreeMap;
+
+use super::identity::{identity_of, role_of, stamped_user, Identity, Role, Source};
+use super::object::{Kind, Meta, Object, Operation, Request};
+use super::policy::Policy;
+use super::route::{route_value, RouteValue};
+
+/// The indexed-Job annotation and label naming a pod's completion index.
+pub const JOB_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// The StatefulSet label naming a pod's ordinal.
+pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
+
+/// Where an edit applies: the object's own metadata, or its pod template's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Place {
+    Object,
+    Template,
+}
+
+/// One change to an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    SetLabel {
+        place: Place,
+        key: String,
+        value: String,
+    },
+    RemoveLabel {
+        place: Place,
+        key: String,
+    },
+    SetAnnotation {
+        place: Place,
+        key: String,
+        value: String,
+    },
+    RemoveAnnotation {
+        place: Place,
+        key: String,
+    },
+    /// An Exposure's `spec.user`.
+    SetExposureUser(String),
+}
+
+/// Allowed (with edits and warnings) or denied (with a reason code and a message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow {
+        edits: Vec<Edit>,
+        warnings: Vec<String>,
+    },
+    Deny {
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// A decision and what it was about, for the reply, logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub user: Option<String>,
+    pub tag: Option<String>,
+    pub route: Option<String>,
+    pub verdict: Verdict,
+}
+
+impl Decision {
+    fn allow() -> Self {
+        Decision {
+            user: None,
+            tag: None,
+            route: None,
+            verdict: Verdict::Allow {
+                edits: Vec::new(),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    fn deny(code: &'static str, message: impl Into<String>) -> Self {
+        Decision {
+            user: None,
+            tag: None,
+            route: None,
+            verdict: Verdict::Deny {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+
+    fn about(mut self, user: Option<&str>, tag: Option<&str>) -> Self {
+        self.user = user.map(str::to_string);
+        self.tag = tag.map(str::to_string);
+        self
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        matches!(self.verdict, Verdict::Allow { .. })
+    }
+
+    /// The edits of an allowed decision; empty when denied.
+    pub fn edits(&self) -> &[Edit] {
+        match &self.verdict {
+            Verdict::Allow { edits, .. } => edits,
+            Verdict::Deny { .. } => &[],
+        }
+    }
+}
+
+/// The routing-relevant state of an object, compared across UPDATE.
+#[derive(Debug, PartialEq, Eq)]
+struct RoutingState<'a> {
+    job: Option<&'a str>,
+    pod0: Option<&'a str>,
+    owner: Option<&'a str>,
+    user: Option<&'a str>,
+    tag: Option<&'a str>,
+    object_tag: Option<&'a str>,
+}
+
+fn routing_state<'a>(policy: &Policy, object: &'a Object, place: Place) -> RoutingState<'a> {
+    let meta = place_meta(object, place);
+    RoutingState {
+        job: meta.and_then(|m| m.label(policy.job_label())),
+        pod0: meta.and_then(|m| m.label(policy.pod0_label())),
+        owner: meta.and_then(|m| m.label(&policy.owner_label)),
+        user: meta.and_then(|m| m.annotation(&policy.user_annotation)),
+        tag: meta.and_then(|m| m.annotation(&policy.tag_annotation)),
+        object_tag: match place {
+            Place::Object => None,
+            Place::Template => object.meta.annotation(&policy.tag_annotation),
+        },
+    }
+}
+
+fn place_meta(object: &Object, place: Place) -> Option<&Meta> {
+    match place {
+        Place::Object => Some(&object.meta),
+        Place::Template => object.template.as_ref(),
+    }
+}
+
+/// Whether a pod is the first of its job: index 0 of an Indexed Job or a StatefulSet, or a pod
+/// that no controller owns.
+pub fn is_first_pod(meta: &Meta) -> bool {
+    let index = meta
+        .annotation(JOB_INDEX)
+        .or_else(|| meta.label(JOB_INDEX))
+        .or_else(|| meta.label(POD_INDEX));
+    match index {
+        Some(i) => i == "0",
+        None => meta.controller_kind.is_none(),
+    }
+}
+
+/// The mutating decision: stamp routing labels and identity on pods and pod templates.
+pub fn mutate(policy: &Policy, request: &Request) -> Decision {
+    if matches!(request.operation, Operation::Delete | Operation::Connect) {
+        return Decision::allow();
+    }
+    let place = match &request.kind {
+        Kind::Pod => Place::Object,
+        k if k.is_workload() => Place::Template,
+        Kind::Exposure => return mutate_exposure(policy, request),
+        _ => return Decision::allow(),
+    };
+    let Some(object) = &request.object else {
+        return Decision::deny(
+            "no-object",
+            "the admission request carries no object to review",
+        );
+    };
+    let role = role_of(policy, request);
+    if role == Role::Portico {
+        return Decision::allow();
+    }
+    if request.operation == Operation::Update {
+        if let Some(old) = &request.old_object {
+            let unchanged =
+                routing_state(policy, old, place) == routing_state(policy, object, place);
+            if unchanged {
+                return Decision::allow();
+            }
+            if place == Place::Object {
+                return Decision::deny(
+                    "routing-change",
+                    format!(
+                        "the routing labels ({}, {}, {}) and the {} and {} annotations of a pod are set by Portico at creation and cannot be changed afterwards (requested by {}); delete the pod and create it with the tag you want",
+                        policy.job_label(),
+                        policy.pod0_label(),
+                        policy.owner_label,
+                        policy.tag_annotation,
+                        policy.user_annotation,
+                        request.requester.username
+                    ),
+                );
+            }
+        }
+    }
+    stamp(policy, request, object, place)
+}
+
+/// What one key should be, compared with what it is.
+struct Want<'a> {
+    label: bool,
+    key: &'a str,
+    want: Option<String>,
+    /// A present value that differs is a forgery (not merely a request to be stamped).
+    forged_if_different: bool,
+    /// A present value equal to this is a bare-tag request, not a forgery.
+    benign: Option<&'a str>,
+}
+
+fn stamp(policy: &Policy, request: &Request, object: &Object, place: Place) -> Decision {
+    let empty = Meta::default();
+    let meta = place_meta(object, place).unwrap_or(&empty);
+    let tag = match place {
+        Place::Template => object.meta.annotation(&policy.tag_annotation),
+        Place::Object => None,
+    }
+    .or_else(|| meta.annotation(&policy.tag_annotation))
+    .or_else(|| meta.label(policy.job_label()));
+
+    let identity = match identity_of(policy, request, object, tag.is_some()) {
+        Ok(identity) => identity,
+        Err(e) => return Decision::deny(e.code(), e.to_string()).about(None, tag),
+    };
+    let user = identity.as_ref().map(|i| i.user.as_str());
+
+    let mut wants: Vec<Want> = Vec::with_capacity(5);
+    let mut route = None;
+    if let (Some(tag), Some(identity)) = (tag, &identity) {
+        let prefix = match policy.prefix_for(&identity.user) {
+            Ok(p) => p,
+            Err(e) => {
+                return Decision::deny(
+                    "no-prefix",
+                    format!(
+                        "user {:?} cannot be given a routing prefix: {e}",
+                        identity.user
+                    ),
+                )
+                .about(user, Some(tag))
+            }
+        };
+        let value = match route_value(&identity.user, &prefix, tag) {
+            Ok(v) => v,
+            Err(e) => return Decision::deny(e.code(), e.to_string()).about(user, Some(tag)),
+        };
+        let first = place == Place::Object && is_first_pod(meta);
+        wants.extend([
+            Want {
+                label: true,
+                key: policy.job_label(),
+                want: Some(value.to_string()),
+                forged_if_different: true,
+                benign: Some(tag),
+            },
+            Want {
+                label: true,
+                key: policy.pod0_label(),
+                want: first.then(|| value.to_string()),
+                forged_if_different: true,
+                benign: None,
+            },
+            Want {
+                label: true,
+                key: &policy.owner_label,
+                want: Some(prefix.to_string()),
+                forged_if_different: true,
+                benign: None,
+            },
+            Want {
+                label: false,
+                key: &policy.user_annotation,
+                want: Some(identity.user.clone()),
+                forged_if_different: identity_is_ours(identity),
+                benign: None,
+            },
+            Want {
+                label: false,
+                key: &policy.tag_annotation,
+                want: Some(tag.to_string()),
+                forged_if_different: false,
+                benign: None,
+            },
+        ]);
+        route = Some(value);
+    } else {
+        // No tag: nothing may carry Portico's marks except a true identity annotation.
+        wants.extend([
+            Want {
+                label: true,
+                key: policy.pod0_label(),
+                want: None,
+                forged_if_different: true,
+                benign: None,
+            },
+            Want {
+                label: true,
+                key: &policy.owner_label,
+                want: None,
+                forged_if_different: true,
+                benign: None,
+            },
+        ]);
+        if meta.annotation(&policy.user_annotation).is_some() {
+            if let Some(identity) = identity.as_ref().filter(|i| identity_is_ours(i)) {
+                wants.push(Want {
+                    label: false,
+                    key: &policy.user_annotation,
+                    want: Some(identity.user.clone()),
+                    forged_if_different: true,
+                    benign: None,
+                });
+            }
+        }
+    }
+
+    let mut edits = Vec::new();
+    let mut warnings = Vec::new();
+    for w in &wants {
+        let current = if w.label {
+            meta.label(w.key)
+        } else {
+            meta.annotation(w.key)
+        };
+        if current == w.want.as_deref() {
+            continue;
+        }
+        let what = if w.label { "label" } else { "annotation" };
+        if let Some(current) = current {
+            let forged = w.forged_if_different && Some(current) != w.benign;
+            if forged {
+                let fix = match &w.want {
+                    Some(v) => format!("Portico sets it to {v:?}"),
+                    None => "only Portico may set it".to_string(),
+                };
+                if policy.config.strict {
+                    let code = if w.label {
+                        "forged-label"
+                    } else {
+                        "forged-identity"
+                    };
+                    return Decision::deny(
+                        code,
+                        format!("{what} {}={current:?} is not yours to set: {fix}; remove it and ask for a tag with the {} annotation", w.key, policy.tag_annotation),
+                    )
+                    .about(user, tag);
+                }
+                warnings.push(format!(
+                    "portico: replaced {what} {}={current:?}: {fix}",
+                    w.key
+                ));
+            }
+        }
+        edits.push(match (&w.want, w.label) {
+            (Some(value), true) => Edit::SetLabel {
+                place,
+                key: w.key.to_string(),
+                value: value.clone(),
+            },
+            (None, true) => Edit::RemoveLabel {
+                place,
+                key: w.key.to_string(),
+            },
+            (Some(value), false) => Edit::SetAnnotation {
+                place,
+                key: w.key.to_string(),
+                value: value.clone(),
+            },
+            (None, false) => Edit::RemoveAnnotation {
+                place,
+                key: w.key.to_string(),
+            },
+        });
+    }
+    if let (Some(route), false) = (&route, edits.is_empty()) {
+        let whom = match place {
+            Place::Object => "pod",
+            Place::Template => "pods of this workload",
+        };
+        let mut msg = format!(
+            "portico: {whom} labelled {}={route} for user {:?}",
+            policy.job_label(),
+            user.unwrap_or_default()
+        );
+        if edits
+            .iter()
+            .any(|e| matches!(e, Edit::SetLabel { key, .. } if key == policy.pod0_label()))
+        {
+            msg.push_str(&format!(" (first pod: also {})", policy.pod0_label()));
+        }
+        warnings.insert(0, msg);
+    }
+    Decision {
+        user: user.map(str::to_string),
+        tag: tag.map(str::to_string),
+        route: route.map(|r| r.to_string()),
+        verdict: Verdict::Allow { edits, warnings },
+    }
+}
+
+/// An identity annotation that differs from this identity was forged, unless the annotation is
+/// where this identity came from.
+fn identity_is_ours(identity: &Identity) -> bool {
+    matches!(identity.source, Source::Requester | Source::Namespace)
+}
+
+/// Exposures: stamp `spec.user` with the creator; only administrators may name someone else.
+fn mutate_exposure(policy: &Policy, request: &Request) -> Decision {
+    let Some(object) = &request.object else {
+        return Decision::allow();
+    };
+    let role = role_of(policy, request);
+    let named = object.exposure.as_ref().and_then(|e| e.user.as_deref());
+    if matches!(role, Role::Portico | Role::Administrator) && named.is_some() {
+        return Decision::allow();
+    }
+    let user = match identity_of(policy, request, object, true) {
+        Ok(Some(identity)) => identity.user,
+        Ok(None) => return Decision::allow(),
+        Err(e) => return Decision::deny(e.code(), e.to_string()),
+    };
+    match named {
+        Some(n) if n == user => Decision::allow().about(Some(&user), None),
+        Some(n) => Decision::deny(
+            "foreign-user",
+            format!("{} may not create an Exposure for user {n:?}; leave spec.user empty and Portico fills in {user:?}", request.requester.username),
+        )
+        .about(Some(&user), None),
+        None => Decision {
+            user: Some(user.clone()),
+            tag: None,
+            route: None,
+            verdict: Verdict::Allow {
+                edits: vec![Edit::SetExposureUser(user.clone())],
+                warnings: vec![format!("portico: exposure stamped with user {user:?}")],
+            },
+        },
+    }
+}
+
+/// The validating decision: Services and Exposures may select only their own user's route values.
+pub fn validate(policy: &Policy, request: &Request) -> Decision {
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return Decision::allow();
+    }
+    let Some(object) = &request.object else {
+        return Decision::allow();
+    };
+    let role = role_of(policy, request);
+    let privileged = matches!(role, Role::Portico | Role::Administrator);
+    let user = match policy.config.identity.mode {
+        crate::config::IdentityMode::Namespace => request.namespace.clone(),
+        crate::config::IdentityMode::User => match role {
+            Role::Submitter => match stamped_user(policy, object) {
+                Some(u) => u.to_string(),
+                None => request.requester.username.clone(),
+            },
+            _ => request.requester.username.clone(),
+        },
+    };
+    match &request.kind {
+        Kind::Service => {
+            let Some(selector) = &object.selector else {
+                return Decision::allow();
+            };
+            if privileged {
+                return Decision::allow();
+            }
+            check_selector(policy, &user, selector, "Service")
+        }
+        Kind::Exposure => {
+            let Some(exposure) = &object.exposure else {
+                return Decision::allow();
+            };
+            let owner = exposure.user.clone().unwrap_or_else(|| user.clone());
+            if !privileged && owner != user {
+                return Decision::deny(
+                    "foreign-user",
+                    format!(
+                        "{} may only expose their own tags, not those of user {owner:?}",
+                        request.requester.username
+                    ),
+                );
+            }
+            let Some(tag) = exposure.tag.as_deref() else {
+                return Decision::deny("tag-empty", "an Exposure needs spec.tag");
+            };
+            let prefix = match policy.prefix_for(&owner) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Decision::deny(
+                        "no-prefix",
+                        format!("user {owner:?} cannot be given a routing prefix: {e}"),
+                    )
+                }
+            };
+            match route_value(&owner, &prefix, tag) {
+                Ok(route) => Decision {
+                    user: Some(owner),
+                    tag: Some(tag.to_string()),
+                    route: Some(route.to_string()),
+                    verdict: Verdict::Allow {
+                        edits: Vec::new(),
+                        warnings: Vec::new(),
+                    },
+                },
+                Err(e) => Decision::deny(e.code(), e.to_string()).about(Some(&owner), Some(tag)),
+            }
+        }
+        _ => Decision::allow(),
+    }
+}
+
+/// A selector may name routing labels only with the user's own prefix.
+fn check_selector(
+    policy: &Policy,
+    user: &str,
+    selector: &BTreeMap<String, String>,
+    what: &str,
+) -> Decision {
+    let routing = [policy.job_label(), policy.pod0_label()];
+    let owner_value = selector.get(&policy.owner_label);
+    let selected: Vec<(&String, &String)> = selector
+        .iter()
+        .filter(|(k, _)| routing.contains(&k.as_str()))
+        .collect();
+    if selected.is_empty() && owner_value.is_none() {
+        return Decision::allow();
+    }
+    let prefix = match policy.prefix_for(user) {
+        Ok(p) => p,
+        Err(e) => {
+            return Decision::deny(
+                "no-prefix",
+                format!("user {user:?} cannot be given a routing prefix: {e}"),
+            )
+        }
+    };
+    for (key, value) in &selected {
+        if RouteValue::prefix_of(value) != Some(prefix.as_str()) {
+            return Decision::deny(
+                "foreign-route",
+                format!(
+                    "{what} selects {key}={value:?}, which is not a route value of user {user:?}: {user:?} may only select values starting with \"{prefix}-\""
+                ),
+            )
+            .about(Some(user), None);
+        }
+    }
+    if let Some(owner) = owner_value {
+        if owner != prefix.as_str() {
+            return Decision::deny(
+                "foreign-route",
+                format!(
+                    "{what} selects {}={owner:?}, but user {user:?} has prefix \"{prefix}\"",
+                    policy.owner_label
+                ),
+            )
+            .about(Some(user), None);
+        }
+    }
+    Decision::allow().about(Some(user), None)
+}

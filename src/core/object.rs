@@ -1,0 +1,146 @@
+//! The plain data a decision looks at: the parts of an admission request and of its objects that
+//! matter to routing. The admission layer fills these from JSON; tests build them directly.
+
+use std::collections::BTreeMap;
+
+/// A label or annotation map.
+pub type Map = BTreeMap<String, String>;
+
+/// What the request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// The kinds Portico has rules for. Everything else is allowed untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Pod,
+    Job,
+    CronJob,
+    StatefulSet,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    Service,
+    Exposure,
+    Other(String),
+}
+
+impl Kind {
+    /// From an AdmissionReview's `kind` (group, kind).
+    pub fn from_group_kind(group: &str, kind: &str) -> Kind {
+        match (group, kind) {
+            ("", "Pod") => Kind::Pod,
+            ("batch", "Job") => Kind::Job,
+            ("batch", "CronJob") => Kind::CronJob,
+            ("apps", "StatefulSet") => Kind::StatefulSet,
+            ("apps", "Deployment") => Kind::Deployment,
+            ("apps", "ReplicaSet") => Kind::ReplicaSet,
+            ("apps", "DaemonSet") => Kind::DaemonSet,
+            ("", "Service") => Kind::Service,
+            ("portico.dev", "Exposure") => Kind::Exposure,
+            (_, other) => Kind::Other(other.to_string()),
+        }
+    }
+
+    /// Whether objects of this kind carry a pod template that Portico stamps.
+    pub fn is_workload(&self) -> bool {
+        matches!(
+            self,
+            Kind::Job
+                | Kind::CronJob
+                | Kind::StatefulSet
+                | Kind::Deployment
+                | Kind::ReplicaSet
+                | Kind::DaemonSet
+        )
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::Deployment => "Deployment",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::Service => "Service",
+            Kind::Exposure => "Exposure",
+            Kind::Other(k) => k,
+        }
+    }
+}
+
+/// The metadata that routing depends on. `None` maps are absent from the object (a patch must
+/// add the map before adding a key to it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub labels: Option<Map>,
+    pub annotations: Option<Map>,
+    /// The kind of the controlling owner reference, if any.
+    pub controller_kind: Option<String>,
+}
+
+impl Meta {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.as_ref()?.get(key).map(String::as_str)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref()?.get(key).map(String::as_str)
+    }
+}
+
+/// The requested Exposure, as far as admission cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExposureView {
+    pub tag: Option<String>,
+    pub user: Option<String>,
+}
+
+/// An object under review.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Object {
+    pub name: String,
+    pub meta: Meta,
+    /// The pod template's metadata, for workloads. `None` when the template has no `metadata`.
+    pub template: Option<Meta>,
+    /// A Service's `spec.selector`.
+    pub selector: Option<Map>,
+    pub exposure: Option<ExposureView>,
+}
+
+/// Who sent the request, as the apiserver authenticated them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requester {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+/// An admission request reduced to what decisions need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub operation: Operation,
+    pub kind: Kind,
+    pub namespace: String,
+    pub requester: Requester,
+    pub dry_run: bool,
+    pub object: Option<Object>,
+    pub old_object: Option<Object>,
+}

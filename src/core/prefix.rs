@@ -1,0 +1,231 @@
+//! The prefix: a label-safe, injective encoding of a user name.
+//!
+//! A route value is `<prefix>-<tag>`. For it to be unambiguous the prefix never contains `-`, so
+//! the first `-` of a route value always ends the prefix, whatever the tag holds. The encoding:
+//!
+//! 1. a user named in the configured map gets the mapped prefix (plain alphanumerics, reserved:
+//!    nobody else may encode to it);
+//! 2. a name of ASCII letters and digits only, no longer than `maxPrefixLength`, is its own prefix
+//!    (`user1` → `user1`, case kept);
+//! 3. any other name is hashed: up to 8 leading letters/digits of the name for readability, `_`,
+//!    then 16 base32 characters of the SHA-256 of the whole name (`alice@example.com` →
+//!    `alice_…`). Nothing is truncated or replaced without the hash standing for the whole name,
+//!    so `a@b` and `a.b` never meet.
+//!
+//! Plain prefixes contain no `_`, hashed ones exactly one, so the two forms cannot collide; two
+//! hashed names collide only if 80 bits of SHA-256 do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// How many leading characters of a hashed name are kept for people to read.
+const STEM: usize = 8;
+/// Base32 characters of hash: 16 × 5 = 80 bits.
+const HASH_CHARS: usize = 16;
+/// The longest prefix the hashed form produces.
+pub const MAX_HASHED_LEN: usize = STEM + 1 + HASH_CHARS;
+
+/// A user's prefix: non-empty, label-safe, never containing `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix(String);
+
+impl Prefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a user gets no prefix, or a mapped prefix is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("the user name is empty")]
+    EmptyUser,
+    #[error("user {user:?} encodes to {prefix:?}, which the configured prefix map reserves for {owner:?}")]
+    Reserved {
+        user: String,
+        prefix: String,
+        owner: String,
+    },
+    #[error("must be 1 to {0} ASCII letters or digits")]
+    BadMapped(usize),
+}
+
+/// The prefix rules: the explicit map and the longest name kept verbatim.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefixRules<'a> {
+    pub map: &'a BTreeMap<String, String>,
+    pub max_len: usize,
+}
+
+impl PrefixRules<'_> {
+    /// The prefix of `user`, or why it has none.
+    pub fn prefix_for(&self, user: &str) -> Result<Prefix, PrefixError> {
+        if user.is_empty() {
+            return Err(PrefixError::EmptyUser);
+        }
+        if let Some(mapped) = self.map.get(user) {
+            return Ok(Prefix(mapped.clone()));
+        }
+        let natural = natural_prefix(user, self.max_len);
+        if let Some((owner, _)) = self.map.iter().find(|(_, p)| **p == natural) {
+            return Err(PrefixError::Reserved {
+                user: user.to_string(),
+                prefix: natural,
+                owner: owner.clone(),
+            });
+        }
+        Ok(Prefix(natural))
+    }
+}
+
+/// The encoding without the map: the name itself when it is plain and short, else its hash form.
+pub fn natural_prefix(user: &str, max_len: usize) -> String {
+    if is_plain(user) && user.len() <= max_len {
+        return user.to_string();
+    }
+    let stem: String = user
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .take(STEM)
+        .collect();
+    let stem = if stem.is_empty() {
+        "u".to_string()
+    } else {
+        stem
+    };
+    format!("{stem}_{}", hash32(user))
+}
+
+/// ASCII letters and digits only, non-empty.
+fn is_plain(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Checks a prefix given in the configured map.
+pub fn check_mapped_prefix(prefix: &str, max_len: usize) -> Result<(), PrefixError> {
+    if is_plain(prefix) && prefix.len() <= max_len {
+        Ok(())
+    } else {
+        Err(PrefixError::BadMapped(max_len))
+    }
+}
+
+/// The first 80 bits of SHA-256 in lowercase RFC 4648 base32 (`a-z2-7`): label-safe.
+fn hash32(s: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let digest = Sha256::digest(s.as_bytes());
+    let mut bits: u128 = 0;
+    for byte in &digest[..10] {
+        bits = (bits << 8) | u128::from(*byte);
+    }
+    (0..HASH_CHARS)
+        .rev()
+        .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::label::validate_name_part;
+    use proptest::prelude::*;
+
+    fn rules(map: &BTreeMap<String, String>) -> PrefixRules<'_> {
+        PrefixRules { map, max_len: 40 }
+    }
+
+    #[test]
+    fn plain_names_encode_to_themselves() {
+        let map = BTreeMap::new();
+        for user in ["user1", "User1", "alice", "a", "0"] {
+            assert_eq!(rules(&map).prefix_for(user).unwrap().as_str(), user);
+        }
+    }
+
+    #[test]
+    fn names_that_cannot_be_kept_are_hashed_readably_and_validly() {
+        let map = BTreeMap::new();
+        for user in [
+            "alice@example.com",
+            "system:serviceaccount:team:runner",
+            "https://issuer.example#1234",
+            "Ünïcode",
+            "a-b",
+            "first.last",
+            "x/y",
+            &"a".repeat(41),
+        ] {
+            let p = rules(&map).prefix_for(user).unwrap();
+            assert!(validate_name_part(p.as_str()).is_ok(), "{user} → {p}");
+            assert!(!p.as_str().contains('-'), "{user} → {p}");
+            assert!(p.as_str().len() <= MAX_HASHED_LEN, "{user} → {p}");
+            assert_eq!(p.as_str().matches('_').count(), 1, "{user} → {p}");
+        }
+        assert!(rules(&map)
+            .prefix_for("alice@example.com")
+            .unwrap()
+            .as_str()
+            .starts_with("alice_"));
+        assert!(rules(&map)
+            .prefix_for("Ünïcode")
+            .unwrap()
+            .as_str()
+            .starts_with("u_"));
+    }
+
+    #[test]
+    fn lookalike_names_never_meet() {
+        let map = BTreeMap::new();
+        let r = rules(&map);
+        assert_ne!(r.prefix_for("a@b").unwrap(), r.prefix_for("a.b").unwrap());
+        assert_ne!(r.prefix_for("a-b").unwrap(), r.prefix_for("a_b").unwrap());
+        assert_ne!(r.prefix_for("ab").unwrap(), r.prefix_for("a-b").unwrap());
+    }
+
+    #[test]
+    fn the_map_overrides_and_reserves_its_prefixes() {
+        let map: BTreeMap<String, String> =
+            [("alice@example.com".to_string(), "alice".to_string())].into();
+        let r = rules(&map);
+        assert_eq!(r.prefix_for("alice@example.com").unwrap().as_str(), "alice");
+        let err = r.prefix_for("alice").unwrap_err();
+        assert!(matches!(err, PrefixError::Reserved { .. }), "{err}");
+        assert!(err.to_string().contains("alice@example.com"));
+    }
+
+    #[test]
+    fn empty_user_has_no_prefix() {
+        let map = BTreeMap::new();
+        assert_eq!(rules(&map).prefix_for(""), Err(PrefixError::EmptyUser));
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_is_injective_and_label_safe(a in ".{1,60}", b in ".{1,60}") {
+            let map = BTreeMap::new();
+            let r = rules(&map);
+            let (pa, pb) = (r.prefix_for(&a).unwrap(), r.prefix_for(&b).unwrap());
+            prop_assert!(validate_name_part(pa.as_str()).is_ok());
+            prop_assert!(!pa.as_str().contains('-'));
+            prop_assert_eq!(a == b, pa == pb);
+        }
+
+        #[test]
+        fn injective_on_near_identical_names(stem in "[a-zA-Z0-9]{0,12}", sep in "[-@._:/#]", tail in "[a-z0-9]{0,6}") {
+            let map = BTreeMap::new();
+            let r = rules(&map);
+            let joined = format!("{stem}{sep}{tail}");
+            let plain = format!("{stem}{tail}");
+            prop_assume!(!plain.is_empty());
+            prop_assert_ne!(r.prefix_for(&joined).unwrap(), r.prefix_for(&plain).unwrap());
+        }
+    }
+}
