@@ -133,7 +133,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Config(ConfigCommand::Defaults) => {
-            print!("{}", serde_yaml::to_string(&crate::config::Config::default())?);
+            print!(
+                "{}",
+                serde_yaml::to_string(&crate::config::Config::default())?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

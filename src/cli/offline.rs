@@ -84,20 +84,37 @@ fn resource_of(api_version: &str, kind: &str) -> (String, String) {
 
 /// The outcome of mutating one manifest document.
 pub enum Mutated {
-    Stored { object: Value, warnings: Vec<String> },
-    Denied { name: String, message: String },
+    Stored {
+        object: Value,
+        warnings: Vec<String>,
+    },
+    Denied {
+        name: String,
+        message: String,
+    },
 }
 
 /// Runs one manifest through the mutating then the validating decision, as the apiserver would
 /// on CREATE.
-pub fn mutate_object(webhook: &Webhook, actor: &Actor<'_>, mut object: Value) -> anyhow::Result<Mutated> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default().to_string();
+pub fn mutate_object(
+    webhook: &Webhook,
+    actor: &Actor<'_>,
+    mut object: Value,
+) -> anyhow::Result<Mutated> {
+    let api_version = object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let kind = object["kind"].as_str().unwrap_or_default().to_string();
     if kind.is_empty() {
         bail!("a document has no kind");
     }
     let (group, resource) = resource_of(&api_version, &kind);
-    let version = api_version.rsplit('/').next().unwrap_or_default().to_string();
+    let version = api_version
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let namespace = object["metadata"]["namespace"]
         .as_str()
         .unwrap_or(actor.namespace)
@@ -135,7 +152,10 @@ pub fn mutate_object(webhook: &Webhook, actor: &Actor<'_>, mut object: Value) ->
                 .as_str()
                 .unwrap_or("denied")
                 .to_string();
-            return Ok(Mutated::Denied { name: format!("{kind} {name}"), message });
+            return Ok(Mutated::Denied {
+                name: format!("{kind} {name}"),
+                message,
+            });
         }
         if let Some(w) = response["warnings"].as_array() {
             warnings.extend(w.iter().filter_map(|w| w.as_str().map(str::to_string)));
@@ -169,7 +189,10 @@ pub fn mutate(
             continue;
         }
         match mutate_object(&webhook, actor, value)? {
-            Mutated::Stored { object, warnings: w } => {
+            Mutated::Stored {
+                object,
+                warnings: w,
+            } => {
                 if !out.is_empty() {
                     out.push_str("---\n");
                 }
