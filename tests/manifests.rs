@@ -1,0 +1,123 @@
+//! The deployable manifests say what the design promises: checked by reading them.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
+
+fn documents() -> Vec<Value> {
+    let kustomization: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap()).unwrap();
+    let mut docs = Vec::new();
+    for file in kustomization["resources"].as_array().unwrap() {
+        let text = std::fs::read_to_string(dir().join(file.as_str().unwrap())).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+            if !v.is_null() {
+                docs.push(v);
+            }
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} missing"))
+}
+
+#[test]
+fn every_manifest_file_is_listed_in_the_kustomization() {
+    let kustomization = std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap();
+    for entry in std::fs::read_dir(dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            assert!(kustomization.contains(&name), "{name} is not in kustomization.yaml");
+        }
+    }
+}
+
+#[test]
+fn webhook_configurations_fail_closed_and_spare_the_system() {
+    let docs = documents();
+    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        let config = find(&docs, kind, "portico");
+        for hook in config["webhooks"].as_array().unwrap() {
+            assert_eq!(hook["failurePolicy"], "Fail");
+            assert_eq!(hook["sideEffects"], "None");
+            assert_eq!(hook["timeoutSeconds"], 3);
+            let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
+            assert_eq!(excluded["operator"], "NotIn");
+            let values: Vec<&str> = excluded["values"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(values.contains(&"kube-system") && values.contains(&"portico-system"));
+            for rule in hook["rules"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    let r = resource.as_str().unwrap();
+                    assert!(!["leases", "endpoints", "events", "*"].contains(&r), "{kind} matches {r}");
+                }
+                let ops: Vec<&str> = rule["operations"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+                assert_eq!(ops, ["CREATE", "UPDATE"]);
+            }
+            if kind.starts_with("Mutating") {
+                assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
+                assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate");
+            } else {
+                assert_eq!(hook["clientConfig"]["service"]["path"], "/validate");
+            }
+        }
+    }
+    let mutating = find(&docs, "MutatingWebhookConfiguration", "portico");
+    let resources: Vec<String> = mutating["webhooks"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()))
+        .collect();
+    for r in ["pods", "jobs", "cronjobs", "statefulsets", "deployments", "replicasets", "daemonsets"] {
+        assert!(resources.iter().any(|x| x == r), "mutating webhook misses {r}");
+    }
+}
+
+#[test]
+fn deployment_is_replicated_unprivileged_and_probed_on_the_ops_port() {
+    let docs = documents();
+    let deploy = find(&docs, "Deployment", "portico");
+    assert!(deploy["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let ops = c["ports"].as_array().unwrap().iter().find(|p| p["name"] == "ops").unwrap();
+    assert_eq!(ops["containerPort"], 9090);
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "ops");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    find(&docs, "PodDisruptionBudget", "portico");
+    let svc = find(&docs, "Service", "portico");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+}
+
+#[test]
+fn shipped_configuration_passes_config_check() {
+    let docs = documents();
+    let cm = find(&docs, "ConfigMap", "portico-config");
+    let yaml = cm["data"]["config.yaml"].as_str().unwrap();
+    portico::config::Config::from_yaml(yaml, "manifests/config.yaml").unwrap();
+}
+
+#[test]
+fn rbac_grants_no_wildcards_and_no_secrets() {
+    let docs = documents();
+    for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in ["verbs", "resources", "apiGroups"] {
+                assert!(!rule[field].as_array().unwrap().iter().any(|v| v == "*"), "wildcard in {field}");
+            }
+            assert!(!rule["resources"].as_array().unwrap().iter().any(|v| v == "secrets"));
+        }
+    }
+}
