@@ -1,0 +1,243 @@
+//! `portico serve`: flags, logging setup, and the runtime around [`crate::server::start`].
+//!
+//! Only wiring lives here: every behaviour is in [`crate::server`] (listener, certificates,
+//! ops port) and [`crate::admission`] (decisions).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::admission::Webhook;
+use crate::config::Config;
+use crate::server::{self, Limits, ServeOptions};
+
+/// Serve the admission webhook over HTTPS, and the ops endpoints over HTTP.
+///
+/// The webhook answers `POST /mutate` and `POST /validate` with AdmissionReview replies, over
+/// TLS 1.2 or 1.3, HTTP/1.1 or HTTP/2. The certificate and key files are checked before the
+/// port opens and then re-read whenever they change (checked every second): new connections get
+/// the new certificate, open ones are kept. A new pair that is broken, mismatched or expired is
+/// refused, logged as an error, counted in `portico_certificate_reloads_total{result="failed"}`,
+/// and the last good pair stays in use.
+///
+/// The ops port serves `/healthz` (the process is alive), `/readyz` (the webhook port is open
+/// with a certificate loaded) and `/metrics` (Prometheus).
+///
+/// On SIGTERM or Ctrl-C, `/readyz` fails at once; after `--shutdown-delay` the webhook port stops
+/// accepting, and requests in flight get `--shutdown-grace` to finish.
+///
+/// Every flag can also be set with an environment variable, `PORTICO_` followed by the flag name
+/// in capitals with `_` for `-` (`PORTICO_TLS_CERT`, `PORTICO_LISTEN`, …); the flag wins.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Serving certificate (PEM; the leaf first, then any intermediates), e.g. `tls.crt` of a
+    /// Kubernetes TLS Secret. Made for development by `portico certs`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "certs/tls.crt",
+        env = "PORTICO_TLS_CERT"
+    )]
+    pub tls_cert: PathBuf,
+
+    /// Private key of the serving certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "certs/tls.key",
+        env = "PORTICO_TLS_KEY"
+    )]
+    pub tls_key: PathBuf,
+
+    /// Address of the webhook's HTTPS port.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443",
+        env = "PORTICO_LISTEN"
+    )]
+    pub listen: SocketAddr,
+
+    /// Address of the plain-HTTP ops port (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9090",
+        env = "PORTICO_OPS_LISTEN"
+    )]
+    pub ops_listen: SocketAddr,
+
+    /// Configuration file (YAML). Without it every key has its default; check one with
+    /// `portico config check FILE`.
+    #[arg(long, value_name = "FILE", env = "PORTICO_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Serve the webhook only, without the provisioning controller. (This build has no
+    /// controller yet, so the webhook is all that runs either way.)
+    #[arg(long, env = "PORTICO_NO_CONTROLLER")]
+    pub no_controller: bool,
+
+    /// Run the provisioning controller only, without the webhook. Not available until the
+    /// controller is part of the build; refused for now.
+    #[arg(long, env = "PORTICO_NO_WEBHOOK", conflicts_with = "no_controller")]
+    pub no_webhook: bool,
+
+    /// Log line format: `text` for people, `json` for log collectors (one object per line).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, env = "PORTICO_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter such
+    /// as `info,portico::server=debug`. One line per admission decision is logged at `info`;
+    /// request and reply bodies only at `trace`.
+    #[arg(
+        long,
+        value_name = "FILTER",
+        default_value = "info",
+        env = "PORTICO_LOG_LEVEL"
+    )]
+    pub log_level: String,
+
+    /// Seconds to keep accepting connections after SIGTERM while `/readyz` already fails, so that
+    /// the Service stops sending traffic here before the port closes.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5,
+        env = "PORTICO_SHUTDOWN_DELAY"
+    )]
+    pub shutdown_delay: u64,
+
+    /// Seconds that requests in flight get to finish once the port has closed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 20,
+        env = "PORTICO_SHUTDOWN_GRACE"
+    )]
+    pub shutdown_grace: u64,
+}
+
+/// How log lines look.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl ServeArgs {
+    /// The server options these flags describe.
+    pub fn options(&self) -> ServeOptions {
+        let mut options = ServeOptions::new(&self.tls_cert, &self.tls_key);
+        options.listen = self.listen;
+        options.ops_listen = self.ops_listen;
+        options.limits = Limits {
+            shutdown_delay: Duration::from_secs(self.shutdown_delay),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            ..Limits::default()
+        };
+        options
+    }
+}
+
+/// Sets up logging to stderr. Does nothing when a subscriber is already installed (tests).
+pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("--log-level {filter:?} is not a valid tracing filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+    Ok(())
+}
+
+/// `portico serve`, synchronous: sets up logging, builds a multi-threaded tokio runtime and runs
+/// [`serve`] on it until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+/// `portico serve` inside an existing runtime (logging already set up): loads the
+/// configuration, starts the server, and returns after a graceful shutdown on SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.no_webhook {
+        anyhow::bail!(
+            "--no-webhook leaves nothing to run: this build has no provisioning controller yet"
+        );
+    }
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if args.no_controller {
+        tracing::info!("--no-controller: serving the admission webhook only");
+    } else {
+        tracing::info!(
+            "this build has no provisioning controller yet: serving the admission webhook only"
+        );
+    }
+    let running = server::start(args.options(), Webhook::new(config))
+        .await
+        .context("cannot start the webhook server")?;
+    running.run_until_signal().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn defaults_match_the_documented_interface() {
+        let cli = Cli::try_parse_from(["serve"]).unwrap();
+        let opts = cli.args.options();
+        assert_eq!(opts.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(opts.ops_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(opts.tls_cert, PathBuf::from("certs/tls.crt"));
+        assert_eq!(opts.tls_key, PathBuf::from("certs/tls.key"));
+        assert_eq!(cli.args.log_format, LogFormat::Text);
+        assert!(!cli.args.no_controller);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--no-controller",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.listen.to_string(), "127.0.0.1:1");
+        assert!(cli.args.no_controller);
+        assert_eq!(cli.args.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["serve", "--listen", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["serve", "--no-controller", "--no-webhook"]).is_err());
+    }
+}
