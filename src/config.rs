@@ -23,6 +23,40 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Deny (instead of overwrite) objects that arrive carrying forged routing labels or identity.
     pub strict: bool,
+    /// The controller that keeps Services and Ingress pointed at labelled pods.
+    pub provisioner: ProvisionerConfig,
+}
+
+/// The provisioner's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProvisionerConfig {
+    /// Default Ingress host: `{user}` (the user's prefix), `{tag}` and `{domain}` are replaced,
+    /// then the host is lowercased and checked as an RFC 1123 name.
+    pub ingress_host_template: String,
+    /// The `{domain}` of the host template. Exposures without an explicit host need one.
+    pub domain: String,
+    /// The field manager of Portico's server-side applies.
+    pub field_manager: String,
+    /// The Lease that elects the one replica that reconciles.
+    pub lease_name: String,
+    /// Namespace of the Lease (Portico's own).
+    pub lease_namespace: String,
+    /// How long a leader's claim lasts without renewal.
+    pub lease_seconds: u32,
+}
+
+impl Default for ProvisionerConfig {
+    fn default() -> Self {
+        Self {
+            ingress_host_template: "{user}-{tag}.{domain}".to_string(),
+            domain: String::new(),
+            field_manager: "portico".to_string(),
+            lease_name: "portico-provisioner".to_string(),
+            lease_namespace: "portico-system".to_string(),
+            lease_seconds: 15,
+        }
+    }
 }
 
 /// The routing label keys.
@@ -103,6 +137,7 @@ impl Default for Config {
             annotation_domain: "portico.dev".to_string(),
             identity: IdentityConfig::default(),
             strict: false,
+            provisioner: ProvisionerConfig::default(),
         }
     }
 }
@@ -246,6 +281,19 @@ impl Config {
             if set.users.iter().chain(&set.groups).any(|s| s.is_empty()) {
                 out.push(format!("{key}: empty user or group name"));
             }
+        }
+        let p = &self.provisioner;
+        if !p.ingress_host_template.contains("{tag}") {
+            out.push("provisioner.ingressHostTemplate: must contain {tag}, or two tags would share a host".to_string());
+        }
+        if !p.domain.is_empty() && !crate::core::label::is_dns_subdomain(&p.domain) {
+            out.push(format!("provisioner.domain: {:?} is not a lowercase DNS name", p.domain));
+        }
+        if p.field_manager.is_empty() || p.lease_name.is_empty() || p.lease_namespace.is_empty() {
+            out.push("provisioner.fieldManager, leaseName and leaseNamespace must not be empty".to_string());
+        }
+        if !(5..=300).contains(&p.lease_seconds) {
+            out.push(format!("provisioner.leaseSeconds: {} is outside 5..=300", p.lease_seconds));
         }
         if id.trusted_submitters.users.contains(&id.portico) {
             out.push(

@@ -6,11 +6,13 @@
 //! - [`admission`] — AdmissionReview in, AdmissionReview out: decoding, JSON Patch, the reply.
 //! - [`server`] — the shell: TLS listener, certificate reload, ops endpoints and metrics.
 //! - [`cli`] — the `portico` command tree: `serve`, `certs`, `review`, `mutate`, `config check`.
+//! - [`api`] — the `Exposure` custom resource and the per-job exposure annotations.
 //! - [`config`] — the one configuration type.
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
 pub mod admission;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;

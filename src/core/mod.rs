@@ -3,6 +3,7 @@
 //! the webhook, the provisioner and the offline commands.
 
 pub mod decision;
+pub mod desired;
 pub mod identity;
 pub mod label;
 pub mod object;

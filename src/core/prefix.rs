@@ -32,6 +32,11 @@ pub const MAX_HASHED_LEN: usize = STEM + 1 + HASH_CHARS;
 pub struct Prefix(String);
 
 impl Prefix {
+    /// A prefix read back from an owner label Portico wrote.
+    pub fn from_encoded(encoded: &str) -> Prefix {
+        Prefix(encoded.to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -1,0 +1,711 @@
+//! Desired state for the provisioner: the Service and Ingress an Exposure (or an annotated
+//! workload) should have, which pod carries the pod0 label, and the status to report — all plain
+//! functions of what was observed. The provisioner compares these with the cluster and writes
+//! only the difference.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as K8sServiceSpec};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec as K8sIngressSpec,
+    IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::api::{Condition, ExposureSpec, ExposureStatus, PortSpec, ServiceType, Target};
+
+use super::label::is_dns_label;
+use super::object::Map;
+use super::policy::Policy;
+use super::prefix::Prefix;
+use super::route::{route_value, RouteValue, TagError};
+
+/// Label on every object Portico manages.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Its value.
+pub const MANAGER: &str = "portico";
+
+/// Why an Exposure or an annotated workload cannot be provisioned. The message goes to the
+/// object's status and Events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("user {user:?} cannot be given a routing prefix: {reason}")]
+    Prefix { user: String, reason: String },
+    #[error(transparent)]
+    Tag(#[from] TagError),
+    #[error("no ingress host: set spec.ingress.host, or provisioner.domain in Portico's configuration")]
+    NoDomain,
+    #[error("ingress host {0:?} is not a valid lowercase DNS name (RFC 1123)")]
+    BadHost(String),
+    #[error("at least one port is needed")]
+    NoPorts,
+    #[error("port {name:?}: {reason}")]
+    BadPort { name: String, reason: String },
+    #[error("annotation {key}: {reason}")]
+    BadAnnotation { key: String, reason: String },
+}
+
+impl PlanError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::Prefix { .. } => "NoPrefix",
+            PlanError::Tag(_) => "InvalidTag",
+            PlanError::NoDomain | PlanError::BadHost(_) => "InvalidHost",
+            PlanError::NoPorts | PlanError::BadPort { .. } => "InvalidPort",
+            PlanError::BadAnnotation { .. } => "InvalidAnnotation",
+        }
+    }
+}
+
+/// The owner of the objects being planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Owner {
+    fn reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: self.api_version.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
+
+/// An Exposure's desired objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposurePlan {
+    pub user: String,
+    pub prefix: Prefix,
+    pub route: RouteValue,
+    pub service: Service,
+    pub ingress: Option<Ingress>,
+    pub host: Option<String>,
+}
+
+/// The route value's selector for a target: the routing label plus the owner label.
+pub fn selector_for(policy: &Policy, prefix: &Prefix, route: &RouteValue, target: Target) -> Map {
+    let key = match target {
+        Target::Pod0 => policy.pod0_label(),
+        Target::All => policy.job_label(),
+    };
+    Map::from([(key.to_string(), route.to_string()), (policy.owner_label.clone(), prefix.to_string())])
+}
+
+fn managed_labels(policy: &Policy, prefix: &Prefix, extra: (&str, &str)) -> Map {
+    Map::from([
+        (MANAGED_BY.to_string(), MANAGER.to_string()),
+        (policy.owner_label.clone(), prefix.to_string()),
+        (extra.0.to_string(), extra.1.to_string()),
+    ])
+}
+
+fn check_port(p: &PortSpec) -> Result<(), PlanError> {
+    let bad = |reason: String| Err(PlanError::BadPort { name: p.name.clone(), reason });
+    if !is_dns_label(&p.name) || p.name.len() > 15 {
+        return bad("a port name must be a lowercase DNS label of at most 15 characters".into());
+    }
+    if !(1..=65535).contains(&p.port) || p.target_port.is_some_and(|t| !(1..=65535).contains(&t)) {
+        return bad("ports must be within 1..=65535".into());
+    }
+    if let Some(np) = p.node_port {
+        if !(30000..=32767).contains(&np) {
+            return bad(format!("nodePort {np} is outside the node-port range 30000-32767"));
+        }
+    }
+    Ok(())
+}
+
+fn service_ports(ports: &[PortSpec], type_: ServiceType) -> Result<Vec<ServicePort>, PlanError> {
+    if ports.is_empty() {
+        return Err(PlanError::NoPorts);
+    }
+    ports
+        .iter()
+        .map(|p| {
+            check_port(p)?;
+            Ok(ServicePort {
+                name: Some(p.name.clone()),
+                port: p.port,
+                target_port: Some(IntOrString::Int(p.target_port.unwrap_or(p.port))),
+                protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".to_string())),
+                node_port: if type_ == ServiceType::ClusterIP { None } else { p.node_port },
+                ..ServicePort::default()
+            })
+        })
+        .collect()
+}
+
+/// The default or explicit Ingress host of an Exposure, lowercased and checked.
+pub fn host_for(policy: &Policy, prefix: &Prefix, tag: &str, explicit: Option<&str>) -> Result<String, PlanError> {
+    let host = match explicit {
+        Some(h) => h.to_string(),
+        None => {
+            let p = &policy.config.provisioner;
+            if p.domain.is_empty() && p.ingress_host_template.contains("{domain}") {
+                return Err(PlanError::NoDomain);
+            }
+            // DNS names have no '_' or '.' inside a label: hashed prefixes and dotted tags become '-'.
+            let dns = |s: &str| s.replace(['_', '.'], "-");
+            p.ingress_host_template
+                .replace("{user}", &dns(prefix.as_str()))
+                .replace("{tag}", &dns(tag))
+                .replace("{domain}", &p.domain)
+        }
+    };
+    let host = host.to_lowercase();
+    if host.len() > 253 || !host.split('.').all(is_dns_label) {
+        return Err(PlanError::BadHost(host));
+    }
+    Ok(host)
+}
+
+/// The Service and Ingress an Exposure should have.
+pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &ExposureSpec, creator: Option<&str>) -> Result<ExposurePlan, PlanError> {
+    let user = spec.user.clone().or_else(|| creator.map(str::to_string)).unwrap_or_default();
+    let prefix = policy.prefix_for(&user).map_err(|e| PlanError::Prefix { user: user.clone(), reason: e.to_string() })?;
+    let route = route_value(&user, &prefix, &spec.tag)?;
+    let type_ = spec.service.type_;
+    let lb = spec.service.load_balancer.clone().unwrap_or_default();
+    let is_lb = type_ == ServiceType::LoadBalancer;
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some(owner.name.clone()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(managed_labels(policy, &prefix, ("portico.dev/exposure", &owner.name))),
+            annotations: (is_lb && !lb.annotations.is_empty()).then(|| lb.annotations.clone()),
+            owner_references: Some(vec![owner.reference()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(K8sServiceSpec {
+            type_: Some(type_.as_str().to_string()),
+            selector: Some(selector_for(policy, &prefix, &route, spec.target)),
+            ports: Some(service_ports(&spec.service.ports, type_)?),
+            load_balancer_class: if is_lb { lb.class.clone() } else { None },
+            load_balancer_ip: if is_lb { lb.address.clone() } else { None },
+            ..K8sServiceSpec::default()
+        }),
+        status: None,
+    };
+    let (ingress, host) = match &spec.ingress {
+        None => (None, None),
+        Some(ing) => {
+            let host = host_for(policy, &prefix, &spec.tag, ing.host.as_deref())?;
+            let port = match &ing.port {
+                Some(p) => spec.service.ports.iter().find(|sp| &sp.name == p).ok_or_else(|| PlanError::BadPort {
+                    name: p.clone(),
+                    reason: "spec.ingress.port names no port of spec.service.ports".into(),
+                })?,
+                None => spec.service.ports.first().ok_or(PlanError::NoPorts)?,
+            };
+            let mut annotations = ing.annotations.clone();
+            if let Some(issuer) = &ing.issuer {
+                annotations.insert("cert-manager.io/cluster-issuer".to_string(), issuer.clone());
+            }
+            let tls_secret = ing.tls_secret.clone().or_else(|| ing.issuer.as_ref().map(|_| format!("{}-tls", owner.name)));
+            let ingress = Ingress {
+                metadata: ObjectMeta {
+                    name: Some(owner.name.clone()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(managed_labels(policy, &prefix, ("portico.dev/exposure", &owner.name))),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    owner_references: Some(vec![owner.reference()]),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(K8sIngressSpec {
+                    ingress_class_name: ing.ingress_class_name.clone(),
+                    rules: Some(vec![IngressRule {
+                        host: Some(host.clone()),
+                        http: Some(HTTPIngressRuleValue {
+                            paths: vec![HTTPIngressPath {
+                                path: Some(ing.path.clone().unwrap_or_else(|| "/".to_string())),
+                                path_type: ing.path_type.clone().unwrap_or_else(|| "Prefix".to_string()),
+                                backend: IngressBackend {
+                                    service: Some(IngressServiceBackend {
+                                        name: owner.name.clone(),
+                                        port: Some(ServiceBackendPort { name: Some(port.name.clone()), number: None }),
+                                    }),
+                                    resource: None,
+                                },
+                            }],
+                        }),
+                    }]),
+                    tls: tls_secret.map(|secret| {
+                        vec![IngressTLS { hosts: Some(vec![host.clone()]), secret_name: Some(secret) }]
+                    }),
+                    default_backend: None,
+                }),
+                status: None,
+            };
+            (Some(ingress), Some(host))
+        }
+    };
+    Ok(ExposurePlan { user, prefix, route, service, ingress, host })
+}
+
+/// Whether `labels` satisfy an equality `selector` (a Service's).
+pub fn selects(selector: &Map, labels: &Map) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn subset(want: Option<&Map>, have: Option<&Map>) -> bool {
+    let empty = Map::new();
+    let have = have.unwrap_or(&empty);
+    want.unwrap_or(&empty).iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn owned_by(want: &ObjectMeta, have: &ObjectMeta) -> bool {
+    let have_refs = have.owner_references.as_deref().unwrap_or_default();
+    want.owner_references.as_deref().unwrap_or_default().iter().all(|w| have_refs.iter().any(|h| h.uid == w.uid))
+}
+
+/// Whether the observed Service already has every field Portico manages as desired.
+pub fn service_matches(desired: &Service, observed: &Service) -> bool {
+    let (Some(d), Some(o)) = (&desired.spec, &observed.spec) else {
+        return false;
+    };
+    let ports_match = {
+        let dp = d.ports.as_deref().unwrap_or_default();
+        let op = o.ports.as_deref().unwrap_or_default();
+        dp.len() == op.len()
+            && dp.iter().zip(op).all(|(a, b)| {
+                a.name == b.name
+                    && a.port == b.port
+                    && a.target_port == b.target_port
+                    && a.protocol.as_deref().unwrap_or("TCP") == b.protocol.as_deref().unwrap_or("TCP")
+                    && (a.node_port.is_none() || a.node_port == b.node_port)
+            })
+    };
+    d.selector == o.selector
+        && d.type_ == o.type_
+        && ports_match
+        && (d.cluster_ip.is_none() || d.cluster_ip == o.cluster_ip)
+        && d.load_balancer_class == o.load_balancer_class
+        && d.load_balancer_ip == o.load_balancer_ip
+        && subset(desired.metadata.labels.as_ref(), observed.metadata.labels.as_ref())
+        && subset(desired.metadata.annotations.as_ref(), observed.metadata.annotations.as_ref())
+        && owned_by(&desired.metadata, &observed.metadata)
+}
+
+/// Whether the observed Ingress already has every field Portico manages as desired.
+pub fn ingress_matches(desired: &Ingress, observed: &Ingress) -> bool {
+    desired.spec == observed.spec
+        && subset(desired.metadata.labels.as_ref(), observed.metadata.labels.as_ref())
+        && subset(desired.metadata.annotations.as_ref(), observed.metadata.annotations.as_ref())
+        && owned_by(&desired.metadata, &observed.metadata)
+}
+
+/// Which of several claimants of one host keeps it: the oldest (then by key). Returns the losers,
+/// each with the key of the winner.
+pub fn host_conflicts<K: Ord + Clone>(claims: &[(K, String, String)]) -> BTreeMap<K, K> {
+    // (key, host, order) — order is e.g. the creation timestamp in RFC 3339, which sorts as text.
+    let mut by_host: BTreeMap<&str, Vec<(&String, &K)>> = BTreeMap::new();
+    for (key, host, order) in claims {
+        by_host.entry(host.as_str()).or_default().push((order, key));
+    }
+    let mut losers = BTreeMap::new();
+    for (_, mut claimants) in by_host {
+        claimants.sort();
+        if let Some((_, winner)) = claimants.first().copied() {
+            for (_, key) in claimants.into_iter().skip(1) {
+                losers.insert(key.clone(), winner.clone());
+            }
+        }
+    }
+    losers
+}
+
+/// What the provisioner saw of an Exposure's world, for its status.
+#[derive(Debug, Clone, Default)]
+pub struct Observed<'a> {
+    pub service: Option<&'a Service>,
+    pub ingress: Option<&'a Ingress>,
+    pub pods: i32,
+    /// A conflict (node port taken, host taken, a foreign object in the way) with its message.
+    pub conflict: Option<String>,
+    /// The last apiserver refusal that is not a conflict.
+    pub error: Option<String>,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The status an Exposure should show, given its plan (or why it has none) and what was seen.
+pub fn exposure_status(plan: Result<&ExposurePlan, &PlanError>, observed: &Observed<'_>, generation: Option<i64>) -> ExposureStatus {
+    let mut status = ExposureStatus { observed_generation: generation, pods: observed.pods, ..ExposureStatus::default() };
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            status.conditions = vec![condition("Ready", false, e.reason(), e.to_string())];
+            return status;
+        }
+    };
+    status.host = plan.host.clone();
+    if let Some(svc) = observed.service {
+        status.service = svc.metadata.name.clone();
+        let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+        for p in ports.into_iter().flatten() {
+            if let (Some(name), Some(np)) = (&p.name, p.node_port) {
+                status.node_ports.insert(name.clone(), np);
+            }
+        }
+        let summary: Vec<String> = ports
+            .into_iter()
+            .flatten()
+            .map(|p| match p.node_port {
+                Some(np) => format!("{}:{}", p.port, np),
+                None => p.port.to_string(),
+            })
+            .collect();
+        status.ports = (!summary.is_empty()).then(|| summary.join(","));
+        status.address = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .and_then(|i| i.first())
+            .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .or_else(|| svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()).filter(|ip| ip != "None"));
+    }
+    let mut conditions = Vec::new();
+    match (&observed.conflict, &observed.error) {
+        (Some(c), _) => {
+            conditions.push(condition("Ready", false, "Conflict", c.clone()));
+            conditions.push(condition("Conflict", true, "Conflict", c.clone()));
+        }
+        (None, Some(e)) => conditions.push(condition("Ready", false, "ApiError", e.clone())),
+        (None, None) => {
+            let in_sync = observed.service.is_some_and(|s| service_matches(&plan.service, s))
+                && match (&plan.ingress, observed.ingress) {
+                    (None, _) => true,
+                    (Some(d), Some(o)) => ingress_matches(d, o),
+                    (Some(_), None) => false,
+                };
+            let waiting_lb = plan.service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+                && observed.service.and_then(|s| s.status.as_ref()).and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_none_or(|i| i.is_empty());
+            if !in_sync {
+                conditions.push(condition("Ready", false, "Provisioning", "creating or updating the Service"));
+            } else if waiting_lb {
+                conditions.push(condition("Ready", false, "WaitingForAddress", "the load balancer has not assigned an address yet"));
+            } else if observed.pods == 0 {
+                conditions.push(condition("Ready", false, "NoPods", format!("no running pod carries {}", plan.route)));
+            } else {
+                conditions.push(condition("Ready", true, "Exposed", format!("{} pod(s) of {} selected", observed.pods, plan.route)));
+            }
+            conditions.push(condition("Conflict", false, "NoConflict", ""));
+        }
+    }
+    status.conditions = conditions;
+    status
+}
+
+/// Per-job exposure requested by workload annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobExposureRequest {
+    pub expose: Option<String>,
+    pub ports: Option<String>,
+    pub node_port: Option<String>,
+    pub headless: bool,
+}
+
+/// The Services (and Ingress) a workload annotated for per-job exposure should own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPlan {
+    pub services: Vec<Service>,
+    pub ingress: Option<Ingress>,
+}
+
+/// Parses `http:5000,metrics:9090` into ports; the first gets the fixed node port when given.
+pub fn parse_ports(spec: &str, node_port: Option<i32>) -> Result<Vec<PortSpec>, PlanError> {
+    let mut ports = Vec::new();
+    for (i, item) in spec.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        let (name, port) = item.split_once(':').ok_or_else(|| PlanError::BadAnnotation {
+            key: "portico.dev/ports".into(),
+            reason: format!("{item:?} is not name:port"),
+        })?;
+        let port: i32 = port.parse().map_err(|_| PlanError::BadAnnotation {
+            key: "portico.dev/ports".into(),
+            reason: format!("{port:?} is not a port number"),
+        })?;
+        let p = PortSpec { name: name.to_string(), port, target_port: None, node_port: if i == 0 { node_port } else { None }, protocol: None };
+        check_port(&p)?;
+        ports.push(p);
+    }
+    if ports.is_empty() {
+        return Err(PlanError::NoPorts);
+    }
+    Ok(ports)
+}
+
+/// The objects a workload's exposure annotations ask for. `template` is the pod template's
+/// metadata as stamped by the webhook (its routing label names the route value).
+pub fn job_plan(policy: &Policy, namespace: &str, owner: &Owner, request: &JobExposureRequest, template_labels: &Map) -> Result<Option<JobPlan>, PlanError> {
+    if request.expose.is_none() && !request.headless {
+        return Ok(None);
+    }
+    let (Some(route), Some(prefix)) = (template_labels.get(policy.job_label()), template_labels.get(&policy.owner_label)) else {
+        return Err(PlanError::BadAnnotation {
+            key: "portico.dev/expose".into(),
+            reason: format!("the workload's pods carry no {} label (ask for a tag with the {} annotation)", policy.job_label(), policy.tag_annotation),
+        });
+    };
+    let selector = Map::from([(policy.job_label().to_string(), route.clone()), (policy.owner_label.clone(), prefix.clone())]);
+    let node_port = match &request.node_port {
+        None => None,
+        Some(s) => Some(s.parse::<i32>().map_err(|_| PlanError::BadAnnotation { key: "portico.dev/node-port".into(), reason: format!("{s:?} is not a port number") })?),
+    };
+    let ports = parse_ports(request.ports.as_deref().unwrap_or("http:80"), node_port)?;
+    let labels = Map::from([
+        (MANAGED_BY.to_string(), MANAGER.to_string()),
+        (policy.owner_label.clone(), prefix.clone()),
+        ("portico.dev/workload".to_string(), owner.name.clone()),
+    ]);
+    let meta = |name: String| ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner.reference()]),
+        ..ObjectMeta::default()
+    };
+    let mut services = Vec::new();
+    let mut ingress = None;
+    if let Some(expose) = &request.expose {
+        let type_ = match expose.as_str() {
+            "NodePort" => ServiceType::NodePort,
+            "LoadBalancer" => ServiceType::LoadBalancer,
+            "ClusterIP" | "Ingress" => ServiceType::ClusterIP,
+            other => {
+                return Err(PlanError::BadAnnotation {
+                    key: "portico.dev/expose".into(),
+                    reason: format!("{other:?} is not one of NodePort, LoadBalancer, ClusterIP, Ingress"),
+                })
+            }
+        };
+        let name = format!("{}-expose", owner.name);
+        services.push(Service {
+            metadata: meta(name.clone()),
+            spec: Some(K8sServiceSpec {
+                type_: Some(type_.as_str().to_string()),
+                selector: Some(selector.clone()),
+                ports: Some(service_ports(&ports, type_)?),
+                ..K8sServiceSpec::default()
+            }),
+            status: None,
+        });
+        if expose == "Ingress" {
+            let tag = route.split_once('-').map(|(_, t)| t).unwrap_or(route);
+            let host = host_for(policy, &Prefix::from_encoded(prefix), tag, None)?;
+            ingress = Some(Ingress {
+                metadata: meta(name.clone()),
+                spec: Some(K8sIngressSpec {
+                    rules: Some(vec![IngressRule {
+                        host: Some(host),
+                        http: Some(HTTPIngressRuleValue {
+                            paths: vec![HTTPIngressPath {
+                                path: Some("/".into()),
+                                path_type: "Prefix".into(),
+                                backend: IngressBackend {
+                                    service: Some(IngressServiceBackend { name, port: Some(ServiceBackendPort { name: Some(ports[0].name.clone()), number: None }) }),
+                                    resource: None,
+                                },
+                            }],
+                        }),
+                    }]),
+                    ..K8sIngressSpec::default()
+                }),
+                status: None,
+            });
+        }
+    }
+    if request.headless {
+        services.push(Service {
+            metadata: meta(format!("{}-workers", owner.name)),
+            spec: Some(K8sServiceSpec {
+                cluster_ip: Some("None".into()),
+                selector: Some(selector),
+                ports: Some(service_ports(&ports, ServiceType::ClusterIP)?),
+                publish_not_ready_addresses: Some(true),
+                ..K8sServiceSpec::default()
+            }),
+            status: None,
+        });
+    }
+    Ok(Some(JobPlan { services, ingress }))
+}
+
+/// What the pod0 election needs to know about a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFacts {
+    pub name: String,
+    /// Pods of one job share a group: (controller uid, route value).
+    pub group: (String, String),
+    /// The pod has an index (Indexed Job, StatefulSet): the webhook decided pod0 at admission.
+    pub indexed: bool,
+    pub has_pod0: bool,
+    pub ready: bool,
+    pub deleting: bool,
+    /// Creation timestamp (RFC 3339 sorts as text), then name, decide "oldest".
+    pub created: String,
+}
+
+/// A pod0 label to add (with the route value) or remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pod0Change {
+    Add { pod: String, route: String },
+    Remove { pod: String },
+}
+
+/// For each job without indices: exactly one ready, not-deleting pod (the oldest) carries pod0;
+/// a holder that is going away or not ready loses it when another can take it.
+pub fn elect_pod0(pods: &[PodFacts]) -> Vec<Pod0Change> {
+    let mut groups: BTreeMap<&(String, String), Vec<&PodFacts>> = BTreeMap::new();
+    for p in pods.iter().filter(|p| !p.indexed) {
+        groups.entry(&p.group).or_default().push(p);
+    }
+    let mut changes = Vec::new();
+    for (group, mut members) in groups {
+        members.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
+        let eligible = |p: &PodFacts| p.ready && !p.deleting;
+        let keeper = members
+            .iter()
+            .find(|p| p.has_pod0 && eligible(p))
+            .or_else(|| members.iter().find(|p| eligible(p)))
+            .map(|p| p.name.clone());
+        for p in &members {
+            let keep = keeper.as_deref() == Some(p.name.as_str());
+            if keep && !p.has_pod0 {
+                changes.push(Pod0Change::Add { pod: p.name.clone(), route: group.1.clone() });
+            } else if !keep && p.has_pod0 && keeper.is_some() {
+                changes.push(Pod0Change::Remove { pod: p.name.clone() });
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{IngressSpec, ServiceSpec};
+    use crate::config::Config;
+
+    fn owner(name: &str) -> Owner {
+        Owner { api_version: "portico.dev/v1alpha1".into(), kind: "Exposure".into(), name: name.into(), uid: format!("uid-{name}") }
+    }
+
+    fn spec(tag: &str, type_: ServiceType) -> ExposureSpec {
+        ExposureSpec {
+            tag: tag.into(),
+            user: Some("user1".into()),
+            target: Target::Pod0,
+            service: ServiceSpec {
+                type_,
+                ports: vec![PortSpec { name: "http".into(), port: 80, target_port: Some(8080), node_port: Some(30080), protocol: None }],
+                load_balancer: None,
+            },
+            ingress: None,
+        }
+    }
+
+    fn policy_with_domain() -> Policy {
+        let mut c = Config::default();
+        c.provisioner.domain = "apps.test".into();
+        Policy::new(c)
+    }
+
+    #[test]
+    fn nodeport_exposure_selects_pod0_of_the_route_value_with_the_owner_label() {
+        let plan = exposure_plan(&Policy::default(), "team", &owner("web"), &spec("foobar", ServiceType::NodePort), None).unwrap();
+        let s = plan.service.spec.unwrap();
+        assert_eq!(s.selector.unwrap(), Map::from([("jarvice-pod0-job-ipaddr".into(), "user1-foobar".into()), ("portico.dev/owner".into(), "user1".into())]));
+        assert_eq!(s.ports.unwrap()[0].node_port, Some(30080));
+        assert_eq!(plan.service.metadata.owner_references.unwrap()[0].uid, "uid-web");
+    }
+
+    #[test]
+    fn ingress_host_from_template_is_lowercased_and_checked() {
+        let p = policy_with_domain();
+        let mut s = spec("FooBar", ServiceType::ClusterIP);
+        s.ingress = Some(IngressSpec { ingress_class_name: Some("nginx".into()), ..IngressSpec::default() });
+        let plan = exposure_plan(&p, "team", &owner("web"), &s, None).unwrap();
+        assert_eq!(plan.host.as_deref(), Some("user1-foobar.apps.test"));
+        assert!(matches!(exposure_plan(&Policy::default(), "team", &owner("web"), &s, None), Err(PlanError::NoDomain)));
+        s.ingress = Some(IngressSpec { host: Some("bad_host".into()), ..IngressSpec::default() });
+        assert!(matches!(exposure_plan(&p, "team", &owner("web"), &s, None), Err(PlanError::BadHost(_))));
+    }
+
+    #[test]
+    fn case_different_tags_collide_on_a_host_and_the_older_keeps_it() {
+        let losers = host_conflicts(&[
+            ("b".to_string(), "user1-foobar.apps.test".to_string(), "2026-01-02T00:00:00Z".to_string()),
+            ("a".to_string(), "user1-foobar.apps.test".to_string(), "2026-01-01T00:00:00Z".to_string()),
+            ("c".to_string(), "other.apps.test".to_string(), "2026-01-01T00:00:00Z".to_string()),
+        ]);
+        assert_eq!(losers, BTreeMap::from([("b".to_string(), "a".to_string())]));
+    }
+
+    #[test]
+    fn observed_service_with_assigned_fields_matches_and_a_drifted_selector_does_not() {
+        let plan = exposure_plan(&Policy::default(), "team", &owner("web"), &spec("foobar", ServiceType::NodePort), None).unwrap();
+        let mut observed = plan.service.clone();
+        observed.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
+        observed.metadata.labels.as_mut().unwrap().insert("extra".into(), "x".into());
+        assert!(service_matches(&plan.service, &observed));
+        observed.spec.as_mut().unwrap().selector = Some(Map::from([("app".into(), "x".into())]));
+        assert!(!service_matches(&plan.service, &observed));
+    }
+
+    #[test]
+    fn status_reports_ports_pods_and_conflicts() {
+        let plan = exposure_plan(&Policy::default(), "team", &owner("web"), &spec("foobar", ServiceType::NodePort), None).unwrap();
+        let st = exposure_status(Ok(&plan), &Observed { service: Some(&plan.service), pods: 1, ..Observed::default() }, Some(3));
+        assert_eq!(st.node_ports.get("http"), Some(&30080));
+        assert_eq!((st.pods, st.observed_generation), (1, Some(3)));
+        assert_eq!(st.conditions[0].status, "True");
+        let st = exposure_status(Ok(&plan), &Observed { conflict: Some("provided port is already allocated".into()), ..Observed::default() }, Some(3));
+        assert!(st.conditions.iter().any(|c| c.type_ == "Conflict" && c.status == "True"));
+    }
+
+    #[test]
+    fn pod0_goes_to_the_oldest_ready_pod_and_moves_when_it_goes() {
+        let pod = |name: &str, created: &str, has: bool, ready: bool, deleting: bool| PodFacts {
+            name: name.into(),
+            group: ("job-uid".into(), "user1-foobar".into()),
+            indexed: false,
+            has_pod0: has,
+            ready,
+            deleting,
+            created: created.into(),
+        };
+        let pods = vec![pod("b", "2", false, true, false), pod("a", "1", false, true, false), pod("c", "3", false, false, false)];
+        assert_eq!(elect_pod0(&pods), vec![Pod0Change::Add { pod: "a".into(), route: "user1-foobar".into() }]);
+        let pods = vec![pod("a", "1", true, true, true), pod("b", "2", false, true, false)];
+        let changes = elect_pod0(&pods);
+        assert!(changes.contains(&Pod0Change::Add { pod: "b".into(), route: "user1-foobar".into() }));
+        assert!(changes.contains(&Pod0Change::Remove { pod: "a".into() }));
+        let steady = vec![pod("a", "1", true, true, false), pod("b", "2", false, true, false)];
+        assert!(elect_pod0(&steady).is_empty());
+    }
+
+    #[test]
+    fn per_job_ports_parse_and_bad_annotations_explain() {
+        let ports = parse_ports("http:5000,metrics:9090", Some(30081)).unwrap();
+        assert_eq!((ports[0].node_port, ports[1].node_port), (Some(30081), None));
+        assert!(parse_ports("http", None).unwrap_err().to_string().contains("name:port"));
+        assert!(parse_ports("http:99999", None).is_err());
+    }
+}
