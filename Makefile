@@ -43,3 +43,7 @@ run: certs
 clean:
 	$(CARGO) clean
 	rm -rf $(TOOLS) .sandbox
+
+# Regenerate what is generated from the Rust types.
+manifests: build
+	$(PORTICO) crd > manifests/crd.yaml

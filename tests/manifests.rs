@@ -121,3 +121,10 @@ fn rbac_grants_no_wildcards_and_no_secrets() {
         }
     }
 }
+
+#[test]
+fn crd_manifest_is_generated_from_the_rust_types() {
+    let on_disk = std::fs::read_to_string(dir().join("crd.yaml")).unwrap();
+    let generated = portico::api::crd_yaml().unwrap();
+    assert!(on_disk == generated, "manifests/crd.yaml is stale: run `portico crd > manifests/crd.yaml` (make manifests)");
+}

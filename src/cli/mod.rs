@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod certs;
 pub mod offline;
+pub mod serve;
 
 /// Portico: per-user routing labels for the pods of interactive jobs, and the Services that
 /// reach them.
@@ -23,6 +25,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Serve the admission webhook (HTTPS) and the ops endpoints, and run the provisioner.
+    Serve(serve::ServeArgs),
+    /// Make a CA and a serving certificate for the webhook; print the base64 caBundle.
+    Certs(certs::CertsArgs),
+    /// Print the Exposure CustomResourceDefinition (YAML).
+    Crd,
     /// Answer an AdmissionReview offline: a review (file or stdin) in, the server's reply out.
     ///
     /// Prints exactly the JSON the server would answer with HTTP 200. A body that is not a
@@ -96,6 +104,18 @@ pub fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Serve(args) => {
+            serve::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(args) => {
+            certs::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd => {
+            print!("{}", crate::api::crd_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Review(args) => {
             let out = offline::review(args.config.as_deref(), args.file.as_deref(), args.validate)?;
             println!("{out}");
