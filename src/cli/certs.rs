@@ -12,8 +12,9 @@ use crate::server::certs::{mint, CertSpec};
 ///
 /// Writes three files into `--out`: `ca.crt` (the CA certificate), `tls.crt` (the serving
 /// certificate, signed by that CA) and `tls.key` (its private key, mode 0600) — the names a
-/// Kubernetes TLS Secret uses, so the directory can become one with
-/// `kubectl create secret generic portico-tls --from-file=DIR`. Existing files are replaced.
+/// Kubernetes TLS Secret uses, so they can become one with
+/// `kubectl create secret tls portico-tls --cert=DIR/tls.crt --key=DIR/tls.key`. Existing files
+/// are replaced.
 ///
 /// The serving certificate names the Service the way the apiserver calls it: `SERVICE`,
 /// `SERVICE.NAMESPACE`, `SERVICE.NAMESPACE.svc` and `SERVICE.NAMESPACE.svc.cluster.local`,

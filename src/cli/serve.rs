@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::FalseyValueParser;
 
 use crate::admission::Webhook;
 use crate::config::Config;
@@ -29,7 +30,8 @@ use crate::server::{self, Limits, ServeOptions};
 /// accepting, and requests in flight get `--shutdown-grace` to finish.
 ///
 /// Every flag can also be set with an environment variable, `PORTICO_` followed by the flag name
-/// in capitals with `_` for `-` (`PORTICO_TLS_CERT`, `PORTICO_LISTEN`, …); the flag wins.
+/// in capitals with `_` for `-` (`PORTICO_TLS_CERT`, `PORTICO_LISTEN`, …); the flag wins. For
+/// the switches, `0`, `false`, `no`, `off` or empty mean off and anything else on.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Serving certificate (PEM; the leaf first, then any intermediates), e.g. `tls.crt` of a
@@ -76,12 +78,17 @@ pub struct ServeArgs {
 
     /// Serve the webhook only, without the provisioning controller. (This build has no
     /// controller yet, so the webhook is all that runs either way.)
-    #[arg(long, env = "PORTICO_NO_CONTROLLER")]
+    #[arg(long, env = "PORTICO_NO_CONTROLLER", value_parser = FalseyValueParser::new())]
     pub no_controller: bool,
 
     /// Run the provisioning controller only, without the webhook. Not available until the
     /// controller is part of the build; refused for now.
-    #[arg(long, env = "PORTICO_NO_WEBHOOK", conflicts_with = "no_controller")]
+    #[arg(
+        long,
+        env = "PORTICO_NO_WEBHOOK",
+        value_parser = FalseyValueParser::new(),
+        conflicts_with = "no_controller"
+    )]
     pub no_webhook: bool,
 
     /// Log line format: `text` for people, `json` for log collectors (one object per line).
