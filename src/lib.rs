@@ -4,6 +4,7 @@
 //! - [`core`] — pure decisions: identity, prefix encoding, tags, route values, mutation and
 //!   validation of objects. No IO, no clock, no async.
 //! - [`admission`] — AdmissionReview in, AdmissionReview out: decoding, JSON Patch, the reply.
+//! - [`provisioner`] — the controller: watches, desired state, one writer, the Lease.
 //! - [`server`] — the shell: TLS listener, certificate reload, ops endpoints and metrics.
 //! - [`cli`] — the `portico` command tree: `serve`, `certs`, `review`, `mutate`, `config check`.
 //! - [`api`] — the `Exposure` custom resource and the per-job exposure annotations.
@@ -16,4 +17,5 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod provisioner;
 pub mod server;

@@ -1,0 +1,690 @@
+//! The provisioner: watches → in-memory stores → desired state → one writer.
+//!
+//! It watches only what it needs — Exposures, the Services and Ingresses Portico manages (by
+//! label), pods that carry a routing label (by label selector; only their metadata and readiness
+//! are kept), and workloads (metadata and template labels only) — and after every change runs one
+//! reconcile pass over everything. A pass computes desired objects with [`crate::core::desired`],
+//! compares them with what it saw, and writes only the difference: server-side apply under
+//! Portico's field manager for Services and Ingresses, a status patch for Exposures, a label patch
+//! for the pod0 election. A world that did not change gets no request at all. Failures are kept
+//! per object with exponential backoff and reported on the Exposure status and as Events.
+//! Only the replica that holds the Lease writes ([`lease`]).
+
+pub mod lease;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::chrono::Utc;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use crate::api::{Exposure, ExposureStatus};
+use crate::core::desired::{
+    elect_pod0, exposure_plan, exposure_status, host_conflicts, ingress_matches, job_plan, service_matches, JobExposureRequest, Observed, Owner,
+    Pod0Change, PodFacts, MANAGED_BY, MANAGER,
+};
+use crate::core::object::Map;
+use crate::core::Policy;
+
+pub use lease::{Elector, Leadership};
+
+/// Why the provisioner could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionerError {
+    #[error("watch of {0} never synced: {1}")]
+    Sync(&'static str, String),
+}
+
+/// Counters of what the provisioner did, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub passes: std::sync::atomic::AtomicU64,
+    pub writes: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+/// A failed write, remembered so it is retried with backoff and reported.
+#[derive(Debug, Clone)]
+struct Failure {
+    message: String,
+    conflict: bool,
+    attempts: u32,
+    retry_at: Instant,
+    /// The desired object that failed; a different one is tried at once.
+    fingerprint: String,
+}
+
+/// Everything one pass reads.
+struct Stores {
+    exposures: Store<Exposure>,
+    services: Store<Service>,
+    ingresses: Store<Ingress>,
+    pods: Store<Pod>,
+    jobs: Store<Job>,
+    statefulsets: Store<StatefulSet>,
+    deployments: Store<Deployment>,
+}
+
+/// The provisioner's state across passes.
+pub struct Provisioner {
+    client: Client,
+    policy: Arc<Policy>,
+    leadership: Leadership,
+    stores: Stores,
+    failures: HashMap<String, Failure>,
+    /// Keys of objects whose name is taken by something Portico does not manage.
+    foreign: HashMap<String, Instant>,
+    pub stats: Arc<Stats>,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+fn backoff(attempts: u32) -> Duration {
+    MIN_BACKOFF.saturating_mul(1u32 << attempts.min(7)).min(MAX_BACKOFF)
+}
+
+/// Keeps only what a pass needs of a pod: metadata (no managed fields) and readiness.
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.spec = None;
+    if let Some(status) = pod.status.as_mut() {
+        let ready = status.conditions.take().map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::PodStatus { phase: status.phase.take(), conditions: ready, ..Default::default() };
+    }
+}
+
+macro_rules! strip_workload {
+    ($name:ident, $t:ty) => {
+        fn $name(w: &mut $t) {
+            w.metadata.managed_fields = None;
+            w.status = None;
+            if let Some(spec) = w.spec.as_mut() {
+                spec.template.spec = None;
+            }
+        }
+    };
+}
+strip_workload!(strip_job, Job);
+strip_workload!(strip_statefulset, StatefulSet);
+strip_workload!(strip_deployment, Deployment);
+
+fn spawn_watch<K>(api: Api<K>, config: watcher::Config, strip: fn(&mut K), notify: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(strip));
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            match stream.try_next().await {
+                Ok(Some(_)) => notify.notify_one(),
+                Ok(None) => break,
+                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying"),
+            }
+        }
+    });
+    reader
+}
+
+fn no_strip<K>(_: &mut K) {}
+
+fn key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+fn exposure_owner(ex: &Exposure) -> Owner {
+    Owner {
+        api_version: "portico.dev/v1alpha1".into(),
+        kind: "Exposure".into(),
+        name: ex.name_any(),
+        uid: ex.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 409 || (s.code == 422 && s.message.contains("already allocated")),
+        _ => false,
+    }
+}
+
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+impl Provisioner {
+    /// Starts the watches; [`Provisioner::run`] reconciles.
+    pub fn start(client: Client, policy: Arc<Policy>, leadership: Leadership, notify: Arc<Notify>) -> Self {
+        let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+        let routed = watcher::Config::default().labels(policy.job_label());
+        let stores = Stores {
+            exposures: spawn_watch(Api::all(client.clone()), watcher::Config::default(), no_strip, notify.clone()),
+            services: spawn_watch(Api::all(client.clone()), managed.clone(), no_strip, notify.clone()),
+            ingresses: spawn_watch(Api::all(client.clone()), managed, no_strip, notify.clone()),
+            pods: spawn_watch(Api::all(client.clone()), routed, strip_pod, notify.clone()),
+            jobs: spawn_watch(Api::all(client.clone()), watcher::Config::default(), strip_job, notify.clone()),
+            statefulsets: spawn_watch(Api::all(client.clone()), watcher::Config::default(), strip_statefulset, notify.clone()),
+            deployments: spawn_watch(Api::all(client.clone()), watcher::Config::default(), strip_deployment, notify),
+        };
+        Provisioner { client, policy, leadership, stores, failures: HashMap::new(), foreign: HashMap::new(), stats: Arc::default() }
+    }
+
+    /// Waits until every watch has listed once.
+    pub async fn synced(&self) -> Result<(), ProvisionerError> {
+        let s = &self.stores;
+        let err = |kind, e: reflector::store::WriterDropped| ProvisionerError::Sync(kind, e.to_string());
+        s.exposures.wait_until_ready().await.map_err(|e| err("exposures", e))?;
+        s.services.wait_until_ready().await.map_err(|e| err("services", e))?;
+        s.ingresses.wait_until_ready().await.map_err(|e| err("ingresses", e))?;
+        s.pods.wait_until_ready().await.map_err(|e| err("pods", e))?;
+        s.jobs.wait_until_ready().await.map_err(|e| err("jobs", e))?;
+        s.statefulsets.wait_until_ready().await.map_err(|e| err("statefulsets", e))?;
+        s.deployments.wait_until_ready().await.map_err(|e| err("deployments", e))?;
+        Ok(())
+    }
+
+    /// Reconciles after every change (debounced) and when a retry falls due, until shutdown.
+    pub async fn run(mut self, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>, ready: watch::Sender<bool>) {
+        if let Err(e) = self.synced().await {
+            tracing::error!(error = %e, "provisioner cannot start");
+            return;
+        }
+        let _ = ready.send(true);
+        tracing::info!("provisioner synced; reconciling");
+        let mut leadership = self.leadership.clone();
+        loop {
+            if self.leadership.is_leader() {
+                self.pass().await;
+            }
+            let next_retry = self.failures.values().map(|f| f.retry_at).min();
+            let wait = next_retry.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(50));
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = leadership.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            // Let a burst of watch events land before the next pass.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn due(&self, key: &str, fingerprint: &str) -> bool {
+        match self.failures.get(key) {
+            Some(f) => f.fingerprint != fingerprint || Instant::now() >= f.retry_at,
+            None => true,
+        }
+    }
+
+    fn record(&mut self, key: &str, fingerprint: String, result: Result<(), kube::Error>) -> Result<(), String> {
+        match result {
+            Ok(()) => {
+                self.failures.remove(key);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let attempts = self.failures.get(key).filter(|f| f.fingerprint == fingerprint).map_or(0, |f| f.attempts + 1);
+                let message = describe(&e);
+                tracing::warn!(object = key, error = %message, attempts, "write refused; will retry with backoff");
+                self.failures.insert(
+                    key.to_string(),
+                    Failure { message: message.clone(), conflict: is_conflict(&e), attempts, retry_at: Instant::now() + backoff(attempts), fingerprint },
+                );
+                Err(message)
+            }
+        }
+    }
+
+    fn wrote(&self) {
+        self.stats.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn apply<K>(&mut self, key: String, desired: &K) -> Result<(), String>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let fingerprint = serde_json::to_string(desired).unwrap_or_default();
+        if !self.due(&key, &fingerprint) {
+            return Err(self.failures.get(&key).map(|f| f.message.clone()).unwrap_or_default());
+        }
+        if !self.leadership.is_leader() {
+            return Ok(());
+        }
+        let meta = desired.meta();
+        let (ns, name) = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let params = PatchParams::apply(&self.policy.config.provisioner.field_manager).force();
+        let result = api.patch(&name, &params, &Patch::Apply(desired)).await.map(|_| ());
+        self.wrote();
+        self.record(&key, fingerprint, result)
+    }
+
+    /// Whether a Service or Ingress of this name exists and is not Portico's (checked once before
+    /// the first apply, so Portico never takes over someone else's object).
+    async fn taken<K>(&mut self, ns: &str, name: &str) -> Option<String>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let k = format!("{}:{ns}/{name}", K::kind(&Default::default()));
+        if let Some(at) = self.foreign.get(&k) {
+            if at.elapsed() < backoff(4) {
+                return Some(format!("a {} named {name} already exists and is not managed by Portico", K::kind(&Default::default())));
+            }
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(Some(obj)) if obj.meta().labels.as_ref().and_then(|l| l.get(MANAGED_BY)).map(String::as_str) != Some(MANAGER) => {
+                self.foreign.insert(k, Instant::now());
+                Some(format!("a {} named {name} already exists and is not managed by Portico", K::kind(&Default::default())))
+            }
+            _ => {
+                self.foreign.remove(&k);
+                None
+            }
+        }
+    }
+
+    /// One reconcile pass over everything.
+    pub async fn pass(&mut self) {
+        self.stats.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pods = self.stores.pods.state();
+        let counts = PodIndex::new(&self.policy, &pods);
+        self.exposures(&counts).await;
+        self.jobs().await;
+        self.pod0(&pods).await;
+    }
+
+    async fn exposures(&mut self, counts: &PodIndex) {
+        let policy = self.policy.clone();
+        let exposures = self.stores.exposures.state();
+        let mut plans = Vec::with_capacity(exposures.len());
+        let mut claims = Vec::new();
+        for ex in &exposures {
+            let ns = ex.namespace().unwrap_or_default();
+            let plan = exposure_plan(&policy, &ns, &exposure_owner(ex), &ex.spec, None);
+            if let Ok(Some(host)) = plan.as_ref().map(|p| p.host.clone()) {
+                let created = ex.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc3339()).unwrap_or_default();
+                claims.push((key(&ns, &ex.name_any()), host, created));
+            }
+            plans.push(plan);
+        }
+        let losers = host_conflicts(&claims);
+        for (ex, plan) in exposures.iter().zip(plans) {
+            let ns = ex.namespace().unwrap_or_default();
+            let name = ex.name_any();
+            let k = key(&ns, &name);
+            let uid = ex.metadata.uid.clone().unwrap_or_default();
+            let ours = |meta: &ObjectMeta| meta.owner_references.as_ref().is_some_and(|o| o.iter().any(|r| r.uid == uid));
+            let svc = self.stores.services.get(&ObjectRef::new(&name).within(&ns)).filter(|s| ours(&s.metadata));
+            let ing = self.stores.ingresses.get(&ObjectRef::new(&name).within(&ns)).filter(|i| ours(&i.metadata));
+            let mut observed = Observed { service: svc.as_deref(), ingress: ing.as_deref(), ..Observed::default() };
+            if let Ok(plan) = &plan {
+                observed.pods = counts.count(&ns, plan.service.spec.as_ref().and_then(|s| s.selector.as_ref()));
+                if let Some(winner) = losers.get(&k) {
+                    observed.conflict = Some(format!("ingress host {} is already used by Exposure {winner}", plan.host.clone().unwrap_or_default()));
+                } else {
+                    let svc_key = format!("Service:{k}");
+                    if !svc.as_deref().is_some_and(|o| service_matches(&plan.service, o)) {
+                        let blocked = if svc.is_none() { self.taken::<Service>(&ns, &name).await } else { None };
+                        match blocked {
+                            Some(msg) => observed.conflict = Some(msg),
+                            None => {
+                                if let Err(msg) = self.apply(svc_key.clone(), &plan.service).await {
+                                    let conflict = self.failures.get(&svc_key).is_some_and(|f| f.conflict);
+                                    if conflict { observed.conflict = Some(msg) } else { observed.error = Some(msg) }
+                                }
+                            }
+                        }
+                    } else {
+                        self.failures.remove(&svc_key);
+                    }
+                    let ing_key = format!("Ingress:{k}");
+                    match (&plan.ingress, &ing) {
+                        (Some(d), o) if !o.as_deref().is_some_and(|o| ingress_matches(d, o)) => {
+                            let blocked = if o.is_none() { self.taken::<Ingress>(&ns, &name).await } else { None };
+                            match blocked {
+                                Some(msg) => observed.conflict = observed.conflict.take().or(Some(msg)),
+                                None => {
+                                    if let Err(msg) = self.apply(ing_key, d).await {
+                                        observed.error = observed.error.take().or(Some(msg));
+                                    }
+                                }
+                            }
+                        }
+                        (None, Some(_)) if self.leadership.is_leader() => {
+                            let api: Api<Ingress> = Api::namespaced(self.client.clone(), &ns);
+                            let result = api.delete(&name, &DeleteParams::background()).await.map(|_| ());
+                            self.wrote();
+                            let _ = self.record(&ing_key, String::new(), result);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let status = exposure_status(plan.as_ref(), &observed, ex.metadata.generation);
+            self.write_status(ex, status).await;
+        }
+    }
+
+    async fn write_status(&mut self, ex: &Exposure, status: ExposureStatus) {
+        let current = ex.status.clone().unwrap_or_default();
+        if current == status || !self.leadership.is_leader() {
+            return;
+        }
+        let ns = ex.namespace().unwrap_or_default();
+        let name = ex.name_any();
+        let k = format!("Status:{}", key(&ns, &name));
+        let fingerprint = serde_json::to_string(&status).unwrap_or_default();
+        if !self.due(&k, &fingerprint) {
+            return;
+        }
+        let changed_condition = |t: &str| {
+            let find = |s: &ExposureStatus| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()));
+            find(&current) != find(&status)
+        };
+        let event = if changed_condition("Conflict") || changed_condition("Ready") {
+            status.conditions.first().map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+        } else {
+            None
+        };
+        let api: Api<Exposure> = Api::namespaced(self.client.clone(), &ns);
+        let patch: json_patch::Patch = match serde_json::from_value(json!([{"op": "add", "path": "/status", "value": status}])) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "status patch could not be built");
+                return;
+            }
+        };
+        let result = api.patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ());
+        self.wrote();
+        if self.record(&k, fingerprint, result).is_ok() {
+            if let Some((ok, reason, message)) = event {
+                let reference = ObjectReference {
+                    api_version: Some("portico.dev/v1alpha1".into()),
+                    kind: Some("Exposure".into()),
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    uid: ex.metadata.uid.clone(),
+                    ..ObjectReference::default()
+                };
+                self.event(reference, ok, &reason, &message).await;
+            }
+        }
+    }
+
+    /// A core/v1 Event on an object Portico changed or could not change.
+    async fn event(&mut self, object: ObjectReference, normal: bool, reason: &str, message: &str) {
+        let ns = object.namespace.clone().unwrap_or_default();
+        let now = Time(Utc::now());
+        let event = CoreEvent {
+            metadata: ObjectMeta { generate_name: Some(format!("{}.", object.name.clone().unwrap_or_default())), namespace: Some(ns.clone()), ..ObjectMeta::default() },
+            involved_object: object,
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            type_: Some(if normal { "Normal" } else { "Warning" }.to_string()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            reporting_component: Some("portico".into()),
+            source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("portico".into()), host: None }),
+            ..CoreEvent::default()
+        };
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+
+    /// Per-job exposure: Services (and Ingress) owned by annotated workloads.
+    async fn jobs(&mut self) {
+        let policy = self.policy.clone();
+        let domain = &policy.config.annotation_domain;
+        let ann = |m: &ObjectMeta, k: &str| m.annotations.as_ref().and_then(|a| a.get(&format!("{domain}/{k}"))).cloned();
+        let mut work: Vec<(ObjectMeta, Owner, Map)> = Vec::new();
+        for j in self.stores.jobs.state() {
+            let labels = j.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            work.push((j.metadata.clone(), owner_of::<Job>(&j.metadata), labels));
+        }
+        for s in self.stores.statefulsets.state() {
+            let labels = s.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            work.push((s.metadata.clone(), owner_of::<StatefulSet>(&s.metadata), labels));
+        }
+        for d in self.stores.deployments.state() {
+            let labels = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            work.push((d.metadata.clone(), owner_of::<Deployment>(&d.metadata), labels));
+        }
+        for (meta, owner, labels) in work {
+            let request = JobExposureRequest {
+                expose: ann(&meta, "expose"),
+                ports: ann(&meta, "ports"),
+                node_port: ann(&meta, "node-port"),
+                headless: ann(&meta, "headless").is_some_and(|v| v == "true"),
+            };
+            if request.expose.is_none() && !request.headless {
+                continue;
+            }
+            let ns = meta.namespace.clone().unwrap_or_default();
+            let k = key(&ns, &owner.name);
+            let plan = match job_plan(&policy, &ns, &owner, &request, &labels) {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => {
+                    // Reported once per distinct problem, as an Event on the workload.
+                    let fp = e.to_string();
+                    if self.due(&format!("Plan:{k}"), &fp) {
+                        self.failures.insert(format!("Plan:{k}"), Failure { message: fp.clone(), conflict: false, attempts: 7, retry_at: Instant::now() + MAX_BACKOFF, fingerprint: fp.clone() });
+                        if self.leadership.is_leader() {
+                            self.event(reference(&owner, &ns), false, e.reason(), &fp).await;
+                        }
+                    }
+                    continue;
+                }
+            };
+            for svc in &plan.services {
+                let name = svc.metadata.name.clone().unwrap_or_default();
+                let observed = self.stores.services.get(&ObjectRef::new(&name).within(&ns));
+                if !observed.as_deref().is_some_and(|o| service_matches(svc, o)) {
+                    if observed.is_none() {
+                        if let Some(msg) = self.taken::<Service>(&ns, &name).await {
+                            if self.due(&format!("Taken:{ns}/{name}"), &msg) {
+                                self.failures.insert(format!("Taken:{ns}/{name}"), Failure { message: msg.clone(), conflict: true, attempts: 7, retry_at: Instant::now() + MAX_BACKOFF, fingerprint: msg.clone() });
+                                self.event(reference(&owner, &ns), false, "Conflict", &msg).await;
+                            }
+                            continue;
+                        }
+                    }
+                    if let Err(msg) = self.apply(format!("Service:{ns}/{name}"), svc).await {
+                        let conflict = self.failures.get(&format!("Service:{ns}/{name}")).is_some_and(|f| f.conflict && f.attempts == 0);
+                        if conflict {
+                            self.event(reference(&owner, &ns), false, "Conflict", &msg).await;
+                        }
+                    }
+                }
+            }
+            if let Some(ing) = &plan.ingress {
+                let name = ing.metadata.name.clone().unwrap_or_default();
+                let observed = self.stores.ingresses.get(&ObjectRef::new(&name).within(&ns));
+                if !observed.as_deref().is_some_and(|o| ingress_matches(ing, o)) {
+                    let _ = self.apply(format!("Ingress:{ns}/{name}"), ing).await;
+                }
+            }
+            // Write the assigned node ports back onto the workload, once they are known.
+            let exposed = plan.services.first().and_then(|s| s.metadata.name.clone()).and_then(|n| self.stores.services.get(&ObjectRef::new(&n).within(&ns)));
+            let assigned: Vec<String> = exposed
+                .as_deref()
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.ports.as_ref())
+                .map(|ports| ports.iter().filter_map(|p| Some(format!("{}={}", p.name.as_deref()?, p.node_port?))).collect())
+                .unwrap_or_default();
+            let annotation = format!("{domain}/node-ports");
+            let current = meta.annotations.as_ref().and_then(|a| a.get(&annotation)).cloned().unwrap_or_default();
+            if !assigned.is_empty() && assigned.join(",") != current && self.leadership.is_leader() {
+                let value = assigned.join(",");
+                let patch = json!({"metadata": {"annotations": {annotation.clone(): value.clone()}}});
+                let result = match owner.kind.as_str() {
+                    "Job" => Api::<Job>::namespaced(self.client.clone(), &ns).patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                    "StatefulSet" => Api::<StatefulSet>::namespaced(self.client.clone(), &ns).patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                    _ => Api::<Deployment>::namespaced(self.client.clone(), &ns).patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                };
+                self.wrote();
+                if self.record(&format!("NodePorts:{k}"), value.clone(), result).is_ok() {
+                    self.event(reference(&owner, &ns), true, "NodePortAssigned", &format!("exposed on node port(s) {value}")).await;
+                }
+            }
+        }
+    }
+
+    /// The pod0 election for jobs without indices.
+    async fn pod0(&mut self, pods: &[Arc<Pod>]) {
+        let policy = self.policy.clone();
+        let facts: Vec<(PodFacts, String)> = pods
+            .iter()
+            .filter_map(|p| {
+                let labels = p.metadata.labels.as_ref()?;
+                let route = labels.get(policy.job_label())?;
+                let controller = p.metadata.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
+                let annotations = p.metadata.annotations.as_ref();
+                let indexed = labels.contains_key(desired_index::POD_INDEX)
+                    || labels.contains_key(desired_index::JOB_INDEX)
+                    || annotations.is_some_and(|a| a.contains_key(desired_index::JOB_INDEX));
+                let status = p.status.as_ref();
+                let ready = status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                Some((
+                    PodFacts {
+                        name: p.name_any(),
+                        group: (controller.uid.clone(), route.clone()),
+                        indexed,
+                        has_pod0: labels.contains_key(policy.pod0_label()),
+                        ready,
+                        deleting: p.metadata.deletion_timestamp.is_some(),
+                        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc3339()).unwrap_or_default(),
+                    },
+                    p.namespace().unwrap_or_default(),
+                ))
+            })
+            .collect();
+        // Groups are per namespace too: elect within each.
+        let mut by_ns: BTreeMap<String, Vec<PodFacts>> = BTreeMap::new();
+        for (f, ns) in facts {
+            by_ns.entry(ns).or_default().push(f);
+        }
+        for (ns, facts) in by_ns {
+            for change in elect_pod0(&facts) {
+                if !self.leadership.is_leader() {
+                    return;
+                }
+                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+                let label = policy.pod0_label().to_string();
+                let (pod, patch) = match &change {
+                    Pod0Change::Add { pod, route } => (pod.clone(), json!({"metadata": {"labels": {label: route}}})),
+                    Pod0Change::Remove { pod } => (pod.clone(), json!({"metadata": {"labels": {label: null}}})),
+                };
+                let k = format!("Pod0:{ns}/{pod}");
+                let fp = format!("{change:?}");
+                if !self.due(&k, &fp) {
+                    continue;
+                }
+                let result = api.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ());
+                self.wrote();
+                let _ = self.record(&k, fp, result);
+            }
+        }
+    }
+}
+
+use crate::core::decision as desired_index;
+
+fn owner_of<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Owner {
+    Owner { api_version: K::api_version(&()).into_owned(), kind: K::kind(&()).into_owned(), name: meta.name.clone().unwrap_or_default(), uid: meta.uid.clone().unwrap_or_default() }
+}
+
+fn reference(owner: &Owner, ns: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(owner.api_version.clone()),
+        kind: Some(owner.kind.clone()),
+        name: Some(owner.name.clone()),
+        namespace: Some(ns.to_string()),
+        uid: Some(owner.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Pods counted by (namespace, label, value), so each Exposure's count is a lookup.
+struct PodIndex {
+    counts: HashMap<(String, String, String, String), i32>,
+    job_label: String,
+    pod0_label: String,
+    owner_label: String,
+}
+
+impl PodIndex {
+    fn new(policy: &Policy, pods: &[Arc<Pod>]) -> Self {
+        let mut counts = HashMap::new();
+        for p in pods {
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && p.metadata.deletion_timestamp.is_none();
+            let (Some(labels), true) = (p.metadata.labels.as_ref(), running) else { continue };
+            let owner = labels.get(&policy.owner_label).cloned().unwrap_or_default();
+            let ns = p.namespace().unwrap_or_default();
+            for key in [policy.job_label(), policy.pod0_label()] {
+                if let Some(v) = labels.get(key) {
+                    *counts.entry((ns.clone(), key.to_string(), v.clone(), owner.clone())).or_insert(0) += 1;
+                }
+            }
+        }
+        PodIndex { counts, job_label: policy.job_label().into(), pod0_label: policy.pod0_label().into(), owner_label: policy.owner_label.clone() }
+    }
+
+    /// Running pods a Service selector (routing label + owner label) selects.
+    fn count(&self, ns: &str, selector: Option<&Map>) -> i32 {
+        let Some(sel) = selector else { return 0 };
+        let owner = sel.get(&self.owner_label).cloned().unwrap_or_default();
+        for key in [&self.pod0_label, &self.job_label] {
+            if let Some(v) = sel.get(key) {
+                return self.counts.get(&(ns.to_string(), key.clone(), v.clone(), owner)).copied().unwrap_or(0);
+            }
+        }
+        0
+    }
+}
+
+/// Starts leader election and the provisioner; returns when `shutdown` turns true.
+pub async fn run(client: Client, policy: Arc<Policy>, identity: String, shutdown: watch::Receiver<bool>, ready: watch::Sender<bool>) {
+    let p = &policy.config.provisioner;
+    let leases = Api::namespaced(client.clone(), &p.lease_namespace);
+    let (elector, leadership) = Elector::new(leases, &p.lease_name, &identity, p.lease_seconds);
+    let election = tokio::spawn(elector.run(shutdown.clone()));
+    let notify = Arc::new(Notify::new());
+    let provisioner = Provisioner::start(client, policy, leadership, notify.clone());
+    provisioner.run(notify, shutdown, ready).await;
+    let _ = election.await;
+}
+
+/// The writes counted so far.
+pub fn writes(stats: &Stats) -> u64 {
+    stats.writes.load(std::sync::atomic::Ordering::Relaxed)
+}
