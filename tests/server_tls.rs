@@ -855,8 +855,19 @@ async fn slow_clients_are_cut_off() {
     let ts = TestServer::start_with(|o| {
         o.limits.header_read_timeout = Duration::from_millis(300);
         o.limits.body_read_timeout = Duration::from_millis(300);
+        o.limits.idle_timeout = Duration::from_millis(300);
     })
     .await;
+
+    // Handshake done, then silence — with HTTP/2 by ALPN, and with no ALPN at all (the server
+    // would sniff for the HTTP/2 preface): the connection is closed.
+    for alpn in [vec![b"h2".to_vec()], vec![]] {
+        let alpn: Vec<&[u8]> = alpn.iter().map(Vec::as_slice).collect();
+        let config = ts.client.tls_config(&alpn, &[&rustls::version::TLS13]);
+        let mut tls = ts.client.tls(config).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = within("idle connection closed", tls.read_to_end(&mut buf)).await;
+    }
 
     // Headers that never finish: the connection is closed.
     let mut tls = raw_tls(&ts).await;

@@ -57,6 +57,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// The whole body must arrive within this, counted from the end of the headers.
     pub body_read_timeout: Duration,
+    /// A connection with no request in flight and none for this long is closed gracefully
+    /// (HTTP/2 GOAWAY). This also ends connections that finish the TLS handshake and then send
+    /// nothing, which no HTTP-level timeout covers.
+    pub idle_timeout: Duration,
     /// After a shutdown request: how long to keep accepting while `/readyz` already fails, so
     /// that Service endpoints stop sending new connections here first.
     pub shutdown_delay: Duration,
@@ -72,6 +76,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
         }
@@ -472,23 +477,98 @@ async fn serve_connection(
         .keep_alive_timeout(Duration::from_secs(10))
         .max_concurrent_streams(256);
 
+    let activity = Arc::new(Activity::new());
+    let request_activity = activity.clone();
     let request_app = app.clone();
+    // HTTP/2 streams run on tasks of their own; carry the connection's span into them so every
+    // decision line names its connection.
+    let conn_span = tracing::Span::current();
     let service = service_fn(move |req| {
         let app = request_app.clone();
-        async move { handler::handle(&app, req).await }
+        let in_flight = request_activity.begin();
+        async move {
+            let response = handler::handle(&app, req).await;
+            drop(in_flight);
+            response
+        }
+        .instrument(conn_span.clone())
     });
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = stopped(&mut stop) => {
-            // Finish what is in flight, take nothing new (HTTP/2 GOAWAY, HTTP/1 close).
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle_timeout = limits.idle_timeout;
+    let mut idle_check = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(10)));
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = stopped(&mut stop), if !closing => {
+                // Finish what is in flight, take nothing new (HTTP/2 GOAWAY, HTTP/1 close).
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle_check.tick() => {
+                let idle = activity.idle_for();
+                if !closing && idle > idle_timeout {
+                    tracing::debug!("connection idle; closing it");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else if closing && idle > 2 * idle_timeout {
+                    // A graceful close waits for the peer (an HTTP/2 server still expecting the
+                    // client preface waits forever); an idle peer gets no more time.
+                    tracing::debug!("idle connection did not close; dropping it");
+                    return;
+                }
+            }
         }
     };
     match result {
         Ok(()) => tracing::debug!("connection closed"),
         Err(error) => tracing::debug!(%error, "connection ended with an error"),
+    }
+}
+
+/// Requests in flight on one connection and when the last one started or ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+/// One request in flight; ends (and marks the time) when dropped, even if cancelled.
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        InFlight(self.clone())
+    }
+
+    /// How long the connection has had nothing to do; zero while a request is in flight.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
     }
 }
