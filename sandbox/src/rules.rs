@@ -1,0 +1,614 @@
+//! Resource-specific behaviour of the apiserver's registries: defaulting, what `create` stamps
+//! (Job selectors, namespace labels, CRD conditions, initial status), status-subresource
+//! semantics, Service ClusterIP and NodePort allocation, and validations beyond labels.
+
+use crate::error::FieldError;
+use crate::resources::{GroupResource, ResourceInfo};
+use crate::store::Store;
+use crate::util::{as_object_mut, meta_mut, meta_str, now_rfc3339};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Knobs the rules need.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    /// Inclusive node-port range.
+    pub node_port_range: (u16, u16),
+    /// First three octets of the ClusterIP range (e.g. `10.96.0`); addresses .1–.254 (then the
+    /// next /24).
+    pub cluster_ip_base: [u8; 2],
+    /// Load-balancer address pool.
+    pub lb_pool: Vec<String>,
+}
+
+fn set_default(m: &mut serde_json::Map<String, Value>, key: &str, v: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.into(), v);
+    }
+}
+
+fn pod_spec_defaults(spec: &mut Value) {
+    let m = as_object_mut(spec);
+    set_default(m, "restartPolicy", json!("Always"));
+    set_default(m, "dnsPolicy", json!("ClusterFirst"));
+    set_default(m, "schedulerName", json!("default-scheduler"));
+    set_default(m, "terminationGracePeriodSeconds", json!(30));
+    set_default(m, "securityContext", json!({}));
+    for key in ["containers", "initContainers"] {
+        if let Some(cs) = m.get_mut(key).and_then(Value::as_array_mut) {
+            for c in cs {
+                let cm = as_object_mut(c);
+                let latest = cm
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .is_some_and(|i| !i.contains(':') || i.ends_with(":latest"));
+                set_default(
+                    cm,
+                    "imagePullPolicy",
+                    json!(if latest { "Always" } else { "IfNotPresent" }),
+                );
+                set_default(cm, "terminationMessagePath", json!("/dev/termination-log"));
+                set_default(cm, "terminationMessagePolicy", json!("File"));
+                set_default(cm, "resources", json!({}));
+                if let Some(ports) = cm.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        set_default(as_object_mut(p), "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn template_defaults(obj: &mut Value) {
+    if let Some(spec) = obj.pointer_mut("/spec/template/spec") {
+        pod_spec_defaults(spec);
+    }
+}
+
+/// Defaulting, as the apiserver does on decode (before admission).
+pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pod_spec_defaults(spec);
+            }
+        }
+        ("", "services") => {
+            let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+            set_default(spec, "type", json!("ClusterIP"));
+            set_default(spec, "sessionAffinity", json!("None"));
+            set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+            let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
+            if ty == "NodePort" || ty == "LoadBalancer" {
+                set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+            }
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    let pm = as_object_mut(p);
+                    set_default(pm, "protocol", json!("TCP"));
+                    if let Some(port) = pm.get("port").cloned() {
+                        set_default(pm, "targetPort", port);
+                    }
+                }
+            }
+        }
+        ("batch", "jobs") => {
+            let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+            let par_set = spec.get("parallelism").is_some_and(|v| !v.is_null());
+            let comp_set = spec.get("completions").is_some_and(|v| !v.is_null());
+            if !par_set && !comp_set {
+                spec.insert("completions".into(), json!(1));
+            }
+            set_default(spec, "parallelism", json!(1));
+            set_default(spec, "backoffLimit", json!(6));
+            set_default(spec, "completionMode", json!("NonIndexed"));
+            set_default(spec, "suspend", json!(false));
+            set_default(spec, "manualSelector", Value::Null);
+            spec.remove("manualSelector");
+            template_defaults(obj);
+        }
+        ("batch", "cronjobs") => {
+            let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+            set_default(spec, "concurrencyPolicy", json!("Allow"));
+            set_default(spec, "suspend", json!(false));
+            if let Some(s) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
+                pod_spec_defaults(s);
+            }
+        }
+        ("apps", "deployments") | ("apps", "replicasets") => {
+            let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+            set_default(spec, "replicas", json!(1));
+            if info.plural == "deployments" {
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+                set_default(
+                    spec,
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                );
+            }
+            template_defaults(obj);
+        }
+        ("apps", "statefulsets") => {
+            let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+            set_default(spec, "replicas", json!(1));
+            set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            template_defaults(obj);
+        }
+        ("apps", "daemonsets") => template_defaults(obj),
+        _ => {}
+    }
+}
+
+/// What `create` stamps after admission (the registry's PrepareForCreate), given the new uid.
+pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    let name = meta_str(obj, "name").to_string();
+    let uid = meta_str(obj, "uid").to_string();
+    if info.status && info.custom {
+        as_object_mut(obj).remove("status");
+    }
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "namespaces") => {
+            let meta = meta_mut(obj);
+            let labels = as_object_mut(meta.entry("labels").or_insert(json!({})));
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+            let root = as_object_mut(obj);
+            root.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
+            root.insert("status".into(), json!({"phase": "Active"}));
+        }
+        ("", "pods") => {
+            as_object_mut(obj).insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
+        }
+        ("", "services") => {
+            as_object_mut(obj).insert("status".into(), json!({"loadBalancer": {}}));
+        }
+        ("batch", "jobs") => {
+            let has_selector = obj.pointer("/spec/selector").is_some_and(|v| !v.is_null());
+            if !has_selector {
+                if let Some(spec) = obj.get_mut("spec") {
+                    as_object_mut(spec).insert(
+                        "selector".into(),
+                        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+                    );
+                }
+                let tmeta = obj
+                    .pointer_mut("/spec/template")
+                    .map(|t| as_object_mut(as_object_mut(t).entry("metadata").or_insert(json!({}))));
+                if let Some(tmeta) = tmeta {
+                    let labels = as_object_mut(tmeta.entry("labels").or_insert(json!({})));
+                    labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
+                    labels.insert("batch.kubernetes.io/job-name".into(), json!(name));
+                    labels.insert("controller-uid".into(), json!(uid));
+                    labels.insert("job-name".into(), json!(name));
+                }
+            }
+            as_object_mut(obj).insert("status".into(), json!({}));
+        }
+        ("apps", _) | ("batch", "cronjobs") | ("policy", _) => {
+            as_object_mut(obj).insert("status".into(), json!({}));
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj),
+        _ => {}
+    }
+}
+
+fn crd_status(obj: &mut Value) {
+    let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
+    let stored: Vec<Value> = obj
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = now_rfc3339();
+    as_object_mut(obj).insert(
+        "status".into(),
+        json!({
+            "acceptedNames": names,
+            "storedVersions": stored,
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+            ],
+        }),
+    );
+}
+
+/// Merges an update per the status-subresource rules: the main resource keeps the old status,
+/// `/status` keeps everything but status.
+pub fn merge_for_update(info: &ResourceInfo, sub: &str, old: &Value, new: Value) -> Value {
+    let mut out = new;
+    if sub == "status" {
+        let status = out.get("status").cloned();
+        out = old.clone();
+        match status {
+            Some(s) => as_object_mut(&mut out).insert("status".into(), s),
+            None => as_object_mut(&mut out).remove("status"),
+        };
+    } else if info.status {
+        match old.get("status") {
+            Some(s) => as_object_mut(&mut out).insert("status".into(), s.clone()),
+            None => as_object_mut(&mut out).remove("status"),
+        };
+    }
+    // Fields the client may not change.
+    let om = old.get("metadata").cloned().unwrap_or(json!({}));
+    let nm = meta_mut(&mut out);
+    for k in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "namespace", "name"] {
+        match om.get(k) {
+            Some(v) => nm.insert(k.into(), v.clone()),
+            None => nm.remove(k),
+        };
+    }
+    if !nm.contains_key("managedFields") {
+        if let Some(mf) = om.get("managedFields") {
+            nm.insert("managedFields".into(), mf.clone());
+        }
+    }
+    if info.is("", "namespaces") {
+        let name = meta_str(old, "name").to_string();
+        let labels = as_object_mut(meta_mut(&mut out).entry("labels").or_insert(json!({})));
+        labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+    }
+    if info.is("apiextensions.k8s.io", "customresourcedefinitions") && sub.is_empty() {
+        crd_status(&mut out);
+    }
+    out
+}
+
+fn spec_of(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// Bumps `metadata.generation` when anything but metadata and status changed.
+pub fn bump_generation(old: &Value, new: &mut Value) {
+    let gen = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let next = if spec_of(old) != spec_of(new) {
+        gen + 1
+    } else {
+        gen
+    };
+    meta_mut(new).insert("generation".into(), json!(next));
+}
+
+fn used_node_ports(store: &Store, except: (&str, &str)) -> BTreeSet<i64> {
+    store
+        .list(&GroupResource::new("", "services"), None)
+        .iter()
+        .filter(|s| (meta_str(s, "namespace"), meta_str(s, "name")) != except)
+        .flat_map(|s| {
+            s.pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+        .collect()
+}
+
+fn used_cluster_ips(store: &Store) -> BTreeSet<String> {
+    store
+        .list(&GroupResource::new("", "services"), None)
+        .iter()
+        .filter_map(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wants_node_ports(spec: &Value) -> bool {
+    match spec["type"].as_str() {
+        Some("NodePort") => true,
+        Some("LoadBalancer") => spec["allocateLoadBalancerNodePorts"].as_bool() != Some(false),
+        _ => false,
+    }
+}
+
+/// Service rules on create and update: ClusterIP (kept, allocated, or `None`), node ports (kept
+/// from the old object when omitted, allocated in the range, collisions refused), type checks.
+pub fn service_allocate(
+    store: &Store,
+    cfg: &RuleConfig,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let ns = meta_str(obj, "namespace").to_string();
+    let name = meta_str(obj, "name").to_string();
+    let spec_ptr = obj.pointer("/spec").cloned().unwrap_or(json!({}));
+    let ty = spec_ptr["type"].as_str().unwrap_or("ClusterIP").to_string();
+    if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty.as_str()) {
+        return Err(vec![FieldError::not_supported(
+            "spec.type",
+            &ty,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        )]);
+    }
+    let ports = spec_ptr["ports"].as_array().cloned().unwrap_or_default();
+    if ports.is_empty() && ty != "ExternalName" && spec_ptr["clusterIP"].as_str() != Some("None") {
+        errs.push(FieldError::required("spec.ports", ""));
+    }
+    // ClusterIP
+    let old_ip = old
+        .and_then(|o| o.pointer("/spec/clusterIP"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut ip = spec_ptr["clusterIP"].as_str().unwrap_or("").to_string();
+    if ip.is_empty() {
+        if let Some(o) = &old_ip {
+            ip = o.clone();
+        }
+    }
+    if ty == "ExternalName" {
+        ip.clear();
+    } else if ip.is_empty() {
+        let used = used_cluster_ips(store);
+        let mut found = None;
+        'outer: for third in 0..=255u16 {
+            for fourth in 1..=254u16 {
+                if third == 0 && fourth < 10 {
+                    continue;
+                }
+                let cand = format!(
+                    "{}.{}.{}.{}",
+                    cfg.cluster_ip_base[0], cfg.cluster_ip_base[1], third, fourth
+                );
+                if !used.contains(&cand) {
+                    found = Some(cand);
+                    break 'outer;
+                }
+            }
+        }
+        match found {
+            Some(c) => ip = c,
+            None => errs.push(FieldError::invalid_str(
+                "spec.clusterIPs",
+                "",
+                "failed to allocate IP: range is full",
+            )),
+        }
+    } else if ip != "None" && old_ip.as_deref() != Some(ip.as_str()) {
+        let taken = store
+            .list(&GroupResource::new("", "services"), None)
+            .iter()
+            .any(|s| {
+                s.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(ip.as_str())
+                    && (meta_str(s, "namespace"), meta_str(s, "name")) != (&ns, &name)
+            });
+        if taken {
+            errs.push(FieldError::invalid_raw(
+                "spec.clusterIPs",
+                format!("[]string{{\"{ip}\"}}"),
+                format!("failed to allocate IP {ip}: provided IP is already allocated"),
+            ));
+        }
+    }
+    // Node ports
+    let want = wants_node_ports(&spec_ptr);
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut used = used_node_ports(store, (&ns, &name));
+    let (lo, hi) = (cfg.node_port_range.0 as i64, cfg.node_port_range.1 as i64);
+    let mut new_ports = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let mut p = p.clone();
+        let pm = as_object_mut(&mut p);
+        if ports.len() > 1 && pm.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+            errs.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
+        }
+        if !want {
+            if pm.get("nodePort").and_then(Value::as_i64).is_some() && old.is_none() {
+                errs.push(FieldError::forbidden(
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("may not be used when `type` is '{ty}'"),
+                ));
+            }
+            pm.remove("nodePort");
+            new_ports.push(p);
+            continue;
+        }
+        let requested = pm.get("nodePort").and_then(Value::as_i64);
+        let np = match requested {
+            Some(n) => {
+                if n < lo || n > hi {
+                    errs.push(FieldError::invalid_raw(
+                        format!("spec.ports[{i}].nodePort"),
+                        n.to_string(),
+                        format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
+                    ));
+                } else if used.contains(&n) || seen.contains(&n) {
+                    errs.push(FieldError::invalid_raw(
+                        format!("spec.ports[{i}].nodePort"),
+                        n.to_string(),
+                        "provided port is already allocated",
+                    ));
+                }
+                Some(n)
+            }
+            None => {
+                let same = old_ports.iter().find(|op| {
+                    (op.get("port") == pm.get("port")
+                        && op.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                            == pm.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))
+                        || (op.get("name").is_some() && op.get("name") == pm.get("name"))
+                });
+                match same.and_then(|op| op.get("nodePort")).and_then(Value::as_i64) {
+                    Some(n) if !seen.contains(&n) => Some(n),
+                    _ => {
+                        let span = (hi - lo + 1).max(1) as u64;
+                        let start = crate::util::rand_u64() % span;
+                        let free = (0..span)
+                            .map(|k| lo + ((start + k) % span) as i64)
+                            .find(|c| !used.contains(c) && !seen.contains(c));
+                        if free.is_none() {
+                            errs.push(FieldError::invalid_raw(
+                                format!("spec.ports[{i}].nodePort"),
+                                "0".into(),
+                                "range is full",
+                            ));
+                        }
+                        free
+                    }
+                }
+            }
+        };
+        if let Some(n) = np {
+            seen.insert(n);
+            used.insert(n);
+            pm.insert("nodePort".into(), json!(n));
+        }
+        new_ports.push(p);
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+    if !ports.is_empty() {
+        spec.insert("ports".into(), Value::Array(new_ports));
+    }
+    if ty != "ExternalName" {
+        spec.insert("clusterIP".into(), json!(ip));
+        spec.insert("clusterIPs".into(), json!([ip]));
+        set_default(spec, "ipFamilies", json!(["IPv4"]));
+        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+    }
+    if ty != "LoadBalancer" {
+        // A service that stops being a LoadBalancer loses its address.
+        if let Some(st) = as_object_mut(obj).get_mut("status") {
+            as_object_mut(st).insert("loadBalancer".into(), json!({}));
+        }
+    }
+    Ok(())
+}
+
+/// Validation beyond labels and names (needs no store).
+pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => {
+            if obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                errs.push(FieldError::required("spec.containers", ""));
+            }
+        }
+        ("batch", "jobs") => {
+            let rp = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if rp != "Never" && rp != "OnFailure" {
+                errs.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    rp,
+                    &["OnFailure", "Never"],
+                ));
+            }
+            if obj.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed")
+                && obj.pointer("/spec/completions").is_none_or(Value::is_null)
+            {
+                errs.push(FieldError::required(
+                    "spec.completions",
+                    "when completion mode is Indexed",
+                ));
+            }
+            if obj
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty)
+            {
+                errs.push(FieldError::required("spec.template.spec.containers", ""));
+            }
+        }
+        ("apps", "deployments") | ("apps", "statefulsets") | ("apps", "replicasets") => {
+            let sel = crate::selectors::LabelSelector::from_object(obj.pointer("/spec/selector"));
+            let tl = crate::util::string_map(obj.pointer("/spec/template/metadata/labels"));
+            if obj.pointer("/spec/selector").is_none_or(Value::is_null) {
+                errs.push(FieldError::required("spec.selector", ""));
+            } else if !sel.matches(&tl) {
+                errs.push(FieldError::invalid_raw(
+                    "spec.template.metadata.labels",
+                    serde_json::to_string(&tl).unwrap_or_default(),
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RuleConfig {
+        RuleConfig {
+            node_port_range: (30000, 32767),
+            cluster_ip_base: [10, 96],
+            lb_pool: vec![],
+        }
+    }
+
+    #[test]
+    fn node_port_collision() {
+        let mut store = Store::new(100);
+        let gr = GroupResource::new("", "services");
+        let mut a = json!({"metadata": {"name": "a", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}});
+        service_allocate(&store, &cfg(), &mut a, None).unwrap();
+        assert_eq!(a["spec"]["clusterIP"], "10.96.0.10");
+        store.put(&gr, a);
+        let mut b = json!({"metadata": {"name": "b", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}});
+        let errs = service_allocate(&store, &cfg(), &mut b, None).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+        );
+        let mut c = json!({"metadata": {"name": "c", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        service_allocate(&store, &cfg(), &mut c, None).unwrap();
+        let np = c["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+        assert!((30000..=32767).contains(&np) && np != 30080);
+        assert_eq!(c["spec"]["clusterIP"], "10.96.0.11");
+        // Update omitting nodePort keeps it.
+        let old = c.clone();
+        let mut upd = json!({"metadata": {"name": "c", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP"}]}});
+        service_allocate(&store, &cfg(), &mut upd, Some(&old)).unwrap();
+        assert_eq!(upd["spec"]["ports"][0]["nodePort"].as_i64(), Some(np));
+        assert_eq!(upd["spec"]["clusterIP"], "10.96.0.11");
+        let mut headless = json!({"metadata": {"name": "h", "namespace": "n"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
+        service_allocate(&store, &cfg(), &mut headless, None).unwrap();
+        assert_eq!(headless["spec"]["clusterIP"], "None");
+    }
+}

@@ -1,0 +1,280 @@
+//! The object store: every object as a `serde_json::Value`, keyed by group/resource, namespace and
+//! name; one global resourceVersion counter; the bounded event log that watches resume from (older
+//! resourceVersions answer 410); and the broadcast channel live watches listen on.
+
+use crate::resources::{self, GroupResource, ResourceInfo};
+use crate::util::{meta_mut, meta_str};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Watch event type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// ADDED
+    Added,
+    /// MODIFIED
+    Modified,
+    /// DELETED
+    Deleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    /// The resourceVersion the change produced.
+    pub rv: u64,
+    /// Which resource.
+    pub gr: GroupResource,
+    /// Namespace ("" for cluster scoped).
+    pub namespace: String,
+    /// What happened.
+    pub kind: EventType,
+    /// The object after the change (before it, for deletions).
+    pub object: Value,
+    /// The object before a modification.
+    pub old: Option<Value>,
+}
+
+type Bucket = BTreeMap<(String, String), Value>;
+
+/// All state that survives a restart.
+pub struct Store {
+    objects: BTreeMap<GroupResource, Bucket>,
+    rv: u64,
+    log: VecDeque<Arc<WatchEvent>>,
+    /// Events with rv <= this are gone from the log.
+    compacted: u64,
+    window: usize,
+    resources: Vec<ResourceInfo>,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+impl Store {
+    /// An empty store keeping `window` events for watch resumption.
+    pub fn new(window: usize) -> Self {
+        let (tx, _) = broadcast::channel(8192);
+        Self {
+            objects: BTreeMap::new(),
+            rv: 1,
+            log: VecDeque::new(),
+            compacted: 0,
+            window: window.max(1),
+            resources: resources::builtins(),
+            tx,
+        }
+    }
+
+    /// The current (latest) resourceVersion.
+    pub fn rv(&self) -> u64 {
+        self.rv
+    }
+
+    /// The oldest resourceVersion a watch may still resume from.
+    pub fn compacted(&self) -> u64 {
+        self.compacted
+    }
+
+    /// Forgets the event log: every older resourceVersion now answers 410.
+    pub fn compact(&mut self) {
+        self.log.clear();
+        self.compacted = self.rv;
+    }
+
+    /// Subscribes to live events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// Logged events newer than `rv`.
+    pub fn events_since(&self, rv: u64) -> Vec<Arc<WatchEvent>> {
+        self.log.iter().filter(|e| e.rv > rv).cloned().collect()
+    }
+
+    /// All servable resources.
+    pub fn resources(&self) -> &[ResourceInfo] {
+        &self.resources
+    }
+
+    /// Finds a resource by group, version and plural.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceInfo> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// Finds any version of a group/resource (the first listed).
+    pub fn find_any(&self, group: &str, plural: &str) -> Option<ResourceInfo> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .cloned()
+    }
+
+    /// Finds a resource by group and kind (any version).
+    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<ResourceInfo> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .cloned()
+    }
+
+    /// One object.
+    pub fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .get(gr)?
+            .get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Objects of a resource, in one namespace or all.
+    pub fn list(&self, gr: &GroupResource, ns: Option<&str>) -> Vec<Value> {
+        let Some(bucket) = self.objects.get(gr) else {
+            return Vec::new();
+        };
+        match ns {
+            Some(ns) => bucket
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => bucket.values().cloned().collect(),
+        }
+    }
+
+    /// Every stored object with its resource key.
+    pub fn all(&self) -> impl Iterator<Item = (&GroupResource, &Value)> {
+        self.objects
+            .iter()
+            .flat_map(|(gr, b)| b.values().map(move |v| (gr, v)))
+    }
+
+    /// The uids of every stored object.
+    pub fn uids(&self) -> HashSet<String> {
+        self.all()
+            .map(|(_, v)| meta_str(v, "uid").to_string())
+            .collect()
+    }
+
+    /// A namespace object (None when it does not exist).
+    pub fn namespace(&self, ns: &str) -> Option<&Value> {
+        self.get(&GroupResource::new("", "namespaces"), "", ns)
+    }
+
+    /// Stores `obj` (create or replace), stamping a new resourceVersion; returns the stored copy.
+    pub fn put(&mut self, gr: &GroupResource, mut obj: Value) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(rv.to_string()));
+        let ns = meta_str(&obj, "namespace").to_string();
+        let name = meta_str(&obj, "name").to_string();
+        let bucket = self.objects.entry(gr.clone()).or_default();
+        let old = bucket.insert((ns.clone(), name), obj.clone());
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.record(WatchEvent {
+            rv,
+            gr: gr.clone(),
+            namespace: ns,
+            kind,
+            object: obj.clone(),
+            old,
+        });
+        if gr.group == "apiextensions.k8s.io" {
+            self.refresh_resources();
+        }
+        obj
+    }
+
+    /// Removes an object; returns it (with a fresh resourceVersion, as the DELETED event carries).
+    pub fn remove(&mut self, gr: &GroupResource, ns: &str, name: &str) -> Option<Value> {
+        let mut obj = self
+            .objects
+            .get_mut(gr)?
+            .remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        let rv = self.rv;
+        meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(rv.to_string()));
+        self.record(WatchEvent {
+            rv,
+            gr: gr.clone(),
+            namespace: ns.to_string(),
+            kind: EventType::Deleted,
+            object: obj.clone(),
+            old: None,
+        });
+        if gr.group == "apiextensions.k8s.io" {
+            self.refresh_resources();
+        }
+        Some(obj)
+    }
+
+    fn record(&mut self, ev: WatchEvent) {
+        let ev = Arc::new(ev);
+        self.log.push_back(ev.clone());
+        while self.log.len() > self.window {
+            if let Some(old) = self.log.pop_front() {
+                self.compacted = old.rv;
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    fn refresh_resources(&mut self) {
+        let mut all = resources::builtins();
+        let crds = self.list(
+            &GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions"),
+            None,
+        );
+        for crd in &crds {
+            for r in resources::from_crd(crd) {
+                if !all
+                    .iter()
+                    .any(|b| b.group == r.group && b.plural == r.plural && b.version == r.version)
+                {
+                    all.push(r);
+                }
+            }
+        }
+        self.resources = all;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn window_compacts() {
+        let mut s = Store::new(2);
+        let gr = GroupResource::new("", "configmaps");
+        for i in 0..5 {
+            s.put(&gr, json!({"metadata": {"name": format!("c{i}"), "namespace": "d"}}));
+        }
+        assert_eq!(s.rv(), 6);
+        assert_eq!(s.compacted(), 4);
+        assert_eq!(s.events_since(4).len(), 2);
+        assert_eq!(s.list(&gr, Some("d")).len(), 5);
+        assert_eq!(s.list(&gr, Some("e")).len(), 0);
+    }
+}

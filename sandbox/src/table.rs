@@ -1,0 +1,298 @@
+//! Server-side printing: `Accept: application/json;as=Table;g=meta.k8s.io;v=v1` answers with a
+//! `meta.k8s.io/v1` Table, with kubectl's usual columns for common kinds and a CRD's
+//! `additionalPrinterColumns`.
+
+use crate::resources::{PrinterColumn, ResourceInfo};
+use crate::util::{human_age, meta_str};
+use serde_json::{json, Value};
+
+/// Whether the Accept header asks for a Table.
+pub fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+fn col(name: &str, kind: &str, priority: i64) -> Value {
+    let format = if name == "Name" { "name" } else { "" };
+    json!({"name": name, "type": kind, "format": format, "description": name, "priority": priority})
+}
+
+/// Evaluates a simple JSONPath (`.a.b`, `.a[0].b`).
+pub fn json_path(obj: &Value, path: &str) -> Value {
+    let mut cur = obj;
+    for part in path.trim_start_matches('.').split('.') {
+        if part.is_empty() {
+            continue;
+        }
+        let (key, idx) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        cur = match cur.get(key) {
+            Some(v) => v,
+            None => return Value::Null,
+        };
+        if let Some(i) = idx {
+            cur = match cur.get(i) {
+                Some(v) => v,
+                None => return Value::Null,
+            };
+        }
+    }
+    cur.clone()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "<none>".into(),
+        Value::String(x) if x.is_empty() => "<none>".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn columns(info: &ResourceInfo) -> Vec<Value> {
+    let mut c = vec![col("Name", "string", 0)];
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => {
+            c.extend([
+                col("Ready", "string", 0),
+                col("Status", "string", 0),
+                col("Restarts", "string", 0),
+                col("Age", "string", 0),
+                col("IP", "string", 1),
+                col("Node", "string", 1),
+            ]);
+        }
+        ("", "services") => c.extend([
+            col("Type", "string", 0),
+            col("Cluster-IP", "string", 0),
+            col("External-IP", "string", 0),
+            col("Port(s)", "string", 0),
+            col("Age", "string", 0),
+            col("Selector", "string", 1),
+        ]),
+        ("", "namespaces") => c.extend([col("Status", "string", 0), col("Age", "string", 0)]),
+        ("batch", "jobs") => c.extend([
+            col("Status", "string", 0),
+            col("Completions", "string", 0),
+            col("Age", "string", 0),
+        ]),
+        ("apps", "deployments") | ("apps", "statefulsets") | ("apps", "replicasets") => {
+            c.extend([col("Ready", "string", 0), col("Age", "string", 0)])
+        }
+        ("networking.k8s.io", "ingresses") => c.extend([
+            col("Class", "string", 0),
+            col("Hosts", "string", 0),
+            col("Address", "string", 0),
+            col("Age", "string", 0),
+        ]),
+        _ => {
+            for pc in &info.columns {
+                c.push(col(&pc.name, &pc.kind, pc.priority));
+            }
+            if !info.columns.iter().any(|pc| pc.name == "Age") {
+                c.push(col("Age", "string", 0));
+            }
+        }
+    }
+    c
+}
+
+fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
+    let name = json!(meta_str(o, "name"));
+    let age = json!(human_age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str)));
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("", "pods") => {
+            let total = o
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let statuses = o
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let ready = statuses
+                .iter()
+                .filter(|c| c["ready"].as_bool() == Some(true))
+                .count();
+            let restarts: i64 = statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum();
+            let mut phase = s(&json_path(o, ".status.phase"));
+            if let Some(r) = o.pointer("/status/reason").and_then(Value::as_str) {
+                phase = r.to_string();
+            }
+            if o.pointer("/metadata/deletionTimestamp").is_some() {
+                phase = "Terminating".into();
+            }
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(phase),
+                json!(restarts.to_string()),
+                age,
+                json!(s(&json_path(o, ".status.podIP"))),
+                json!(s(&json_path(o, ".spec.nodeName"))),
+            ]
+        }
+        ("", "services") => {
+            let ports: Vec<String> = o
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            let proto = p["protocol"].as_str().unwrap_or("TCP");
+                            match p["nodePort"].as_i64() {
+                                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                                None => format!("{}/{proto}", p["port"]),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ext: Vec<String> = o
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ty = o.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            let ext = if !ext.is_empty() {
+                ext.join(",")
+            } else if ty == "LoadBalancer" {
+                "<pending>".into()
+            } else {
+                "<none>".into()
+            };
+            let sel: Vec<String> = o
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(ty),
+                json!(s(&json_path(o, ".spec.clusterIP"))),
+                json!(ext),
+                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                age,
+                json!(if sel.is_empty() { "<none>".into() } else { sel.join(",") }),
+            ]
+        }
+        ("", "namespaces") => vec![name, json!(s(&json_path(o, ".status.phase"))), age],
+        ("batch", "jobs") => {
+            let succeeded = o.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
+            let completions = o
+                .pointer("/spec/completions")
+                .and_then(Value::as_i64)
+                .map_or("<none>".to_string(), |c| c.to_string());
+            let complete = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+            let status = if complete { "Complete" } else { "Running" };
+            vec![name, json!(status), json!(format!("{succeeded}/{completions}")), age]
+        }
+        ("apps", _) => {
+            let ready = o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0);
+            let want = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+            vec![name, json!(format!("{ready}/{want}")), age]
+        }
+        ("networking.k8s.io", "ingresses") => {
+            let hosts: Vec<String> = o
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .map(|rs| {
+                    rs.iter()
+                        .filter_map(|r| r["host"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(s(&json_path(o, ".spec.ingressClassName"))),
+                json!(if hosts.is_empty() { "*".into() } else { hosts.join(",") }),
+                json!(""),
+                age,
+            ]
+        }
+        _ => {
+            let mut c = vec![name];
+            let cols: &[PrinterColumn] = &info.columns;
+            for pc in cols {
+                let v = json_path(o, &pc.json_path);
+                if pc.kind == "date" {
+                    c.push(json!(human_age(v.as_str())));
+                } else {
+                    c.push(match v {
+                        Value::Null => Value::Null,
+                        Value::String(x) => json!(x),
+                        other => other,
+                    });
+                }
+            }
+            if !info.columns.iter().any(|pc| pc.name == "Age") {
+                c.push(age);
+            }
+            c
+        }
+    }
+}
+
+fn row(info: &ResourceInfo, o: &Value, full: bool) -> Value {
+    let object = if full {
+        o.clone()
+    } else {
+        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(json!({}))})
+    };
+    json!({"cells": cells(info, o), "object": object})
+}
+
+/// Converts a list or a single object into a Table.
+pub fn to_table(info: &ResourceInfo, v: &Value, include_object: bool) -> Value {
+    let (rows, rv) = match v.get("items").and_then(Value::as_array) {
+        Some(items) => (
+            items.iter().map(|o| row(info, o, include_object)).collect::<Vec<_>>(),
+            v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+        ),
+        None => (
+            vec![row(info, v, include_object)],
+            v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+        ),
+    };
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": columns(info),
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_accept() {
+        let o = json!({"spec": {"ports": [{"port": 80}]}});
+        assert_eq!(json_path(&o, ".spec.ports[0].port"), json!(80));
+        assert_eq!(json_path(&o, ".spec.nope"), Value::Null);
+        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(!wants_table("application/json"));
+    }
+}

@@ -1,0 +1,164 @@
+//! WATCH streams: initial events (for an unset or `0` resourceVersion, or `sendInitialEvents`),
+//! replay from the event log, 410 Gone (`Expired`) once a resourceVersion has left the window,
+//! bookmarks, `timeoutSeconds`, label/field filtering with ADDED/DELETED on (un)matching, and the
+//! dropped-watch and forced-410 faults.
+
+use crate::api::{lock, present, Shared, WatchSpec};
+use crate::error::ApiError;
+use crate::store::{EventType, WatchEvent};
+use crate::util::labels;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+fn line(kind: &str, object: Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn matches(spec: &WatchSpec, o: &Value) -> bool {
+    spec.labels.matches(&labels(o)) && spec.fields.matches(o)
+}
+
+/// The line for a store event as seen by this watch, if any.
+fn translate(spec: &WatchSpec, ev: &WatchEvent) -> Option<Bytes> {
+    if ev.gr != spec.info.key() {
+        return None;
+    }
+    if let Some(ns) = &spec.namespace {
+        if &ev.namespace != ns {
+            return None;
+        }
+    }
+    let obj = || present(&spec.info, ev.object.clone());
+    match ev.kind {
+        EventType::Added | EventType::Deleted => {
+            matches(spec, &ev.object).then(|| line(ev.kind.as_str(), obj()))
+        }
+        EventType::Modified => {
+            let now = matches(spec, &ev.object);
+            let before = ev.old.as_ref().is_some_and(|o| matches(spec, o));
+            match (before, now) {
+                (true, true) => Some(line("MODIFIED", obj())),
+                (false, true) => Some(line("ADDED", obj())),
+                (true, false) => Some(line("DELETED", obj())),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn bookmark(spec: &WatchSpec, rv: u64, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        json!({"kind": spec.info.kind, "apiVersion": spec.info.api_version(), "metadata": meta}),
+    )
+}
+
+/// Starts a watch; returns the receiver of body chunks.
+pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+    let faults = lock(&shared.faults).faults.clone();
+    let mut epoch = shared.epoch.subscribe();
+    let (mut events, start_rv, initial, gone) = {
+        let st = shared.store();
+        let events = st.subscribe();
+        let requested = spec
+            .resource_version
+            .as_deref()
+            .filter(|r| !r.is_empty() && *r != "0")
+            .map(|r| r.parse::<u64>().unwrap_or(0));
+        let mut initial: Vec<Bytes> = Vec::new();
+        let mut gone = None;
+        match requested {
+            None => {
+                for o in st.list(&spec.info.key(), spec.namespace.as_deref()) {
+                    if matches(&spec, &o) {
+                        initial.push(line("ADDED", present(&spec.info, o)));
+                    }
+                }
+                if spec.send_initial || spec.bookmarks && spec.send_initial {
+                    initial.push(bookmark(&spec, st.rv(), true));
+                }
+            }
+            Some(rv) => {
+                if faults.force_watch_gone || rv < st.compacted() {
+                    gone = Some(ApiError::expired(rv, st.compacted().max(st.rv())));
+                } else {
+                    if spec.send_initial {
+                        for o in st.list(&spec.info.key(), spec.namespace.as_deref()) {
+                            if matches(&spec, &o) {
+                                initial.push(line("ADDED", present(&spec.info, o)));
+                            }
+                        }
+                        initial.push(bookmark(&spec, st.rv(), true));
+                    } else {
+                        for ev in st.events_since(rv) {
+                            if let Some(l) = translate(&spec, &ev) {
+                                initial.push(l);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (events, st.rv(), initial, gone)
+    };
+    tokio::spawn(async move {
+        for l in initial {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+        if let Some(e) = gone {
+            let _ = tx.send(line("ERROR", e.to_status())).await;
+            return;
+        }
+        let mut last_rv = start_rv;
+        let deadline = tokio::time::sleep(spec.timeout);
+        tokio::pin!(deadline);
+        let drop_after = faults
+            .drop_watches_after_ms
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(86_400 * 365));
+        let dropper = tokio::time::sleep(drop_after);
+        tokio::pin!(dropper);
+        let mut ticker = tokio::time::interval(shared.cfg.bookmark_interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.rv <= start_rv {
+                            continue;
+                        }
+                        last_rv = last_rv.max(ev.rv);
+                        if let Some(l) = translate(&spec, &ev) {
+                            if tx.send(l).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ticker.tick(), if spec.bookmarks => {
+                    if tx.send(bookmark(&spec, last_rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = &mut deadline => return,
+                _ = &mut dropper => return,
+                _ = epoch.changed() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
