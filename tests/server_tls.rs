@@ -491,10 +491,36 @@ async fn oversize_body_gets_413() {
         let reply = ts.post("/validate", &at_limit, JSON, version).await;
         ts.assert_answer(Endpoint::Validate, &at_limit, &reply);
     }
+    // Without a Content-Length (chunked): the limit is enforced while reading.
+    let mut tls = raw_tls(&ts).await;
+    let head = "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(format!("{:x}\r\n", too_big.len()).as_bytes())
+        .await
+        .unwrap();
+    tls.write_all(&too_big).await.unwrap();
+    tls.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = within("chunked 413", tls.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
+    // A client that waits for `100 Continue` is told 413 without sending the body.
+    let mut tls = raw_tls(&ts).await;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        100 * server::MAX_BODY_BYTES
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = within("expect-continue 413", tls.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
     assert_eq!(
         ts.metric("portico_admission_requests_total{endpoint=\"mutate\",operation=\"\",kind=\"\",outcome=\"rejected\",reason=\"too-large\"}")
             .await,
-        Some(2.0)
+        Some(3.0)
     );
 }
 
@@ -518,6 +544,12 @@ async fn wrong_method_and_path() {
             assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
             assert!(reply.body.contains("/mutate"), "{}", reply.body);
         }
+        // The apiserver appends `?timeout=3s`; the query does not change the endpoint.
+        let reply = conn
+            .send(Method::POST, "/validate?timeout=3s", &review, JSON)
+            .await
+            .unwrap();
+        ts.assert_answer(Endpoint::Validate, &review, &reply);
         // The connection survives all of that.
         let reply = conn
             .send(Method::POST, "/mutate", &review, JSON)

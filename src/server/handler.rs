@@ -170,10 +170,18 @@ async fn review(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let deadline = tokio::time::Instant::now() + app.limits.body_read_timeout;
+    // A client waiting for `100 Continue` sends no body until we read it; reading nothing means
+    // the oversize body is never sent at all.
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut body = req.into_body();
 
     if declared.is_some_and(|len| len > limit as u64) {
-        discard_if_small(&mut body, declared, &app.limits, deadline).await;
+        if !expects_continue {
+            discard_if_small(&mut body, declared, &app.limits, deadline).await;
+        }
         return Err(too_large(limit));
     }
     let bytes = match tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await {

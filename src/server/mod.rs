@@ -47,8 +47,8 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub struct Limits {
     /// Largest accepted body; larger ones get 413.
     pub max_body_bytes: usize,
-    /// How long an oversize body is still read and thrown away (at most this many bytes in all) so
-    /// that the client sees the 413; past it the connection is simply closed.
+    /// An oversize body of at most this many bytes is still read and thrown away, so that a client
+    /// busy sending it reads the 413 instead of a reset; a larger one is not read at all.
     pub max_discard_bytes: usize,
     /// TLS handshake must finish within this.
     pub handshake_timeout: Duration,
