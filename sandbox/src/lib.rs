@@ -25,6 +25,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod error;
 pub mod faults;
+pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod rules;
@@ -32,6 +33,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod util;
 pub mod validation;
 pub mod watch;
@@ -133,7 +135,8 @@ impl Sandbox {
             opts.tokens.clone(),
             opts.service_endpoints.clone(),
         ));
-        let ctl = ServerCtl::bind(shared.clone(), opts.listen)
+        let tls = tls::generate()?;
+        let ctl = ServerCtl::bind(shared.clone(), opts.listen, tls)
             .await
             .with_context(|| format!("binding {}", opts.listen))?;
         let handle = SandboxHandle { ctl: ctl.clone() };
@@ -221,9 +224,20 @@ impl SandboxHandle {
         &self.ctl.shared
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` (the server in the kubeconfig; its CA is [`Self::ca_pem`]).
     pub fn url(&self) -> String {
+        format!("https://{}", self.ctl.addr)
+    }
+
+    /// `http://127.0.0.1:<port>`: the same server without TLS (control endpoints, curl).
+    /// kubectl does not send tokens over plain HTTP; use [`Self::url`] with it.
+    pub fn http_url(&self) -> String {
         format!("http://{}", self.ctl.addr)
+    }
+
+    /// PEM of the CA that signed the sandbox's serving certificate.
+    pub fn ca_pem(&self) -> String {
+        self.ctl.tls.ca_pem.clone()
     }
 
     /// The bound address.
@@ -255,7 +269,8 @@ impl SandboxHandle {
             "apiVersion": "v1",
             "kind": "Config",
             "preferences": {},
-            "clusters": [{"name": "sandbox", "cluster": {"server": self.url()}}],
+            "clusters": [{"name": "sandbox", "cluster": {"server": self.url(),
+                "certificate-authority-data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, self.ca_pem())}}],
             "users": users,
             "contexts": contexts,
             "current-context": current_context,

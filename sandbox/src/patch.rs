@@ -474,7 +474,14 @@ pub fn track_update(
     let changed: FieldSet = new_leaves
         .iter()
         .filter(|p| old.and_then(|o| get_path(o, p)) != get_path(new, p))
-        .filter(|p| subresource != "status" || p.first().map(String::as_str) == Some("status"))
+        .filter(|p| {
+            let in_status = p.first().map(String::as_str) == Some("status");
+            if subresource == "status" {
+                in_status
+            } else {
+                !in_status
+            }
+        })
         .cloned()
         .collect();
     let removed: Vec<&FieldPath> = old_leaves.difference(&new_leaves).collect();

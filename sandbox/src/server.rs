@@ -30,17 +30,24 @@ pub struct ServerCtl {
     pub shared: Arc<Shared>,
     /// The bound address.
     pub addr: SocketAddr,
+    /// The TLS serving certificate (TLS and plain HTTP share the port).
+    pub tls: crate::tls::ServingCert,
     accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ServerCtl {
     /// Binds and starts serving.
-    pub async fn bind(shared: Arc<Shared>, addr: SocketAddr) -> std::io::Result<Arc<Self>> {
+    pub async fn bind(
+        shared: Arc<Shared>,
+        addr: SocketAddr,
+        tls: crate::tls::ServingCert,
+    ) -> std::io::Result<Arc<Self>> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let ctl = Arc::new(Self {
             shared,
             addr,
+            tls,
             accept: Mutex::new(None),
         });
         ctl.spawn_accept(listener);
@@ -62,6 +69,7 @@ impl ServerCtl {
                 let _ = stream.set_nodelay(true);
                 let ctl2 = ctl.clone();
                 let mut epoch = ctl.shared.epoch.subscribe();
+                let acceptor = tokio_rustls::TlsAcceptor::from(ctl.tls.config.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let ctl3 = ctl2.clone();
@@ -69,10 +77,28 @@ impl ServerCtl {
                     });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = epoch.changed() => {}
+                    let mut first = [0u8; 1];
+                    let is_tls = matches!(
+                        tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await,
+                        Ok(Ok(1))
+                    ) && first[0] == 0x16;
+                    if is_tls {
+                        let tls = tokio::select! {
+                            t = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)) => t,
+                            _ = epoch.changed() => return,
+                        };
+                        let Ok(Ok(tls)) = tls else { return };
+                        let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = epoch.changed() => {}
+                        }
+                    } else {
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = epoch.changed() => {}
+                        }
                     }
                 });
             }
@@ -280,6 +306,17 @@ fn discovery_route(ctl: &ServerCtl, path: &str) -> Option<http::Response<Body>> 
         ["api", v] => discovery::resource_list(rs, "", v)?,
         ["apis", g] => discovery::group(rs, g)?,
         ["apis", g, v] => discovery::resource_list(rs, g, v)?,
+        ["openapi", "v2"] => {
+            // An empty protobuf message (kubectl asks for protobuf): no client-side schemas.
+            return Some(full(
+                200,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                Bytes::new(),
+            ));
+        }
+        ["openapi", "v3"] => crate::openapi::v3_root(rs),
+        ["openapi", "v3", "api", v] => crate::openapi::v3_group_version(rs, "", v)?,
+        ["openapi", "v3", "apis", g, v] => crate::openapi::v3_group_version(rs, g, v)?,
         ["openapi", ..] | ["swagger.json"] => {
             return Some(err_resp(&ApiError::path_not_found()));
         }
