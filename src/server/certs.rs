@@ -37,15 +37,17 @@ pub enum CertError {
     BadDays { days: u32, max: u32 },
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("cannot create directory {path}: {source}")]
+    #[error("cannot create directory {path}: {error}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        // Named `error`, not `source`: the message already includes it, and a source would
+        // make `{:#}` chains print it twice.
+        error: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -146,9 +148,9 @@ impl CertBundle {
     /// Each file is written to a temporary name and renamed, so a server watching the directory
     /// never reads half a file.
     pub fn write_to(&self, dir: &Path) -> Result<CertFiles, CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::CreateDir {
+        fs::create_dir_all(dir).map_err(|error| CertError::CreateDir {
             path: dir.to_owned(),
-            source,
+            error,
         })?;
         let files = CertFiles {
             ca: dir.join(CA_FILE),
@@ -297,9 +299,9 @@ fn set_validity(params: &mut CertificateParams, not_before: SystemTime, not_afte
 }
 
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), CertError> {
-    let err = |source| CertError::Write {
+    let err = |error| CertError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file_name = path
         .file_name()

@@ -123,15 +123,17 @@ pub enum ServeError {
     Certificate(#[from] CertLoadError),
     #[error("cannot build the TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("cannot listen for webhook HTTPS on {addr} (--listen): {source}")]
+    #[error("cannot listen for webhook HTTPS on {addr} (--listen): {error}")]
     BindWebhook {
         addr: SocketAddr,
-        source: std::io::Error,
+        // Named `error`, not `source`: the message already includes it, and a source would
+        // make `{:#}` chains print it twice.
+        error: std::io::Error,
     },
-    #[error("cannot listen for ops HTTP on {addr} (--ops-listen): {source}")]
+    #[error("cannot listen for ops HTTP on {addr} (--ops-listen): {error}")]
     BindOps {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -258,28 +260,28 @@ pub async fn start(opts: ServeOptions, webhook: Webhook) -> Result<RunningServer
     let listener =
         TcpListener::bind(opts.listen)
             .await
-            .map_err(|source| ServeError::BindWebhook {
+            .map_err(|error| ServeError::BindWebhook {
                 addr: opts.listen,
-                source,
+                error,
             })?;
     let webhook_addr = listener
         .local_addr()
-        .map_err(|source| ServeError::BindWebhook {
+        .map_err(|error| ServeError::BindWebhook {
             addr: opts.listen,
-            source,
+            error,
         })?;
     let ops_listener =
         TcpListener::bind(opts.ops_listen)
             .await
-            .map_err(|source| ServeError::BindOps {
+            .map_err(|error| ServeError::BindOps {
                 addr: opts.ops_listen,
-                source,
+                error,
             })?;
     let ops_addr = ops_listener
         .local_addr()
-        .map_err(|source| ServeError::BindOps {
+        .map_err(|error| ServeError::BindOps {
             addr: opts.ops_listen,
-            source,
+            error,
         })?;
 
     let limits = opts.limits.clone();

@@ -37,15 +37,17 @@ pub fn install_crypto_provider() {
 /// Why a certificate/key pair cannot be used. Every variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum CertLoadError {
-    #[error("cannot read TLS certificate file {path}: {source}")]
+    #[error("cannot read TLS certificate file {path}: {error}")]
     ReadCert {
         path: PathBuf,
-        source: std::io::Error,
+        // Named `error`, not `source`: the message already includes it, and a source would
+        // make `{:#}` chains print it twice.
+        error: std::io::Error,
     },
-    #[error("cannot read TLS key file {path}: {source}")]
+    #[error("cannot read TLS key file {path}: {error}")]
     ReadKey {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("TLS certificate file {path} holds no PEM certificate{detail}")]
     NoCert { path: PathBuf, detail: String },
@@ -81,13 +83,13 @@ impl LoadedCert {
 
 /// Reads and checks a certificate chain and key from PEM files.
 pub fn load_pair(cert: &Path, key: &Path, now: SystemTime) -> Result<LoadedCert, CertLoadError> {
-    let cert_pem = std::fs::read(cert).map_err(|source| CertLoadError::ReadCert {
+    let cert_pem = std::fs::read(cert).map_err(|error| CertLoadError::ReadCert {
         path: cert.to_owned(),
-        source,
+        error,
     })?;
-    let key_pem = std::fs::read(key).map_err(|source| CertLoadError::ReadKey {
+    let key_pem = std::fs::read(key).map_err(|error| CertLoadError::ReadKey {
         path: key.to_owned(),
-        source,
+        error,
     })?;
     parse_pair(&cert_pem, &key_pem, cert, key, now)
 }
