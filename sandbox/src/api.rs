@@ -350,10 +350,18 @@ impl From<ApiError> for UpdateErr {
     }
 }
 
+/// The object without what changes on every write (resourceVersion, managedFields times).
 fn strip_volatile(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
+        if let Some(mf) = m.get_mut("managedFields").and_then(Value::as_array_mut) {
+            for e in mf {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
     }
     v
 }
@@ -388,7 +396,6 @@ async fn finish_update(
     let new = holder.unwrap_or(Value::Null);
     let mut new = rules::merge_for_update(info, sub, &old, new);
     rules::apply_defaults(info, &mut new);
-    rules::bump_generation(&old, &mut new);
     let mut errs = validation::object_label_errors(&new);
     if sub.is_empty() {
         errs.extend(validation::immutable_errors(info, &old, &new));
@@ -401,6 +408,7 @@ async fn finish_update(
             return Err(ApiError::invalid(info, &name, &errs).into());
         }
     }
+    rules::bump_generation(&old, &mut new);
     warnings.extend(admission::validate(shared, &attrs, Some(&new)).await?);
     if track {
         patch::track_update(Some(&old), &mut new, &o.manager(), &info.api_version(), sub);
@@ -550,6 +558,8 @@ pub async fn patch(
                 o.force,
             )
             .map_err(|c| ApiError::conflict_msg(info, name, patch::conflict_message(&c)))?;
+            let mut obj = obj;
+            meta_mut(&mut obj).insert("name".into(), json!(name));
             let mut o2 = o.clone();
             o2.applied = true;
             return match create(shared, user, info, ns, obj, &o2).await {
