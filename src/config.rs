@@ -287,13 +287,22 @@ impl Config {
             out.push("provisioner.ingressHostTemplate: must contain {tag}, or two tags would share a host".to_string());
         }
         if !p.domain.is_empty() && !crate::core::label::is_dns_subdomain(&p.domain) {
-            out.push(format!("provisioner.domain: {:?} is not a lowercase DNS name", p.domain));
+            out.push(format!(
+                "provisioner.domain: {:?} is not a lowercase DNS name",
+                p.domain
+            ));
         }
         if p.field_manager.is_empty() || p.lease_name.is_empty() || p.lease_namespace.is_empty() {
-            out.push("provisioner.fieldManager, leaseName and leaseNamespace must not be empty".to_string());
+            out.push(
+                "provisioner.fieldManager, leaseName and leaseNamespace must not be empty"
+                    .to_string(),
+            );
         }
         if !(5..=300).contains(&p.lease_seconds) {
-            out.push(format!("provisioner.leaseSeconds: {} is outside 5..=300", p.lease_seconds));
+            out.push(format!(
+                "provisioner.leaseSeconds: {} is outside 5..=300",
+                p.lease_seconds
+            ));
         }
         if id.trusted_submitters.users.contains(&id.portico) {
             out.push(

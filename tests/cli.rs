@@ -12,7 +12,12 @@ fn portico(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -58,8 +63,14 @@ fn mutate_prints_manifests_as_stored_with_warnings_on_stderr() {
     let template = &docs[0]["spec"]["template"]["metadata"];
     assert_eq!(template["labels"]["jarvice-job-ipaddr"], "user1-foobar");
     assert_eq!(template["annotations"]["portico.dev/user"], "user1");
-    assert_eq!(docs[1]["metadata"]["labels"]["jarvice-pod0-job-ipaddr"], "user1-foobar");
-    assert!(err.contains("Warning: portico: pod labelled jarvice-job-ipaddr=user1-foobar"), "{err}");
+    assert_eq!(
+        docs[1]["metadata"]["labels"]["jarvice-pod0-job-ipaddr"],
+        "user1-foobar"
+    );
+    assert!(
+        err.contains("Warning: portico: pod labelled jarvice-job-ipaddr=user1-foobar"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,7 +78,10 @@ fn mutate_exits_non_zero_with_the_denial() {
     let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    portico.dev/ipaddr: 'bad tag-'\n";
     let (code, _, err) = portico(&["mutate", "--user", "user1"], Some(bad));
     assert_eq!(code, 1);
-    assert!(err.contains("denied: Pod p") && err.contains("not a valid label value"), "{err}");
+    assert!(
+        err.contains("denied: Pod p") && err.contains("not a valid label value"),
+        "{err}"
+    );
     let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  selector:\n    jarvice-job-ipaddr: user1-foobar\n";
     let (code, _, err) = portico(&["mutate", "--user", "user2"], Some(service));
     assert_eq!(code, 1, "{err}");
@@ -77,7 +91,10 @@ fn mutate_exits_non_zero_with_the_denial() {
 fn review_reads_stdin_and_refuses_what_is_not_a_review() {
     let (code, _, err) = portico(&["review"], Some("{\"kind\": \"Pod\"}"));
     assert_eq!(code, 2);
-    assert!(err.contains("HTTP 400") && err.contains("apiVersion"), "{err}");
+    assert!(
+        err.contains("HTTP 400") && err.contains("apiVersion"),
+        "{err}"
+    );
     let (code, _, err) = portico(&["review"], Some("not json"));
     assert_eq!(code, 2);
     assert!(err.contains("not JSON"), "{err}");
@@ -87,10 +104,17 @@ fn review_reads_stdin_and_refuses_what_is_not_a_review() {
 fn config_check_explains_bad_values_and_accepts_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "labels:\n  job: 'no good'\nidentity:\n  unstampedFallback: maybe\n").unwrap();
+    std::fs::write(
+        &bad,
+        "labels:\n  job: 'no good'\nidentity:\n  unstampedFallback: maybe\n",
+    )
+    .unwrap();
     let (code, _, err) = portico(&["config", "check", bad.to_str().unwrap()], None);
     assert_eq!(code, 1);
-    assert!(err.contains("unstampedFallback") || err.contains("maybe"), "{err}");
+    assert!(
+        err.contains("unstampedFallback") || err.contains("maybe"),
+        "{err}"
+    );
     let good = dir.path().join("good.yaml");
     let (_, defaults, _) = portico(&["config", "defaults"], None);
     std::fs::write(&good, defaults).unwrap();
@@ -101,7 +125,12 @@ fn config_check_explains_bad_values_and_accepts_good_ones() {
 
 #[test]
 fn help_explains_each_command() {
-    for cmd in [vec!["--help"], vec!["review", "--help"], vec!["mutate", "--help"], vec!["config", "check", "--help"]] {
+    for cmd in [
+        vec!["--help"],
+        vec!["review", "--help"],
+        vec!["mutate", "--help"],
+        vec!["config", "check", "--help"],
+    ] {
         let (code, out, _) = portico(&cmd, None);
         assert_eq!(code, 0);
         assert!(out.contains("Usage"), "{cmd:?}");

@@ -10,7 +10,8 @@ fn dir() -> PathBuf {
 
 fn documents() -> Vec<Value> {
     let kustomization: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap()).unwrap();
+        serde_yaml::from_str(&std::fs::read_to_string(dir().join("kustomization.yaml")).unwrap())
+            .unwrap();
     let mut docs = Vec::new();
     for file in kustomization["resources"].as_array().unwrap() {
         let text = std::fs::read_to_string(dir().join(file.as_str().unwrap())).unwrap();
@@ -36,7 +37,10 @@ fn every_manifest_file_is_listed_in_the_kustomization() {
     for entry in std::fs::read_dir(dir()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".yaml") && name != "kustomization.yaml" {
-            assert!(kustomization.contains(&name), "{name} is not in kustomization.yaml");
+            assert!(
+                kustomization.contains(&name),
+                "{name} is not in kustomization.yaml"
+            );
         }
     }
 }
@@ -44,7 +48,10 @@ fn every_manifest_file_is_listed_in_the_kustomization() {
 #[test]
 fn webhook_configurations_fail_closed_and_spare_the_system() {
     let docs = documents();
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
         let config = find(&docs, kind, "portico");
         for hook in config["webhooks"].as_array().unwrap() {
             assert_eq!(hook["failurePolicy"], "Fail");
@@ -52,14 +59,27 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
             assert_eq!(hook["timeoutSeconds"], 3);
             let excluded = &hook["namespaceSelector"]["matchExpressions"][0];
             assert_eq!(excluded["operator"], "NotIn");
-            let values: Vec<&str> = excluded["values"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            let values: Vec<&str> = excluded["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
             assert!(values.contains(&"kube-system") && values.contains(&"portico-system"));
             for rule in hook["rules"].as_array().unwrap() {
                 for resource in rule["resources"].as_array().unwrap() {
                     let r = resource.as_str().unwrap();
-                    assert!(!["leases", "endpoints", "events", "*"].contains(&r), "{kind} matches {r}");
+                    assert!(
+                        !["leases", "endpoints", "events", "*"].contains(&r),
+                        "{kind} matches {r}"
+                    );
                 }
-                let ops: Vec<&str> = rule["operations"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+                let ops: Vec<&str> = rule["operations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
                 assert_eq!(ops, ["CREATE", "UPDATE"]);
             }
             if kind.starts_with("Mutating") {
@@ -75,10 +95,27 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|r| r["resources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()))
+        .flat_map(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+        })
         .collect();
-    for r in ["pods", "jobs", "cronjobs", "statefulsets", "deployments", "replicasets", "daemonsets"] {
-        assert!(resources.iter().any(|x| x == r), "mutating webhook misses {r}");
+    for r in [
+        "pods",
+        "jobs",
+        "cronjobs",
+        "statefulsets",
+        "deployments",
+        "replicasets",
+        "daemonsets",
+    ] {
+        assert!(
+            resources.iter().any(|x| x == r),
+            "mutating webhook misses {r}"
+        );
     }
 }
 
@@ -92,7 +129,12 @@ fn deployment_is_replicated_unprivileged_and_probed_on_the_ops_port() {
     let c = &pod["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    let ops = c["ports"].as_array().unwrap().iter().find(|p| p["name"] == "ops").unwrap();
+    let ops = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ops")
+        .unwrap();
     assert_eq!(ops["containerPort"], 9090);
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], "ops");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
@@ -112,12 +154,22 @@ fn shipped_configuration_passes_config_check() {
 #[test]
 fn rbac_grants_no_wildcards_and_no_secrets() {
     let docs = documents();
-    for doc in docs.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+    for doc in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
         for rule in doc["rules"].as_array().unwrap() {
             for field in ["verbs", "resources", "apiGroups"] {
-                assert!(!rule[field].as_array().unwrap().iter().any(|v| v == "*"), "wildcard in {field}");
+                assert!(
+                    !rule[field].as_array().unwrap().iter().any(|v| v == "*"),
+                    "wildcard in {field}"
+                );
             }
-            assert!(!rule["resources"].as_array().unwrap().iter().any(|v| v == "secrets"));
+            assert!(!rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "secrets"));
         }
     }
 }
@@ -126,5 +178,8 @@ fn rbac_grants_no_wildcards_and_no_secrets() {
 fn crd_manifest_is_generated_from_the_rust_types() {
     let on_disk = std::fs::read_to_string(dir().join("crd.yaml")).unwrap();
     let generated = portico::api::crd_yaml().unwrap();
-    assert!(on_disk == generated, "manifests/crd.yaml is stale: run `portico crd > manifests/crd.yaml` (make manifests)");
+    assert!(
+        on_disk == generated,
+        "manifests/crd.yaml is stale: run `portico crd > manifests/crd.yaml` (make manifests)"
+    );
 }

@@ -25,7 +25,6 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve the admission webhook (HTTPS) and the ops endpoints, and run the provisioner.
     Serve(serve::ServeArgs),
     /// Make a CA and a serving certificate for the webhook; print the base64 caBundle.
     Certs(certs::CertsArgs),

@@ -2,7 +2,7 @@
 //! they run the same decisions the server runs, on files.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
@@ -206,7 +206,7 @@ pub fn mutate(
 }
 
 /// `portico config check FILE`: Ok with a summary, or every problem explained.
-pub fn config_check(path: &PathBuf) -> anyhow::Result<String> {
+pub fn config_check(path: &Path) -> anyhow::Result<String> {
     let config = Config::load(path)?;
     Ok(format!(
         "{}: ok (labels {} and {}, annotation domain {}, identity mode {:?}, strict {})",

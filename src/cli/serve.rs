@@ -76,13 +76,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "PORTICO_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Serve the webhook only, without the provisioning controller. (This build has no
-    /// controller yet, so the webhook is all that runs either way.)
+    /// Serve the webhook only, without the provisioning controller (which needs a cluster: the
+    /// kubeconfig in KUBECONFIG or ~/.kube/config, or the in-cluster service account).
     #[arg(long, env = "PORTICO_NO_CONTROLLER", value_parser = FalseyValueParser::new())]
     pub no_controller: bool,
 
-    /// Run the provisioning controller only, without the webhook. Not available until the
-    /// controller is part of the build; refused for now.
+    /// Run the provisioning controller only, without the webhook and its ops port.
     #[arg(
         long,
         env = "PORTICO_NO_WEBHOOK",
@@ -186,27 +185,60 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// `portico serve` inside an existing runtime (logging already set up): loads the
 /// configuration, starts the server, and returns after a graceful shutdown on SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.no_webhook {
-        anyhow::bail!(
-            "--no-webhook leaves nothing to run: this build has no provisioning controller yet"
-        );
-    }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if args.no_controller {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut opts = args.options();
+    let controller = if args.no_controller {
         tracing::info!("--no-controller: serving the admission webhook only");
+        None
     } else {
-        tracing::info!(
-            "this build has no provisioning controller yet: serving the admission webhook only"
-        );
+        let client = kube::Client::try_default().await.context(
+            "the provisioner needs a cluster (KUBECONFIG, ~/.kube/config or the in-cluster service account); \
+             use --no-controller to serve the webhook alone",
+        )?;
+        let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+        opts.also_ready = Some(ready_rx);
+        let identity = leader_identity();
+        tracing::info!(%identity, "starting the provisioner (leader-elected)");
+        let policy = std::sync::Arc::new(crate::core::Policy::new(config.clone()));
+        Some(tokio::spawn(crate::provisioner::run(
+            client, policy, identity, stop_rx, ready_tx,
+        )))
+    };
+    if args.no_webhook {
+        tracing::info!("--no-webhook: running the provisioner only");
+        let signal = server::shutdown_signal().await;
+        tracing::info!(signal, "shutting down");
+    } else {
+        let running = server::start(opts, Webhook::new(config))
+            .await
+            .context("cannot start the webhook server")?;
+        running.run_until_signal().await;
     }
-    let running = server::start(args.options(), Webhook::new(config))
-        .await
-        .context("cannot start the webhook server")?;
-    running.run_until_signal().await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = controller {
+        // The provisioner releases its Lease on the way out, so a follower takes over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     Ok(())
+}
+
+/// This replica's name in the Lease: the pod name when the Deployment passes it in, else the
+/// host name, with the process id so two processes on one host differ.
+fn leader_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "portico".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]

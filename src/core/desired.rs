@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec as K8sServiceSpec};
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec as K8sIngressSpec,
-    IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec as K8sIngressSpec, IngressTLS, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -34,7 +34,9 @@ pub enum PlanError {
     Prefix { user: String, reason: String },
     #[error(transparent)]
     Tag(#[from] TagError),
-    #[error("no ingress host: set spec.ingress.host, or provisioner.domain in Portico's configuration")]
+    #[error(
+        "no ingress host: set spec.ingress.host, or provisioner.domain in Portico's configuration"
+    )]
     NoDomain,
     #[error("ingress host {0:?} is not a valid lowercase DNS name (RFC 1123)")]
     BadHost(String),
@@ -97,7 +99,10 @@ pub fn selector_for(policy: &Policy, prefix: &Prefix, route: &RouteValue, target
         Target::Pod0 => policy.pod0_label(),
         Target::All => policy.job_label(),
     };
-    Map::from([(key.to_string(), route.to_string()), (policy.owner_label.clone(), prefix.to_string())])
+    Map::from([
+        (key.to_string(), route.to_string()),
+        (policy.owner_label.clone(), prefix.to_string()),
+    ])
 }
 
 fn managed_labels(policy: &Policy, prefix: &Prefix, extra: (&str, &str)) -> Map {
@@ -109,7 +114,12 @@ fn managed_labels(policy: &Policy, prefix: &Prefix, extra: (&str, &str)) -> Map 
 }
 
 fn check_port(p: &PortSpec) -> Result<(), PlanError> {
-    let bad = |reason: String| Err(PlanError::BadPort { name: p.name.clone(), reason });
+    let bad = |reason: String| {
+        Err(PlanError::BadPort {
+            name: p.name.clone(),
+            reason,
+        })
+    };
     if !is_dns_label(&p.name) || p.name.len() > 15 {
         return bad("a port name must be a lowercase DNS label of at most 15 characters".into());
     }
@@ -118,7 +128,9 @@ fn check_port(p: &PortSpec) -> Result<(), PlanError> {
     }
     if let Some(np) = p.node_port {
         if !(30000..=32767).contains(&np) {
-            return bad(format!("nodePort {np} is outside the node-port range 30000-32767"));
+            return bad(format!(
+                "nodePort {np} is outside the node-port range 30000-32767"
+            ));
         }
     }
     Ok(())
@@ -137,7 +149,11 @@ fn service_ports(ports: &[PortSpec], type_: ServiceType) -> Result<Vec<ServicePo
                 port: p.port,
                 target_port: Some(IntOrString::Int(p.target_port.unwrap_or(p.port))),
                 protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".to_string())),
-                node_port: if type_ == ServiceType::ClusterIP { None } else { p.node_port },
+                node_port: if type_ == ServiceType::ClusterIP {
+                    None
+                } else {
+                    p.node_port
+                },
                 ..ServicePort::default()
             })
         })
@@ -145,7 +161,12 @@ fn service_ports(ports: &[PortSpec], type_: ServiceType) -> Result<Vec<ServicePo
 }
 
 /// The default or explicit Ingress host of an Exposure, lowercased and checked.
-pub fn host_for(policy: &Policy, prefix: &Prefix, tag: &str, explicit: Option<&str>) -> Result<String, PlanError> {
+pub fn host_for(
+    policy: &Policy,
+    prefix: &Prefix,
+    tag: &str,
+    explicit: Option<&str>,
+) -> Result<String, PlanError> {
     let host = match explicit {
         Some(h) => h.to_string(),
         None => {
@@ -169,9 +190,22 @@ pub fn host_for(policy: &Policy, prefix: &Prefix, tag: &str, explicit: Option<&s
 }
 
 /// The Service and Ingress an Exposure should have.
-pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &ExposureSpec, creator: Option<&str>) -> Result<ExposurePlan, PlanError> {
-    let user = spec.user.clone().or_else(|| creator.map(str::to_string)).unwrap_or_default();
-    let prefix = policy.prefix_for(&user).map_err(|e| PlanError::Prefix { user: user.clone(), reason: e.to_string() })?;
+pub fn exposure_plan(
+    policy: &Policy,
+    namespace: &str,
+    owner: &Owner,
+    spec: &ExposureSpec,
+    creator: Option<&str>,
+) -> Result<ExposurePlan, PlanError> {
+    let user = spec
+        .user
+        .clone()
+        .or_else(|| creator.map(str::to_string))
+        .unwrap_or_default();
+    let prefix = policy.prefix_for(&user).map_err(|e| PlanError::Prefix {
+        user: user.clone(),
+        reason: e.to_string(),
+    })?;
     let route = route_value(&user, &prefix, &spec.tag)?;
     let type_ = spec.service.type_;
     let lb = spec.service.load_balancer.clone().unwrap_or_default();
@@ -180,7 +214,11 @@ pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &Exp
         metadata: ObjectMeta {
             name: Some(owner.name.clone()),
             namespace: Some(namespace.to_string()),
-            labels: Some(managed_labels(policy, &prefix, ("portico.dev/exposure", &owner.name))),
+            labels: Some(managed_labels(
+                policy,
+                &prefix,
+                ("portico.dev/exposure", &owner.name),
+            )),
             annotations: (is_lb && !lb.annotations.is_empty()).then(|| lb.annotations.clone()),
             owner_references: Some(vec![owner.reference()]),
             ..ObjectMeta::default()
@@ -200,22 +238,34 @@ pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &Exp
         Some(ing) => {
             let host = host_for(policy, &prefix, &spec.tag, ing.host.as_deref())?;
             let port = match &ing.port {
-                Some(p) => spec.service.ports.iter().find(|sp| &sp.name == p).ok_or_else(|| PlanError::BadPort {
-                    name: p.clone(),
-                    reason: "spec.ingress.port names no port of spec.service.ports".into(),
-                })?,
+                Some(p) => spec
+                    .service
+                    .ports
+                    .iter()
+                    .find(|sp| &sp.name == p)
+                    .ok_or_else(|| PlanError::BadPort {
+                        name: p.clone(),
+                        reason: "spec.ingress.port names no port of spec.service.ports".into(),
+                    })?,
                 None => spec.service.ports.first().ok_or(PlanError::NoPorts)?,
             };
             let mut annotations = ing.annotations.clone();
             if let Some(issuer) = &ing.issuer {
                 annotations.insert("cert-manager.io/cluster-issuer".to_string(), issuer.clone());
             }
-            let tls_secret = ing.tls_secret.clone().or_else(|| ing.issuer.as_ref().map(|_| format!("{}-tls", owner.name)));
+            let tls_secret = ing
+                .tls_secret
+                .clone()
+                .or_else(|| ing.issuer.as_ref().map(|_| format!("{}-tls", owner.name)));
             let ingress = Ingress {
                 metadata: ObjectMeta {
                     name: Some(owner.name.clone()),
                     namespace: Some(namespace.to_string()),
-                    labels: Some(managed_labels(policy, &prefix, ("portico.dev/exposure", &owner.name))),
+                    labels: Some(managed_labels(
+                        policy,
+                        &prefix,
+                        ("portico.dev/exposure", &owner.name),
+                    )),
                     annotations: (!annotations.is_empty()).then_some(annotations),
                     owner_references: Some(vec![owner.reference()]),
                     ..ObjectMeta::default()
@@ -227,11 +277,17 @@ pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &Exp
                         http: Some(HTTPIngressRuleValue {
                             paths: vec![HTTPIngressPath {
                                 path: Some(ing.path.clone().unwrap_or_else(|| "/".to_string())),
-                                path_type: ing.path_type.clone().unwrap_or_else(|| "Prefix".to_string()),
+                                path_type: ing
+                                    .path_type
+                                    .clone()
+                                    .unwrap_or_else(|| "Prefix".to_string()),
                                 backend: IngressBackend {
                                     service: Some(IngressServiceBackend {
                                         name: owner.name.clone(),
-                                        port: Some(ServiceBackendPort { name: Some(port.name.clone()), number: None }),
+                                        port: Some(ServiceBackendPort {
+                                            name: Some(port.name.clone()),
+                                            number: None,
+                                        }),
                                     }),
                                     resource: None,
                                 },
@@ -239,7 +295,10 @@ pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &Exp
                         }),
                     }]),
                     tls: tls_secret.map(|secret| {
-                        vec![IngressTLS { hosts: Some(vec![host.clone()]), secret_name: Some(secret) }]
+                        vec![IngressTLS {
+                            hosts: Some(vec![host.clone()]),
+                            secret_name: Some(secret),
+                        }]
                     }),
                     default_backend: None,
                 }),
@@ -248,7 +307,14 @@ pub fn exposure_plan(policy: &Policy, namespace: &str, owner: &Owner, spec: &Exp
             (Some(ingress), Some(host))
         }
     };
-    Ok(ExposurePlan { user, prefix, route, service, ingress, host })
+    Ok(ExposurePlan {
+        user,
+        prefix,
+        route,
+        service,
+        ingress,
+        host,
+    })
 }
 
 /// Whether `labels` satisfy an equality `selector` (a Service's).
@@ -259,12 +325,18 @@ pub fn selects(selector: &Map, labels: &Map) -> bool {
 fn subset(want: Option<&Map>, have: Option<&Map>) -> bool {
     let empty = Map::new();
     let have = have.unwrap_or(&empty);
-    want.unwrap_or(&empty).iter().all(|(k, v)| have.get(k) == Some(v))
+    want.unwrap_or(&empty)
+        .iter()
+        .all(|(k, v)| have.get(k) == Some(v))
 }
 
 fn owned_by(want: &ObjectMeta, have: &ObjectMeta) -> bool {
     let have_refs = have.owner_references.as_deref().unwrap_or_default();
-    want.owner_references.as_deref().unwrap_or_default().iter().all(|w| have_refs.iter().any(|h| h.uid == w.uid))
+    want.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .all(|w| have_refs.iter().any(|h| h.uid == w.uid))
 }
 
 /// Whether the observed Service already has every field Portico manages as desired.
@@ -280,7 +352,8 @@ pub fn service_matches(desired: &Service, observed: &Service) -> bool {
                 a.name == b.name
                     && a.port == b.port
                     && a.target_port == b.target_port
-                    && a.protocol.as_deref().unwrap_or("TCP") == b.protocol.as_deref().unwrap_or("TCP")
+                    && a.protocol.as_deref().unwrap_or("TCP")
+                        == b.protocol.as_deref().unwrap_or("TCP")
                     && (a.node_port.is_none() || a.node_port == b.node_port)
             })
     };
@@ -290,16 +363,28 @@ pub fn service_matches(desired: &Service, observed: &Service) -> bool {
         && (d.cluster_ip.is_none() || d.cluster_ip == o.cluster_ip)
         && d.load_balancer_class == o.load_balancer_class
         && d.load_balancer_ip == o.load_balancer_ip
-        && subset(desired.metadata.labels.as_ref(), observed.metadata.labels.as_ref())
-        && subset(desired.metadata.annotations.as_ref(), observed.metadata.annotations.as_ref())
+        && subset(
+            desired.metadata.labels.as_ref(),
+            observed.metadata.labels.as_ref(),
+        )
+        && subset(
+            desired.metadata.annotations.as_ref(),
+            observed.metadata.annotations.as_ref(),
+        )
         && owned_by(&desired.metadata, &observed.metadata)
 }
 
 /// Whether the observed Ingress already has every field Portico manages as desired.
 pub fn ingress_matches(desired: &Ingress, observed: &Ingress) -> bool {
     desired.spec == observed.spec
-        && subset(desired.metadata.labels.as_ref(), observed.metadata.labels.as_ref())
-        && subset(desired.metadata.annotations.as_ref(), observed.metadata.annotations.as_ref())
+        && subset(
+            desired.metadata.labels.as_ref(),
+            observed.metadata.labels.as_ref(),
+        )
+        && subset(
+            desired.metadata.annotations.as_ref(),
+            observed.metadata.annotations.as_ref(),
+        )
         && owned_by(&desired.metadata, &observed.metadata)
 }
 
@@ -345,8 +430,16 @@ fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>) ->
 }
 
 /// The status an Exposure should show, given its plan (or why it has none) and what was seen.
-pub fn exposure_status(plan: Result<&ExposurePlan, &PlanError>, observed: &Observed<'_>, generation: Option<i64>) -> ExposureStatus {
-    let mut status = ExposureStatus { observed_generation: generation, pods: observed.pods, ..ExposureStatus::default() };
+pub fn exposure_status(
+    plan: Result<&ExposurePlan, &PlanError>,
+    observed: &Observed<'_>,
+    generation: Option<i64>,
+) -> ExposureStatus {
+    let mut status = ExposureStatus {
+        observed_generation: generation,
+        pods: observed.pods,
+        ..ExposureStatus::default()
+    };
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
@@ -379,7 +472,12 @@ pub fn exposure_status(plan: Result<&ExposurePlan, &PlanError>, observed: &Obser
             .and_then(|lb| lb.ingress.as_ref())
             .and_then(|i| i.first())
             .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()))
-            .or_else(|| svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()).filter(|ip| ip != "None"));
+            .or_else(|| {
+                svc.spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.clone())
+                    .filter(|ip| ip != "None")
+            });
     }
     let mut conditions = Vec::new();
     match (&observed.conflict, &observed.error) {
@@ -389,22 +487,50 @@ pub fn exposure_status(plan: Result<&ExposurePlan, &PlanError>, observed: &Obser
         }
         (None, Some(e)) => conditions.push(condition("Ready", false, "ApiError", e.clone())),
         (None, None) => {
-            let in_sync = observed.service.is_some_and(|s| service_matches(&plan.service, s))
+            let in_sync = observed
+                .service
+                .is_some_and(|s| service_matches(&plan.service, s))
                 && match (&plan.ingress, observed.ingress) {
                     (None, _) => true,
                     (Some(d), Some(o)) => ingress_matches(d, o),
                     (Some(_), None) => false,
                 };
-            let waiting_lb = plan.service.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
-                && observed.service.and_then(|s| s.status.as_ref()).and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_none_or(|i| i.is_empty());
+            let waiting_lb = plan.service.spec.as_ref().and_then(|s| s.type_.as_deref())
+                == Some("LoadBalancer")
+                && observed
+                    .service
+                    .and_then(|s| s.status.as_ref())
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|l| l.ingress.as_ref())
+                    .is_none_or(|i| i.is_empty());
             if !in_sync {
-                conditions.push(condition("Ready", false, "Provisioning", "creating or updating the Service"));
+                conditions.push(condition(
+                    "Ready",
+                    false,
+                    "Provisioning",
+                    "creating or updating the Service",
+                ));
             } else if waiting_lb {
-                conditions.push(condition("Ready", false, "WaitingForAddress", "the load balancer has not assigned an address yet"));
+                conditions.push(condition(
+                    "Ready",
+                    false,
+                    "WaitingForAddress",
+                    "the load balancer has not assigned an address yet",
+                ));
             } else if observed.pods == 0 {
-                conditions.push(condition("Ready", false, "NoPods", format!("no running pod carries {}", plan.route)));
+                conditions.push(condition(
+                    "Ready",
+                    false,
+                    "NoPods",
+                    format!("no running pod carries {}", plan.route),
+                ));
             } else {
-                conditions.push(condition("Ready", true, "Exposed", format!("{} pod(s) of {} selected", observed.pods, plan.route)));
+                conditions.push(condition(
+                    "Ready",
+                    true,
+                    "Exposed",
+                    format!("{} pod(s) of {} selected", observed.pods, plan.route),
+                ));
             }
             conditions.push(condition("Conflict", false, "NoConflict", ""));
         }
@@ -432,16 +558,29 @@ pub struct JobPlan {
 /// Parses `http:5000,metrics:9090` into ports; the first gets the fixed node port when given.
 pub fn parse_ports(spec: &str, node_port: Option<i32>) -> Result<Vec<PortSpec>, PlanError> {
     let mut ports = Vec::new();
-    for (i, item) in spec.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
-        let (name, port) = item.split_once(':').ok_or_else(|| PlanError::BadAnnotation {
-            key: "portico.dev/ports".into(),
-            reason: format!("{item:?} is not name:port"),
-        })?;
+    for (i, item) in spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let (name, port) = item
+            .split_once(':')
+            .ok_or_else(|| PlanError::BadAnnotation {
+                key: "portico.dev/ports".into(),
+                reason: format!("{item:?} is not name:port"),
+            })?;
         let port: i32 = port.parse().map_err(|_| PlanError::BadAnnotation {
             key: "portico.dev/ports".into(),
             reason: format!("{port:?} is not a port number"),
         })?;
-        let p = PortSpec { name: name.to_string(), port, target_port: None, node_port: if i == 0 { node_port } else { None }, protocol: None };
+        let p = PortSpec {
+            name: name.to_string(),
+            port,
+            target_port: None,
+            node_port: if i == 0 { node_port } else { None },
+            protocol: None,
+        };
         check_port(&p)?;
         ports.push(p);
     }
@@ -453,20 +592,39 @@ pub fn parse_ports(spec: &str, node_port: Option<i32>) -> Result<Vec<PortSpec>, 
 
 /// The objects a workload's exposure annotations ask for. `template` is the pod template's
 /// metadata as stamped by the webhook (its routing label names the route value).
-pub fn job_plan(policy: &Policy, namespace: &str, owner: &Owner, request: &JobExposureRequest, template_labels: &Map) -> Result<Option<JobPlan>, PlanError> {
+pub fn job_plan(
+    policy: &Policy,
+    namespace: &str,
+    owner: &Owner,
+    request: &JobExposureRequest,
+    template_labels: &Map,
+) -> Result<Option<JobPlan>, PlanError> {
     if request.expose.is_none() && !request.headless {
         return Ok(None);
     }
-    let (Some(route), Some(prefix)) = (template_labels.get(policy.job_label()), template_labels.get(&policy.owner_label)) else {
+    let (Some(route), Some(prefix)) = (
+        template_labels.get(policy.job_label()),
+        template_labels.get(&policy.owner_label),
+    ) else {
         return Err(PlanError::BadAnnotation {
             key: "portico.dev/expose".into(),
-            reason: format!("the workload's pods carry no {} label (ask for a tag with the {} annotation)", policy.job_label(), policy.tag_annotation),
+            reason: format!(
+                "the workload's pods carry no {} label (ask for a tag with the {} annotation)",
+                policy.job_label(),
+                policy.tag_annotation
+            ),
         });
     };
-    let selector = Map::from([(policy.job_label().to_string(), route.clone()), (policy.owner_label.clone(), prefix.clone())]);
+    let selector = Map::from([
+        (policy.job_label().to_string(), route.clone()),
+        (policy.owner_label.clone(), prefix.clone()),
+    ]);
     let node_port = match &request.node_port {
         None => None,
-        Some(s) => Some(s.parse::<i32>().map_err(|_| PlanError::BadAnnotation { key: "portico.dev/node-port".into(), reason: format!("{s:?} is not a port number") })?),
+        Some(s) => Some(s.parse::<i32>().map_err(|_| PlanError::BadAnnotation {
+            key: "portico.dev/node-port".into(),
+            reason: format!("{s:?} is not a port number"),
+        })?),
     };
     let ports = parse_ports(request.ports.as_deref().unwrap_or("http:80"), node_port)?;
     let labels = Map::from([
@@ -491,7 +649,9 @@ pub fn job_plan(policy: &Policy, namespace: &str, owner: &Owner, request: &JobEx
             other => {
                 return Err(PlanError::BadAnnotation {
                     key: "portico.dev/expose".into(),
-                    reason: format!("{other:?} is not one of NodePort, LoadBalancer, ClusterIP, Ingress"),
+                    reason: format!(
+                        "{other:?} is not one of NodePort, LoadBalancer, ClusterIP, Ingress"
+                    ),
                 })
             }
         };
@@ -519,7 +679,13 @@ pub fn job_plan(policy: &Policy, namespace: &str, owner: &Owner, request: &JobEx
                                 path: Some("/".into()),
                                 path_type: "Prefix".into(),
                                 backend: IngressBackend {
-                                    service: Some(IngressServiceBackend { name, port: Some(ServiceBackendPort { name: Some(ports[0].name.clone()), number: None }) }),
+                                    service: Some(IngressServiceBackend {
+                                        name,
+                                        port: Some(ServiceBackendPort {
+                                            name: Some(ports[0].name.clone()),
+                                            number: None,
+                                        }),
+                                    }),
                                     resource: None,
                                 },
                             }],
@@ -588,9 +754,14 @@ pub fn elect_pod0(pods: &[PodFacts]) -> Vec<Pod0Change> {
         for p in &members {
             let keep = keeper.as_deref() == Some(p.name.as_str());
             if keep && !p.has_pod0 {
-                changes.push(Pod0Change::Add { pod: p.name.clone(), route: group.1.clone() });
+                changes.push(Pod0Change::Add {
+                    pod: p.name.clone(),
+                    route: group.1.clone(),
+                });
             } else if !keep && p.has_pod0 && keeper.is_some() {
-                changes.push(Pod0Change::Remove { pod: p.name.clone() });
+                changes.push(Pod0Change::Remove {
+                    pod: p.name.clone(),
+                });
             }
         }
     }
@@ -604,7 +775,12 @@ mod tests {
     use crate::config::Config;
 
     fn owner(name: &str) -> Owner {
-        Owner { api_version: "portico.dev/v1alpha1".into(), kind: "Exposure".into(), name: name.into(), uid: format!("uid-{name}") }
+        Owner {
+            api_version: "portico.dev/v1alpha1".into(),
+            kind: "Exposure".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
     }
 
     fn spec(tag: &str, type_: ServiceType) -> ExposureSpec {
@@ -614,7 +790,13 @@ mod tests {
             target: Target::Pod0,
             service: ServiceSpec {
                 type_,
-                ports: vec![PortSpec { name: "http".into(), port: 80, target_port: Some(8080), node_port: Some(30080), protocol: None }],
+                ports: vec![PortSpec {
+                    name: "http".into(),
+                    port: 80,
+                    target_port: Some(8080),
+                    node_port: Some(30080),
+                    protocol: None,
+                }],
                 load_balancer: None,
             },
             ingress: None,
@@ -629,41 +811,93 @@ mod tests {
 
     #[test]
     fn nodeport_exposure_selects_pod0_of_the_route_value_with_the_owner_label() {
-        let plan = exposure_plan(&Policy::default(), "team", &owner("web"), &spec("foobar", ServiceType::NodePort), None).unwrap();
+        let plan = exposure_plan(
+            &Policy::default(),
+            "team",
+            &owner("web"),
+            &spec("foobar", ServiceType::NodePort),
+            None,
+        )
+        .unwrap();
         let s = plan.service.spec.unwrap();
-        assert_eq!(s.selector.unwrap(), Map::from([("jarvice-pod0-job-ipaddr".into(), "user1-foobar".into()), ("portico.dev/owner".into(), "user1".into())]));
+        assert_eq!(
+            s.selector.unwrap(),
+            Map::from([
+                ("jarvice-pod0-job-ipaddr".into(), "user1-foobar".into()),
+                ("portico.dev/owner".into(), "user1".into())
+            ])
+        );
         assert_eq!(s.ports.unwrap()[0].node_port, Some(30080));
-        assert_eq!(plan.service.metadata.owner_references.unwrap()[0].uid, "uid-web");
+        assert_eq!(
+            plan.service.metadata.owner_references.unwrap()[0].uid,
+            "uid-web"
+        );
     }
 
     #[test]
     fn ingress_host_from_template_is_lowercased_and_checked() {
         let p = policy_with_domain();
         let mut s = spec("FooBar", ServiceType::ClusterIP);
-        s.ingress = Some(IngressSpec { ingress_class_name: Some("nginx".into()), ..IngressSpec::default() });
+        s.ingress = Some(IngressSpec {
+            ingress_class_name: Some("nginx".into()),
+            ..IngressSpec::default()
+        });
         let plan = exposure_plan(&p, "team", &owner("web"), &s, None).unwrap();
         assert_eq!(plan.host.as_deref(), Some("user1-foobar.apps.test"));
-        assert!(matches!(exposure_plan(&Policy::default(), "team", &owner("web"), &s, None), Err(PlanError::NoDomain)));
-        s.ingress = Some(IngressSpec { host: Some("bad_host".into()), ..IngressSpec::default() });
-        assert!(matches!(exposure_plan(&p, "team", &owner("web"), &s, None), Err(PlanError::BadHost(_))));
+        assert!(matches!(
+            exposure_plan(&Policy::default(), "team", &owner("web"), &s, None),
+            Err(PlanError::NoDomain)
+        ));
+        s.ingress = Some(IngressSpec {
+            host: Some("bad_host".into()),
+            ..IngressSpec::default()
+        });
+        assert!(matches!(
+            exposure_plan(&p, "team", &owner("web"), &s, None),
+            Err(PlanError::BadHost(_))
+        ));
     }
 
     #[test]
     fn case_different_tags_collide_on_a_host_and_the_older_keeps_it() {
         let losers = host_conflicts(&[
-            ("b".to_string(), "user1-foobar.apps.test".to_string(), "2026-01-02T00:00:00Z".to_string()),
-            ("a".to_string(), "user1-foobar.apps.test".to_string(), "2026-01-01T00:00:00Z".to_string()),
-            ("c".to_string(), "other.apps.test".to_string(), "2026-01-01T00:00:00Z".to_string()),
+            (
+                "b".to_string(),
+                "user1-foobar.apps.test".to_string(),
+                "2026-01-02T00:00:00Z".to_string(),
+            ),
+            (
+                "a".to_string(),
+                "user1-foobar.apps.test".to_string(),
+                "2026-01-01T00:00:00Z".to_string(),
+            ),
+            (
+                "c".to_string(),
+                "other.apps.test".to_string(),
+                "2026-01-01T00:00:00Z".to_string(),
+            ),
         ]);
         assert_eq!(losers, BTreeMap::from([("b".to_string(), "a".to_string())]));
     }
 
     #[test]
     fn observed_service_with_assigned_fields_matches_and_a_drifted_selector_does_not() {
-        let plan = exposure_plan(&Policy::default(), "team", &owner("web"), &spec("foobar", ServiceType::NodePort), None).unwrap();
+        let plan = exposure_plan(
+            &Policy::default(),
+            "team",
+            &owner("web"),
+            &spec("foobar", ServiceType::NodePort),
+            None,
+        )
+        .unwrap();
         let mut observed = plan.service.clone();
         observed.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
-        observed.metadata.labels.as_mut().unwrap().insert("extra".into(), "x".into());
+        observed
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), "x".into());
         assert!(service_matches(&plan.service, &observed));
         observed.spec.as_mut().unwrap().selector = Some(Map::from([("app".into(), "x".into())]));
         assert!(!service_matches(&plan.service, &observed));
@@ -671,13 +905,38 @@ mod tests {
 
     #[test]
     fn status_reports_ports_pods_and_conflicts() {
-        let plan = exposure_plan(&Policy::default(), "team", &owner("web"), &spec("foobar", ServiceType::NodePort), None).unwrap();
-        let st = exposure_status(Ok(&plan), &Observed { service: Some(&plan.service), pods: 1, ..Observed::default() }, Some(3));
+        let plan = exposure_plan(
+            &Policy::default(),
+            "team",
+            &owner("web"),
+            &spec("foobar", ServiceType::NodePort),
+            None,
+        )
+        .unwrap();
+        let st = exposure_status(
+            Ok(&plan),
+            &Observed {
+                service: Some(&plan.service),
+                pods: 1,
+                ..Observed::default()
+            },
+            Some(3),
+        );
         assert_eq!(st.node_ports.get("http"), Some(&30080));
         assert_eq!((st.pods, st.observed_generation), (1, Some(3)));
         assert_eq!(st.conditions[0].status, "True");
-        let st = exposure_status(Ok(&plan), &Observed { conflict: Some("provided port is already allocated".into()), ..Observed::default() }, Some(3));
-        assert!(st.conditions.iter().any(|c| c.type_ == "Conflict" && c.status == "True"));
+        let st = exposure_status(
+            Ok(&plan),
+            &Observed {
+                conflict: Some("provided port is already allocated".into()),
+                ..Observed::default()
+            },
+            Some(3),
+        );
+        assert!(st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Conflict" && c.status == "True"));
     }
 
     #[test]
@@ -691,21 +950,46 @@ mod tests {
             deleting,
             created: created.into(),
         };
-        let pods = vec![pod("b", "2", false, true, false), pod("a", "1", false, true, false), pod("c", "3", false, false, false)];
-        assert_eq!(elect_pod0(&pods), vec![Pod0Change::Add { pod: "a".into(), route: "user1-foobar".into() }]);
-        let pods = vec![pod("a", "1", true, true, true), pod("b", "2", false, true, false)];
+        let pods = vec![
+            pod("b", "2", false, true, false),
+            pod("a", "1", false, true, false),
+            pod("c", "3", false, false, false),
+        ];
+        assert_eq!(
+            elect_pod0(&pods),
+            vec![Pod0Change::Add {
+                pod: "a".into(),
+                route: "user1-foobar".into()
+            }]
+        );
+        let pods = vec![
+            pod("a", "1", true, true, true),
+            pod("b", "2", false, true, false),
+        ];
         let changes = elect_pod0(&pods);
-        assert!(changes.contains(&Pod0Change::Add { pod: "b".into(), route: "user1-foobar".into() }));
+        assert!(changes.contains(&Pod0Change::Add {
+            pod: "b".into(),
+            route: "user1-foobar".into()
+        }));
         assert!(changes.contains(&Pod0Change::Remove { pod: "a".into() }));
-        let steady = vec![pod("a", "1", true, true, false), pod("b", "2", false, true, false)];
+        let steady = vec![
+            pod("a", "1", true, true, false),
+            pod("b", "2", false, true, false),
+        ];
         assert!(elect_pod0(&steady).is_empty());
     }
 
     #[test]
     fn per_job_ports_parse_and_bad_annotations_explain() {
         let ports = parse_ports("http:5000,metrics:9090", Some(30081)).unwrap();
-        assert_eq!((ports[0].node_port, ports[1].node_port), (Some(30081), None));
-        assert!(parse_ports("http", None).unwrap_err().to_string().contains("name:port"));
+        assert_eq!(
+            (ports[0].node_port, ports[1].node_port),
+            (Some(30081), None)
+        );
+        assert!(parse_ports("http", None)
+            .unwrap_err()
+            .to_string()
+            .contains("name:port"));
         assert!(parse_ports("http:99999", None).is_err());
     }
 }

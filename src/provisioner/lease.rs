@@ -23,7 +23,9 @@ pub struct Leadership {
 impl Leadership {
     /// Whether this replica holds the Lease now (its last renewal is recent enough).
     pub fn is_leader(&self) -> bool {
-        self.rx.borrow().is_some_and(|renewed| renewed.elapsed() < self.valid_for)
+        self.rx
+            .borrow()
+            .is_some_and(|renewed| renewed.elapsed() < self.valid_for)
     }
 
     /// Waits until leadership changes hands in either direction.
@@ -47,15 +49,29 @@ impl Elector {
     pub fn new(api: Api<Lease>, name: &str, identity: &str, seconds: u32) -> (Self, Leadership) {
         let duration = Duration::from_secs(u64::from(seconds));
         let (tx, rx) = watch::channel(None);
-        let leadership = Leadership { rx, valid_for: duration * 2 / 3 };
-        let elector = Elector { api, name: name.to_string(), identity: identity.to_string(), duration, tx, observed: None };
+        let leadership = Leadership {
+            rx,
+            valid_for: duration * 2 / 3,
+        };
+        let elector = Elector {
+            api,
+            name: name.to_string(),
+            identity: identity.to_string(),
+            duration,
+            tx,
+            observed: None,
+        };
         (elector, leadership)
     }
 
     fn lease(&self, rv: Option<String>, acquire: Option<MicroTime>, transitions: i32) -> Lease {
         let now = MicroTime(Utc::now());
         Lease {
-            metadata: ObjectMeta { name: Some(self.name.clone()), resource_version: rv, ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                resource_version: rv,
+                ..ObjectMeta::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.identity.clone()),
                 lease_duration_seconds: Some(self.duration.as_secs() as i32),
@@ -98,8 +114,16 @@ impl Elector {
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
         let acquire = if ours { spec.acquire_time } else { None };
-        let lease = self.lease(current.metadata.resource_version.clone(), acquire, transitions);
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        let lease = self.lease(
+            current.metadata.resource_version.clone(),
+            acquire,
+            transitions,
+        );
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(self.renewed()),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(self.lost()),
             Err(e) => Err(e),
@@ -128,7 +152,10 @@ impl Elector {
             if let Some(spec) = lease.spec.as_mut() {
                 if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
                     spec.holder_identity = None;
-                    let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
+                    let _ = self
+                        .api
+                        .replace(&self.name, &PostParams::default(), &lease)
+                        .await;
                 }
             }
         }

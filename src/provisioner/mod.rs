@@ -32,8 +32,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::api::{Exposure, ExposureStatus};
 use crate::core::desired::{
-    elect_pod0, exposure_plan, exposure_status, host_conflicts, ingress_matches, job_plan, service_matches, JobExposureRequest, Observed, Owner,
-    Pod0Change, PodFacts, MANAGED_BY, MANAGER,
+    elect_pod0, exposure_plan, exposure_status, host_conflicts, ingress_matches, job_plan,
+    service_matches, JobExposureRequest, Observed, Owner, Pod0Change, PodFacts, MANAGED_BY,
+    MANAGER,
 };
 use crate::core::object::Map;
 use crate::core::Policy;
@@ -93,7 +94,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 fn backoff(attempts: u32) -> Duration {
-    MIN_BACKOFF.saturating_mul(1u32 << attempts.min(7)).min(MAX_BACKOFF)
+    MIN_BACKOFF
+        .saturating_mul(1u32 << attempts.min(7))
+        .min(MAX_BACKOFF)
 }
 
 /// Keeps only what a pass needs of a pod: metadata (no managed fields) and readiness.
@@ -101,8 +104,15 @@ fn strip_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     pod.spec = None;
     if let Some(status) = pod.status.as_mut() {
-        let ready = status.conditions.take().map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
-        *status = k8s_openapi::api::core::v1::PodStatus { phase: status.phase.take(), conditions: ready, ..Default::default() };
+        let ready = status
+            .conditions
+            .take()
+            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            conditions: ready,
+            ..Default::default()
+        };
     }
 }
 
@@ -121,7 +131,12 @@ strip_workload!(strip_job, Job);
 strip_workload!(strip_statefulset, StatefulSet);
 strip_workload!(strip_deployment, Deployment);
 
-fn spawn_watch<K>(api: Api<K>, config: watcher::Config, strip: fn(&mut K), notify: Arc<Notify>) -> Store<K>
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strip: fn(&mut K),
+    notify: Arc<Notify>,
+) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -134,7 +149,9 @@ where
             match stream.try_next().await {
                 Ok(Some(_)) => notify.notify_one(),
                 Ok(None) => break,
-                Err(e) => tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&Default::default()), "watch error; retrying")
+                }
             }
         }
     });
@@ -158,7 +175,9 @@ fn exposure_owner(ex: &Exposure) -> Owner {
 
 fn is_conflict(e: &kube::Error) -> bool {
     match e {
-        kube::Error::Api(s) => s.code == 409 || (s.code == 422 && s.message.contains("already allocated")),
+        kube::Error::Api(s) => {
+            s.code == 409 || (s.code == 422 && s.message.contains("already allocated"))
+        }
         _ => false,
     }
 }
@@ -172,37 +191,102 @@ fn describe(e: &kube::Error) -> String {
 
 impl Provisioner {
     /// Starts the watches; [`Provisioner::run`] reconciles.
-    pub fn start(client: Client, policy: Arc<Policy>, leadership: Leadership, notify: Arc<Notify>) -> Self {
+    pub fn start(
+        client: Client,
+        policy: Arc<Policy>,
+        leadership: Leadership,
+        notify: Arc<Notify>,
+    ) -> Self {
         let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
         let routed = watcher::Config::default().labels(policy.job_label());
         let stores = Stores {
-            exposures: spawn_watch(Api::all(client.clone()), watcher::Config::default(), no_strip, notify.clone()),
-            services: spawn_watch(Api::all(client.clone()), managed.clone(), no_strip, notify.clone()),
+            exposures: spawn_watch(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                no_strip,
+                notify.clone(),
+            ),
+            services: spawn_watch(
+                Api::all(client.clone()),
+                managed.clone(),
+                no_strip,
+                notify.clone(),
+            ),
             ingresses: spawn_watch(Api::all(client.clone()), managed, no_strip, notify.clone()),
             pods: spawn_watch(Api::all(client.clone()), routed, strip_pod, notify.clone()),
-            jobs: spawn_watch(Api::all(client.clone()), watcher::Config::default(), strip_job, notify.clone()),
-            statefulsets: spawn_watch(Api::all(client.clone()), watcher::Config::default(), strip_statefulset, notify.clone()),
-            deployments: spawn_watch(Api::all(client.clone()), watcher::Config::default(), strip_deployment, notify),
+            jobs: spawn_watch(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                strip_job,
+                notify.clone(),
+            ),
+            statefulsets: spawn_watch(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                strip_statefulset,
+                notify.clone(),
+            ),
+            deployments: spawn_watch(
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                strip_deployment,
+                notify,
+            ),
         };
-        Provisioner { client, policy, leadership, stores, failures: HashMap::new(), foreign: HashMap::new(), stats: Arc::default() }
+        Provisioner {
+            client,
+            policy,
+            leadership,
+            stores,
+            failures: HashMap::new(),
+            foreign: HashMap::new(),
+            stats: Arc::default(),
+        }
     }
 
     /// Waits until every watch has listed once.
     pub async fn synced(&self) -> Result<(), ProvisionerError> {
         let s = &self.stores;
-        let err = |kind, e: reflector::store::WriterDropped| ProvisionerError::Sync(kind, e.to_string());
-        s.exposures.wait_until_ready().await.map_err(|e| err("exposures", e))?;
-        s.services.wait_until_ready().await.map_err(|e| err("services", e))?;
-        s.ingresses.wait_until_ready().await.map_err(|e| err("ingresses", e))?;
-        s.pods.wait_until_ready().await.map_err(|e| err("pods", e))?;
-        s.jobs.wait_until_ready().await.map_err(|e| err("jobs", e))?;
-        s.statefulsets.wait_until_ready().await.map_err(|e| err("statefulsets", e))?;
-        s.deployments.wait_until_ready().await.map_err(|e| err("deployments", e))?;
+        let err =
+            |kind, e: reflector::store::WriterDropped| ProvisionerError::Sync(kind, e.to_string());
+        s.exposures
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("exposures", e))?;
+        s.services
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("services", e))?;
+        s.ingresses
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("ingresses", e))?;
+        s.pods
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("pods", e))?;
+        s.jobs
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("jobs", e))?;
+        s.statefulsets
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("statefulsets", e))?;
+        s.deployments
+            .wait_until_ready()
+            .await
+            .map_err(|e| err("deployments", e))?;
         Ok(())
     }
 
     /// Reconciles after every change (debounced) and when a retry falls due, until shutdown.
-    pub async fn run(mut self, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>, ready: watch::Sender<bool>) {
+    pub async fn run(
+        mut self,
+        notify: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+        ready: watch::Sender<bool>,
+    ) {
         if let Err(e) = self.synced().await {
             tracing::error!(error = %e, "provisioner cannot start");
             return;
@@ -215,7 +299,10 @@ impl Provisioner {
                 self.pass().await;
             }
             let next_retry = self.failures.values().map(|f| f.retry_at).min();
-            let wait = next_retry.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(50));
+            let wait = next_retry
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(30))
+                .max(Duration::from_millis(50));
             tokio::select! {
                 _ = notify.notified() => {}
                 _ = leadership.changed() => {}
@@ -237,20 +324,37 @@ impl Provisioner {
         }
     }
 
-    fn record(&mut self, key: &str, fingerprint: String, result: Result<(), kube::Error>) -> Result<(), String> {
+    fn record(
+        &mut self,
+        key: &str,
+        fingerprint: String,
+        result: Result<(), kube::Error>,
+    ) -> Result<(), String> {
         match result {
             Ok(()) => {
                 self.failures.remove(key);
                 Ok(())
             }
             Err(e) => {
-                self.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let attempts = self.failures.get(key).filter(|f| f.fingerprint == fingerprint).map_or(0, |f| f.attempts + 1);
+                self.stats
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let attempts = self
+                    .failures
+                    .get(key)
+                    .filter(|f| f.fingerprint == fingerprint)
+                    .map_or(0, |f| f.attempts + 1);
                 let message = describe(&e);
                 tracing::warn!(object = key, error = %message, attempts, "write refused; will retry with backoff");
                 self.failures.insert(
                     key.to_string(),
-                    Failure { message: message.clone(), conflict: is_conflict(&e), attempts, retry_at: Instant::now() + backoff(attempts), fingerprint },
+                    Failure {
+                        message: message.clone(),
+                        conflict: is_conflict(&e),
+                        attempts,
+                        retry_at: Instant::now() + backoff(attempts),
+                        fingerprint,
+                    },
                 );
                 Err(message)
             }
@@ -258,26 +362,42 @@ impl Provisioner {
     }
 
     fn wrote(&self) {
-        self.stats.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn apply<K>(&mut self, key: String, desired: &K) -> Result<(), String>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
         K::DynamicType: Default,
     {
         let fingerprint = serde_json::to_string(desired).unwrap_or_default();
         if !self.due(&key, &fingerprint) {
-            return Err(self.failures.get(&key).map(|f| f.message.clone()).unwrap_or_default());
+            return Err(self
+                .failures
+                .get(&key)
+                .map(|f| f.message.clone())
+                .unwrap_or_default());
         }
         if !self.leadership.is_leader() {
             return Ok(());
         }
         let meta = desired.meta();
-        let (ns, name) = (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        let (ns, name) = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
         let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
         let params = PatchParams::apply(&self.policy.config.provisioner.field_manager).force();
-        let result = api.patch(&name, &params, &Patch::Apply(desired)).await.map(|_| ());
+        let result = api
+            .patch(&name, &params, &Patch::Apply(desired))
+            .await
+            .map(|_| ());
         self.wrote();
         self.record(&key, fingerprint, result)
     }
@@ -286,20 +406,37 @@ impl Provisioner {
     /// the first apply, so Portico never takes over someone else's object).
     async fn taken<K>(&mut self, ns: &str, name: &str) -> Option<String>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
         K::DynamicType: Default,
     {
         let k = format!("{}:{ns}/{name}", K::kind(&Default::default()));
         if let Some(at) = self.foreign.get(&k) {
             if at.elapsed() < backoff(4) {
-                return Some(format!("a {} named {name} already exists and is not managed by Portico", K::kind(&Default::default())));
+                return Some(format!(
+                    "a {} named {name} already exists and is not managed by Portico",
+                    K::kind(&Default::default())
+                ));
             }
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         match api.get_opt(name).await {
-            Ok(Some(obj)) if obj.meta().labels.as_ref().and_then(|l| l.get(MANAGED_BY)).map(String::as_str) != Some(MANAGER) => {
+            Ok(Some(obj))
+                if obj
+                    .meta()
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MANAGED_BY))
+                    .map(String::as_str)
+                    != Some(MANAGER) =>
+            {
                 self.foreign.insert(k, Instant::now());
-                Some(format!("a {} named {name} already exists and is not managed by Portico", K::kind(&Default::default())))
+                Some(format!(
+                    "a {} named {name} already exists and is not managed by Portico",
+                    K::kind(&Default::default())
+                ))
             }
             _ => {
                 self.foreign.remove(&k);
@@ -310,7 +447,9 @@ impl Provisioner {
 
     /// One reconcile pass over everything.
     pub async fn pass(&mut self) {
-        self.stats.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pods = self.stores.pods.state();
         let counts = PodIndex::new(&self.policy, &pods);
         self.exposures(&counts).await;
@@ -327,7 +466,12 @@ impl Provisioner {
             let ns = ex.namespace().unwrap_or_default();
             let plan = exposure_plan(&policy, &ns, &exposure_owner(ex), &ex.spec, None);
             if let Ok(Some(host)) = plan.as_ref().map(|p| p.host.clone()) {
-                let created = ex.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc3339()).unwrap_or_default();
+                let created = ex
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_rfc3339())
+                    .unwrap_or_default();
                 claims.push((key(&ns, &ex.name_any()), host, created));
             }
             plans.push(plan);
@@ -338,24 +482,58 @@ impl Provisioner {
             let name = ex.name_any();
             let k = key(&ns, &name);
             let uid = ex.metadata.uid.clone().unwrap_or_default();
-            let ours = |meta: &ObjectMeta| meta.owner_references.as_ref().is_some_and(|o| o.iter().any(|r| r.uid == uid));
-            let svc = self.stores.services.get(&ObjectRef::new(&name).within(&ns)).filter(|s| ours(&s.metadata));
-            let ing = self.stores.ingresses.get(&ObjectRef::new(&name).within(&ns)).filter(|i| ours(&i.metadata));
-            let mut observed = Observed { service: svc.as_deref(), ingress: ing.as_deref(), ..Observed::default() };
+            let ours = |meta: &ObjectMeta| {
+                meta.owner_references
+                    .as_ref()
+                    .is_some_and(|o| o.iter().any(|r| r.uid == uid))
+            };
+            let svc = self
+                .stores
+                .services
+                .get(&ObjectRef::new(&name).within(&ns))
+                .filter(|s| ours(&s.metadata));
+            let ing = self
+                .stores
+                .ingresses
+                .get(&ObjectRef::new(&name).within(&ns))
+                .filter(|i| ours(&i.metadata));
+            let mut observed = Observed {
+                service: svc.as_deref(),
+                ingress: ing.as_deref(),
+                ..Observed::default()
+            };
             if let Ok(plan) = &plan {
-                observed.pods = counts.count(&ns, plan.service.spec.as_ref().and_then(|s| s.selector.as_ref()));
+                observed.pods = counts.count(
+                    &ns,
+                    plan.service.spec.as_ref().and_then(|s| s.selector.as_ref()),
+                );
                 if let Some(winner) = losers.get(&k) {
-                    observed.conflict = Some(format!("ingress host {} is already used by Exposure {winner}", plan.host.clone().unwrap_or_default()));
+                    observed.conflict = Some(format!(
+                        "ingress host {} is already used by Exposure {winner}",
+                        plan.host.clone().unwrap_or_default()
+                    ));
                 } else {
                     let svc_key = format!("Service:{k}");
-                    if !svc.as_deref().is_some_and(|o| service_matches(&plan.service, o)) {
-                        let blocked = if svc.is_none() { self.taken::<Service>(&ns, &name).await } else { None };
+                    if !svc
+                        .as_deref()
+                        .is_some_and(|o| service_matches(&plan.service, o))
+                    {
+                        let blocked = if svc.is_none() {
+                            self.taken::<Service>(&ns, &name).await
+                        } else {
+                            None
+                        };
                         match blocked {
                             Some(msg) => observed.conflict = Some(msg),
                             None => {
                                 if let Err(msg) = self.apply(svc_key.clone(), &plan.service).await {
-                                    let conflict = self.failures.get(&svc_key).is_some_and(|f| f.conflict);
-                                    if conflict { observed.conflict = Some(msg) } else { observed.error = Some(msg) }
+                                    let conflict =
+                                        self.failures.get(&svc_key).is_some_and(|f| f.conflict);
+                                    if conflict {
+                                        observed.conflict = Some(msg)
+                                    } else {
+                                        observed.error = Some(msg)
+                                    }
                                 }
                             }
                         }
@@ -365,9 +543,15 @@ impl Provisioner {
                     let ing_key = format!("Ingress:{k}");
                     match (&plan.ingress, &ing) {
                         (Some(d), o) if !o.as_deref().is_some_and(|o| ingress_matches(d, o)) => {
-                            let blocked = if o.is_none() { self.taken::<Ingress>(&ns, &name).await } else { None };
+                            let blocked = if o.is_none() {
+                                self.taken::<Ingress>(&ns, &name).await
+                            } else {
+                                None
+                            };
                             match blocked {
-                                Some(msg) => observed.conflict = observed.conflict.take().or(Some(msg)),
+                                Some(msg) => {
+                                    observed.conflict = observed.conflict.take().or(Some(msg))
+                                }
                                 None => {
                                     if let Err(msg) = self.apply(ing_key, d).await {
                                         observed.error = observed.error.take().or(Some(msg));
@@ -377,7 +561,10 @@ impl Provisioner {
                         }
                         (None, Some(_)) if self.leadership.is_leader() => {
                             let api: Api<Ingress> = Api::namespaced(self.client.clone(), &ns);
-                            let result = api.delete(&name, &DeleteParams::background()).await.map(|_| ());
+                            let result = api
+                                .delete(&name, &DeleteParams::background())
+                                .await
+                                .map(|_| ());
                             self.wrote();
                             let _ = self.record(&ing_key, String::new(), result);
                         }
@@ -403,23 +590,36 @@ impl Provisioner {
             return;
         }
         let changed_condition = |t: &str| {
-            let find = |s: &ExposureStatus| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone()));
+            let find = |s: &ExposureStatus| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == t)
+                    .map(|c| (c.status.clone(), c.reason.clone()))
+            };
             find(&current) != find(&status)
         };
         let event = if changed_condition("Conflict") || changed_condition("Ready") {
-            status.conditions.first().map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+            status
+                .conditions
+                .first()
+                .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
         } else {
             None
         };
         let api: Api<Exposure> = Api::namespaced(self.client.clone(), &ns);
-        let patch: json_patch::Patch = match serde_json::from_value(json!([{"op": "add", "path": "/status", "value": status}])) {
+        let patch: json_patch::Patch = match serde_json::from_value(
+            json!([{"op": "add", "path": "/status", "value": status}]),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "status patch could not be built");
                 return;
             }
         };
-        let result = api.patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ());
+        let result = api
+            .patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map(|_| ());
         self.wrote();
         if self.record(&k, fingerprint, result).is_ok() {
             if let Some((ok, reason, message)) = event {
@@ -441,7 +641,11 @@ impl Provisioner {
         let ns = object.namespace.clone().unwrap_or_default();
         let now = Time(Utc::now());
         let event = CoreEvent {
-            metadata: ObjectMeta { generate_name: Some(format!("{}.", object.name.clone().unwrap_or_default())), namespace: Some(ns.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", object.name.clone().unwrap_or_default())),
+                namespace: Some(ns.clone()),
+                ..ObjectMeta::default()
+            },
             involved_object: object,
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
@@ -450,7 +654,10 @@ impl Provisioner {
             last_timestamp: Some(now),
             count: Some(1),
             reporting_component: Some("portico".into()),
-            source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("portico".into()), host: None }),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some("portico".into()),
+                host: None,
+            }),
             ..CoreEvent::default()
         };
         let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &ns);
@@ -463,19 +670,47 @@ impl Provisioner {
     async fn jobs(&mut self) {
         let policy = self.policy.clone();
         let domain = &policy.config.annotation_domain;
-        let ann = |m: &ObjectMeta, k: &str| m.annotations.as_ref().and_then(|a| a.get(&format!("{domain}/{k}"))).cloned();
+        let ann = |m: &ObjectMeta, k: &str| {
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get(&format!("{domain}/{k}")))
+                .cloned()
+        };
         let mut work: Vec<(ObjectMeta, Owner, Map)> = Vec::new();
         for j in self.stores.jobs.state() {
-            let labels = j.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+            let labels = j
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
             work.push((j.metadata.clone(), owner_of::<Job>(&j.metadata), labels));
         }
         for s in self.stores.statefulsets.state() {
-            let labels = s.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
-            work.push((s.metadata.clone(), owner_of::<StatefulSet>(&s.metadata), labels));
+            let labels = s
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            work.push((
+                s.metadata.clone(),
+                owner_of::<StatefulSet>(&s.metadata),
+                labels,
+            ));
         }
         for d in self.stores.deployments.state() {
-            let labels = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
-            work.push((d.metadata.clone(), owner_of::<Deployment>(&d.metadata), labels));
+            let labels = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            work.push((
+                d.metadata.clone(),
+                owner_of::<Deployment>(&d.metadata),
+                labels,
+            ));
         }
         for (meta, owner, labels) in work {
             let request = JobExposureRequest {
@@ -496,9 +731,19 @@ impl Provisioner {
                     // Reported once per distinct problem, as an Event on the workload.
                     let fp = e.to_string();
                     if self.due(&format!("Plan:{k}"), &fp) {
-                        self.failures.insert(format!("Plan:{k}"), Failure { message: fp.clone(), conflict: false, attempts: 7, retry_at: Instant::now() + MAX_BACKOFF, fingerprint: fp.clone() });
+                        self.failures.insert(
+                            format!("Plan:{k}"),
+                            Failure {
+                                message: fp.clone(),
+                                conflict: false,
+                                attempts: 7,
+                                retry_at: Instant::now() + MAX_BACKOFF,
+                                fingerprint: fp.clone(),
+                            },
+                        );
                         if self.leadership.is_leader() {
-                            self.event(reference(&owner, &ns), false, e.reason(), &fp).await;
+                            self.event(reference(&owner, &ns), false, e.reason(), &fp)
+                                .await;
                         }
                     }
                     continue;
@@ -511,48 +756,99 @@ impl Provisioner {
                     if observed.is_none() {
                         if let Some(msg) = self.taken::<Service>(&ns, &name).await {
                             if self.due(&format!("Taken:{ns}/{name}"), &msg) {
-                                self.failures.insert(format!("Taken:{ns}/{name}"), Failure { message: msg.clone(), conflict: true, attempts: 7, retry_at: Instant::now() + MAX_BACKOFF, fingerprint: msg.clone() });
-                                self.event(reference(&owner, &ns), false, "Conflict", &msg).await;
+                                self.failures.insert(
+                                    format!("Taken:{ns}/{name}"),
+                                    Failure {
+                                        message: msg.clone(),
+                                        conflict: true,
+                                        attempts: 7,
+                                        retry_at: Instant::now() + MAX_BACKOFF,
+                                        fingerprint: msg.clone(),
+                                    },
+                                );
+                                self.event(reference(&owner, &ns), false, "Conflict", &msg)
+                                    .await;
                             }
                             continue;
                         }
                     }
                     if let Err(msg) = self.apply(format!("Service:{ns}/{name}"), svc).await {
-                        let conflict = self.failures.get(&format!("Service:{ns}/{name}")).is_some_and(|f| f.conflict && f.attempts == 0);
+                        let conflict = self
+                            .failures
+                            .get(&format!("Service:{ns}/{name}"))
+                            .is_some_and(|f| f.conflict && f.attempts == 0);
                         if conflict {
-                            self.event(reference(&owner, &ns), false, "Conflict", &msg).await;
+                            self.event(reference(&owner, &ns), false, "Conflict", &msg)
+                                .await;
                         }
                     }
                 }
             }
             if let Some(ing) = &plan.ingress {
                 let name = ing.metadata.name.clone().unwrap_or_default();
-                let observed = self.stores.ingresses.get(&ObjectRef::new(&name).within(&ns));
+                let observed = self
+                    .stores
+                    .ingresses
+                    .get(&ObjectRef::new(&name).within(&ns));
                 if !observed.as_deref().is_some_and(|o| ingress_matches(ing, o)) {
                     let _ = self.apply(format!("Ingress:{ns}/{name}"), ing).await;
                 }
             }
             // Write the assigned node ports back onto the workload, once they are known.
-            let exposed = plan.services.first().and_then(|s| s.metadata.name.clone()).and_then(|n| self.stores.services.get(&ObjectRef::new(&n).within(&ns)));
+            let exposed = plan
+                .services
+                .first()
+                .and_then(|s| s.metadata.name.clone())
+                .and_then(|n| self.stores.services.get(&ObjectRef::new(&n).within(&ns)));
             let assigned: Vec<String> = exposed
                 .as_deref()
                 .and_then(|s| s.spec.as_ref())
                 .and_then(|s| s.ports.as_ref())
-                .map(|ports| ports.iter().filter_map(|p| Some(format!("{}={}", p.name.as_deref()?, p.node_port?))).collect())
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .filter_map(|p| Some(format!("{}={}", p.name.as_deref()?, p.node_port?)))
+                        .collect()
+                })
                 .unwrap_or_default();
             let annotation = format!("{domain}/node-ports");
-            let current = meta.annotations.as_ref().and_then(|a| a.get(&annotation)).cloned().unwrap_or_default();
-            if !assigned.is_empty() && assigned.join(",") != current && self.leadership.is_leader() {
+            let current = meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&annotation))
+                .cloned()
+                .unwrap_or_default();
+            if !assigned.is_empty() && assigned.join(",") != current && self.leadership.is_leader()
+            {
                 let value = assigned.join(",");
-                let patch = json!({"metadata": {"annotations": {annotation.clone(): value.clone()}}});
+                let patch =
+                    json!({"metadata": {"annotations": {annotation.clone(): value.clone()}}});
                 let result = match owner.kind.as_str() {
-                    "Job" => Api::<Job>::namespaced(self.client.clone(), &ns).patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
-                    "StatefulSet" => Api::<StatefulSet>::namespaced(self.client.clone(), &ns).patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
-                    _ => Api::<Deployment>::namespaced(self.client.clone(), &ns).patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()),
+                    "Job" => Api::<Job>::namespaced(self.client.clone(), &ns)
+                        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ()),
+                    "StatefulSet" => Api::<StatefulSet>::namespaced(self.client.clone(), &ns)
+                        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ()),
+                    _ => Api::<Deployment>::namespaced(self.client.clone(), &ns)
+                        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .map(|_| ()),
                 };
                 self.wrote();
-                if self.record(&format!("NodePorts:{k}"), value.clone(), result).is_ok() {
-                    self.event(reference(&owner, &ns), true, "NodePortAssigned", &format!("exposed on node port(s) {value}")).await;
+                if self
+                    .record(&format!("NodePorts:{k}"), value.clone(), result)
+                    .is_ok()
+                {
+                    self.event(
+                        reference(&owner, &ns),
+                        true,
+                        "NodePortAssigned",
+                        &format!("exposed on node port(s) {value}"),
+                    )
+                    .await;
                 }
             }
         }
@@ -566,14 +862,21 @@ impl Provisioner {
             .filter_map(|p| {
                 let labels = p.metadata.labels.as_ref()?;
                 let route = labels.get(policy.job_label())?;
-                let controller = p.metadata.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
+                let controller = p
+                    .metadata
+                    .owner_references
+                    .as_ref()?
+                    .iter()
+                    .find(|o| o.controller == Some(true))?;
                 let annotations = p.metadata.annotations.as_ref();
                 let indexed = labels.contains_key(desired_index::POD_INDEX)
                     || labels.contains_key(desired_index::JOB_INDEX)
                     || annotations.is_some_and(|a| a.contains_key(desired_index::JOB_INDEX));
                 let status = p.status.as_ref();
                 let ready = status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    && status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
                 Some((
                     PodFacts {
                         name: p.name_any(),
@@ -582,7 +885,12 @@ impl Provisioner {
                         has_pod0: labels.contains_key(policy.pod0_label()),
                         ready,
                         deleting: p.metadata.deletion_timestamp.is_some(),
-                        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc3339()).unwrap_or_default(),
+                        created: p
+                            .metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(|t| t.0.to_rfc3339())
+                            .unwrap_or_default(),
                     },
                     p.namespace().unwrap_or_default(),
                 ))
@@ -601,15 +909,22 @@ impl Provisioner {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 let label = policy.pod0_label().to_string();
                 let (pod, patch) = match &change {
-                    Pod0Change::Add { pod, route } => (pod.clone(), json!({"metadata": {"labels": {label: route}}})),
-                    Pod0Change::Remove { pod } => (pod.clone(), json!({"metadata": {"labels": {label: null}}})),
+                    Pod0Change::Add { pod, route } => {
+                        (pod.clone(), json!({"metadata": {"labels": {label: route}}}))
+                    }
+                    Pod0Change::Remove { pod } => {
+                        (pod.clone(), json!({"metadata": {"labels": {label: null}}}))
+                    }
                 };
                 let k = format!("Pod0:{ns}/{pod}");
                 let fp = format!("{change:?}");
                 if !self.due(&k, &fp) {
                     continue;
                 }
-                let result = api.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ());
+                let result = api
+                    .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ());
                 self.wrote();
                 let _ = self.record(&k, fp, result);
             }
@@ -620,7 +935,12 @@ impl Provisioner {
 use crate::core::decision as desired_index;
 
 fn owner_of<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Owner {
-    Owner { api_version: K::api_version(&()).into_owned(), kind: K::kind(&()).into_owned(), name: meta.name.clone().unwrap_or_default(), uid: meta.uid.clone().unwrap_or_default() }
+    Owner {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+    }
 }
 
 fn reference(owner: &Owner, ns: &str) -> ObjectReference {
@@ -646,17 +966,27 @@ impl PodIndex {
     fn new(policy: &Policy, pods: &[Arc<Pod>]) -> Self {
         let mut counts = HashMap::new();
         for p in pods {
-            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && p.metadata.deletion_timestamp.is_none();
-            let (Some(labels), true) = (p.metadata.labels.as_ref(), running) else { continue };
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && p.metadata.deletion_timestamp.is_none();
+            let (Some(labels), true) = (p.metadata.labels.as_ref(), running) else {
+                continue;
+            };
             let owner = labels.get(&policy.owner_label).cloned().unwrap_or_default();
             let ns = p.namespace().unwrap_or_default();
             for key in [policy.job_label(), policy.pod0_label()] {
                 if let Some(v) = labels.get(key) {
-                    *counts.entry((ns.clone(), key.to_string(), v.clone(), owner.clone())).or_insert(0) += 1;
+                    *counts
+                        .entry((ns.clone(), key.to_string(), v.clone(), owner.clone()))
+                        .or_insert(0) += 1;
                 }
             }
         }
-        PodIndex { counts, job_label: policy.job_label().into(), pod0_label: policy.pod0_label().into(), owner_label: policy.owner_label.clone() }
+        PodIndex {
+            counts,
+            job_label: policy.job_label().into(),
+            pod0_label: policy.pod0_label().into(),
+            owner_label: policy.owner_label.clone(),
+        }
     }
 
     /// Running pods a Service selector (routing label + owner label) selects.
@@ -665,7 +995,11 @@ impl PodIndex {
         let owner = sel.get(&self.owner_label).cloned().unwrap_or_default();
         for key in [&self.pod0_label, &self.job_label] {
             if let Some(v) = sel.get(key) {
-                return self.counts.get(&(ns.to_string(), key.clone(), v.clone(), owner)).copied().unwrap_or(0);
+                return self
+                    .counts
+                    .get(&(ns.to_string(), key.clone(), v.clone(), owner))
+                    .copied()
+                    .unwrap_or(0);
             }
         }
         0
@@ -673,7 +1007,13 @@ impl PodIndex {
 }
 
 /// Starts leader election and the provisioner; returns when `shutdown` turns true.
-pub async fn run(client: Client, policy: Arc<Policy>, identity: String, shutdown: watch::Receiver<bool>, ready: watch::Sender<bool>) {
+pub async fn run(
+    client: Client,
+    policy: Arc<Policy>,
+    identity: String,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) {
     let p = &policy.config.provisioner;
     let leases = Api::namespaced(client.clone(), &p.lease_namespace);
     let (elector, leadership) = Elector::new(leases, &p.lease_name, &identity, p.lease_seconds);

@@ -99,6 +99,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// The registry to report into (clone it first to share it with other parts).
     pub metrics: Metrics,
+    /// `/readyz` also waits for this to be true (the provisioner's watches synced), when set.
+    pub also_ready: Option<watch::Receiver<bool>>,
 }
 
 impl ServeOptions {
@@ -112,6 +114,7 @@ impl ServeOptions {
             cert_check_interval: Duration::from_secs(1),
             limits: Limits::default(),
             metrics: Metrics::new(),
+            also_ready: None,
         }
     }
 }
@@ -301,6 +304,7 @@ pub async fn start(opts: ServeOptions, webhook: Webhook) -> Result<RunningServer
         ops_listener,
         ops::OpsState {
             ready: ready.clone(),
+            also_ready: opts.also_ready.clone(),
             metrics: metrics.clone(),
         },
         limits.clone(),

@@ -27,6 +27,8 @@ use super::{stopped, Limits};
 #[derive(Debug, Clone)]
 pub(crate) struct OpsState {
     pub ready: Arc<AtomicBool>,
+    /// Another part's readiness (the provisioner's watches synced), when it runs.
+    pub also_ready: Option<tokio::sync::watch::Receiver<bool>>,
     pub metrics: Metrics,
 }
 
@@ -85,7 +87,13 @@ fn route(state: &OpsState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if state.ready.load(Ordering::SeqCst) {
+            let others = state.also_ready.as_ref().is_none_or(|r| *r.borrow());
+            if state.ready.load(Ordering::SeqCst) && !others {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the provisioner's watches have not synced yet\n",
+                )
+            } else if state.ready.load(Ordering::SeqCst) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(
