@@ -971,3 +971,59 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
         "ops port closed last"
     );
 }
+
+/// A tagged pod CREATE over real TLS, both protocols: the JSON Patch in the reply, applied with
+/// the json-patch crate, gives the stamped pod; its second review yields no patch.
+#[tokio::test]
+async fn tagged_pod_is_stamped_over_tls_and_the_patch_applies() {
+    use base64::Engine as _;
+    let ts = TestServer::start().await;
+    let mut review: serde_json::Value = serde_json::from_slice(&fixture(POD_CREATE)).unwrap();
+    review["request"]["userInfo"]["username"] = serde_json::json!("alice@example.com");
+    let object = &mut review["request"]["object"];
+    object["metadata"]["annotations"] = serde_json::json!({"portico.dev/ipaddr": "notebook"});
+    object["metadata"]["labels"]["jarvice-job-ipaddr"] = serde_json::json!("bob-notebook");
+    for version in VERSIONS {
+        let body = serde_json::to_vec(&review).unwrap();
+        let reply = ts.post("/mutate", &body, JSON, version).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let response = &answer["response"];
+        assert_eq!(response["uid"], review["request"]["uid"]);
+        assert_eq!(response["allowed"], true);
+        assert_eq!(response["patchType"], "JSONPatch");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let mut stored = review["request"]["object"].clone();
+        json_patch::patch(&mut stored, &patch).unwrap();
+        let labels = &stored["metadata"]["labels"];
+        let route = labels["jarvice-job-ipaddr"].as_str().unwrap();
+        let owner = labels["portico.dev/owner"].as_str().unwrap();
+        assert!(owner.starts_with("alice_"), "{owner}");
+        assert_eq!(route, format!("{owner}-notebook"));
+        assert_eq!(labels["jarvice-pod0-job-ipaddr"], route);
+        assert_eq!(
+            stored["metadata"]["annotations"]["portico.dev/user"],
+            "alice@example.com"
+        );
+        assert!(response["warnings"][0].as_str().unwrap().contains(route));
+        let mut again = review.clone();
+        again["request"]["object"] = stored;
+        let reply = ts
+            .post(
+                "/mutate",
+                &serde_json::to_vec(&again).unwrap(),
+                JSON,
+                version,
+            )
+            .await;
+        let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(answer["response"]["allowed"], true);
+        assert!(
+            answer["response"]["patch"].is_null(),
+            "second review patched again"
+        );
+    }
+}
