@@ -80,8 +80,10 @@ fn hooks(shared: &Shared, resource: &str) -> Vec<Hook> {
 }
 
 fn contains(list: &Value, want: &str) -> bool {
-    list.as_array()
-        .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("*") || v.as_str() == Some(want)))
+    list.as_array().is_some_and(|a| {
+        a.iter()
+            .any(|v| v.as_str() == Some("*") || v.as_str() == Some(want))
+    })
 }
 
 fn resource_matches(list: &Value, resource: &str, sub: &str) -> bool {
@@ -192,10 +194,12 @@ struct Target {
 
 fn target(shared: &Shared, cc: &Value, timeout: u64) -> Result<Target, CallError> {
     if let Some(url) = cc["url"].as_str() {
-        let rest = url.strip_prefix("https://").ok_or_else(|| CallError::Transport {
-            url: url.into(),
-            msg: "webhook URL must use https".into(),
-        })?;
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| CallError::Transport {
+                url: url.into(),
+                msg: "webhook URL must use https".into(),
+            })?;
         let (hostport, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -321,19 +325,18 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
     let t = target(shared, cc, timeout)?;
     let ca = cc["caBundle"].as_str().unwrap_or("");
     let payload = serde_json::to_vec(body).map_err(|e| CallError::Invalid(e.to_string()))?;
-    let bytes = match tokio::time::timeout(Duration::from_secs(timeout), post(&t, ca, payload)).await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(msg)) => return Err(CallError::Transport { url: t.url, msg }),
-        Err(_) => {
-            return Err(CallError::Transport {
-                url: t.url,
-                msg: "context deadline exceeded".into(),
-            })
-        }
-    };
-    let v: Value =
-        serde_json::from_slice(&bytes).map_err(|e| CallError::Invalid(e.to_string()))?;
+    let bytes =
+        match tokio::time::timeout(Duration::from_secs(timeout), post(&t, ca, payload)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(msg)) => return Err(CallError::Transport { url: t.url, msg }),
+            Err(_) => {
+                return Err(CallError::Transport {
+                    url: t.url,
+                    msg: "context deadline exceeded".into(),
+                })
+            }
+        };
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| CallError::Invalid(e.to_string()))?;
     let resp = v
         .get("response")
         .cloned()
@@ -389,7 +392,7 @@ fn namespace_labels(shared: &Shared, a: &Attributes) -> Option<BTreeMap<String, 
         return None;
     }
     let store = shared.store();
-    store.namespace(&a.namespace).map(|n| labels(n))
+    store.namespace(&a.namespace).map(labels)
 }
 
 enum Outcome {
@@ -528,7 +531,12 @@ pub async fn validate(
 }
 
 /// The `options` object sent for an operation.
-pub fn options(operation: &str, field_manager: Option<&str>, dry_run: bool, extra: Option<&Value>) -> Value {
+pub fn options(
+    operation: &str,
+    field_manager: Option<&str>,
+    dry_run: bool,
+    extra: Option<&Value>,
+) -> Value {
     let kind = match operation {
         "CREATE" => "CreateOptions",
         "UPDATE" => "UpdateOptions",
@@ -591,25 +599,69 @@ mod tests {
             "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
             "objectSelector": {}});
         let pod = json!({"metadata": {"labels": {"a": "b"}}});
-        let ns: BTreeMap<String, String> = [("kubernetes.io/metadata.name".to_string(), "n".to_string())].into();
-        assert!(hook_matches(&hook, &attrs("CREATE", "pods", ""), Some(&pod), Some(&ns)));
-        assert!(!hook_matches(&hook, &attrs("DELETE", "pods", ""), Some(&pod), Some(&ns)));
-        assert!(!hook_matches(&hook, &attrs("UPDATE", "pods", "status"), Some(&pod), Some(&ns)));
-        let sys: BTreeMap<String, String> = [("kubernetes.io/metadata.name".to_string(), "kube-system".to_string())].into();
-        assert!(!hook_matches(&hook, &attrs("CREATE", "pods", ""), Some(&pod), Some(&sys)));
+        let ns: BTreeMap<String, String> =
+            [("kubernetes.io/metadata.name".to_string(), "n".to_string())].into();
+        assert!(hook_matches(
+            &hook,
+            &attrs("CREATE", "pods", ""),
+            Some(&pod),
+            Some(&ns)
+        ));
+        assert!(!hook_matches(
+            &hook,
+            &attrs("DELETE", "pods", ""),
+            Some(&pod),
+            Some(&ns)
+        ));
+        assert!(!hook_matches(
+            &hook,
+            &attrs("UPDATE", "pods", "status"),
+            Some(&pod),
+            Some(&ns)
+        ));
+        let sys: BTreeMap<String, String> = [(
+            "kubernetes.io/metadata.name".to_string(),
+            "kube-system".to_string(),
+        )]
+        .into();
+        assert!(!hook_matches(
+            &hook,
+            &attrs("CREATE", "pods", ""),
+            Some(&pod),
+            Some(&sys)
+        ));
         let star = json!({"rules": [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*/*"]}]});
-        assert!(hook_matches(&star, &attrs("UPDATE", "pods", "status"), Some(&pod), None));
+        assert!(hook_matches(
+            &star,
+            &attrs("UPDATE", "pods", "status"),
+            Some(&pod),
+            None
+        ));
         let sel = json!({"rules": star["rules"], "objectSelector": {"matchLabels": {"a": "c"}}});
-        assert!(!hook_matches(&sel, &attrs("CREATE", "pods", ""), Some(&pod), None));
+        assert!(!hook_matches(
+            &sel,
+            &attrs("CREATE", "pods", ""),
+            Some(&pod),
+            None
+        ));
     }
 
     #[test]
     fn denial_wording() {
-        let e = denial("pods.portico.dev", &json!({"allowed": false, "status": {"code": 403, "message": "no"}}));
+        let e = denial(
+            "pods.portico.dev",
+            &json!({"allowed": false, "status": {"code": 403, "message": "no"}}),
+        );
         assert_eq!(e.code, 403);
-        assert_eq!(e.message, "admission webhook \"pods.portico.dev\" denied the request: no");
+        assert_eq!(
+            e.message,
+            "admission webhook \"pods.portico.dev\" denied the request: no"
+        );
         let e = denial("x", &json!({"allowed": false}));
         assert_eq!(e.code, 400);
-        assert_eq!(e.message, "admission webhook \"x\" denied the request without explanation");
+        assert_eq!(
+            e.message,
+            "admission webhook \"x\" denied the request without explanation"
+        );
     }
 }

@@ -159,7 +159,9 @@ pub fn present(info: &ResourceInfo, mut obj: Value) -> Value {
 
 fn check_kind(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request was not an object",
+        ));
     }
     if let Some(k) = obj.get("kind").and_then(Value::as_str) {
         if !k.is_empty() && k != info.kind {
@@ -252,7 +254,13 @@ pub async fn create(
     set_namespace(info, ns, &mut obj)?;
     {
         let meta = meta_mut(&mut obj);
-        for k in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "generation"] {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+        ] {
             meta.remove(k);
         }
         if !o.applied {
@@ -269,7 +277,11 @@ pub async fn create(
         info: info.clone(),
         subresource: String::new(),
         name: meta_str(&obj, "name").to_string(),
-        namespace: if info.namespaced { ns.into() } else { String::new() },
+        namespace: if info.namespaced {
+            ns.into()
+        } else {
+            String::new()
+        },
         old: None,
         user: user.clone(),
         dry_run: o.dry_run,
@@ -315,7 +327,10 @@ pub async fn create(
     }
     let stored = {
         let mut st = shared.store();
-        if st.get(&info.key(), if info.namespaced { ns } else { "" }, &name).is_some() {
+        if st
+            .get(&info.key(), if info.namespaced { ns } else { "" }, &name)
+            .is_some()
+        {
             return Err(ApiError::already_exists(info, &name));
         }
         if info.is("", "services") {
@@ -570,7 +585,11 @@ pub async fn patch(
         let presented = present(info, old.clone());
         let new = match kind {
             PatchKind::Json => patch::json_patch(&presented, &doc).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?,
             PatchKind::Merge => patch::merge_patch(&presented, &doc),
             PatchKind::Strategic => patch::strategic_merge_patch(&presented, &doc),
@@ -662,7 +681,11 @@ pub async fn delete(
         info: info.clone(),
         subresource: String::new(),
         name: name.into(),
-        namespace: if info.namespaced { ns.into() } else { String::new() },
+        namespace: if info.namespaced {
+            ns.into()
+        } else {
+            String::new()
+        },
         old: Some(present(info, old.clone())),
         user: user.clone(),
         dry_run: o.dry_run,
@@ -800,6 +823,7 @@ pub struct WatchSpec {
 
 /// The reply to a [`Call`].
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     /// A JSON body.
     Json {
@@ -863,7 +887,9 @@ pub fn parse_target(store: &Store, path: &str) -> Result<Option<Target>, ApiErro
         return Ok(None);
     }
     let (ns, rest): (Option<&str>, &[&str]) = match rest {
-        ["namespaces", ns, r, more @ ..] if !(more.is_empty() && (*r == "status" || *r == "finalize")) => {
+        ["namespaces", ns, r, more @ ..]
+            if !(more.is_empty() && (*r == "status" || *r == "finalize")) =>
+        {
             (Some(*ns), &rest[2..])
         }
         _ => (None, rest),
@@ -880,10 +906,10 @@ pub fn parse_target(store: &Store, path: &str) -> Result<Option<Target>, ApiErro
     if rest.len() > 3 {
         return Err(ApiError::path_not_found());
     }
-    if !sub.is_empty()
-        && !(sub == "status" && info.status)
-        && !info.extra_subresources.contains(&sub)
-    {
+    let sub_ok = sub.is_empty()
+        || (sub == "status" && info.status)
+        || info.extra_subresources.contains(&sub);
+    if !sub_ok {
         return Err(ApiError::path_not_found());
     }
     Ok(Some(Target {
@@ -895,10 +921,12 @@ pub fn parse_target(store: &Store, path: &str) -> Result<Option<Target>, ApiErro
 }
 
 /// The Kubernetes verb of a request.
-pub fn verb_of(method: &http::Method, target: &Target, query: &BTreeMap<String, String>) -> &'static str {
-    let watch = query
-        .get("watch")
-        .is_some_and(|w| w == "true" || w == "1");
+pub fn verb_of(
+    method: &http::Method,
+    target: &Target,
+    query: &BTreeMap<String, String>,
+) -> &'static str {
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (method.as_str(), target.name.is_some()) {
         ("GET", true) if watch => "watch",
         ("GET", true) => "get",
@@ -974,7 +1002,12 @@ pub async fn dispatch(shared: &Arc<Shared>, call: Call) -> Reply {
     }
 }
 
-async fn handle(shared: &Arc<Shared>, call: &Call, t: &Target, verb: &str) -> Result<Reply, ApiError> {
+async fn handle(
+    shared: &Arc<Shared>,
+    call: &Call,
+    t: &Target,
+    verb: &str,
+) -> Result<Reply, ApiError> {
     let info = &t.info;
     let ns = t.namespace.clone().unwrap_or_default();
     let q = &call.query;
@@ -1070,7 +1103,10 @@ async fn handle(shared: &Arc<Shared>, call: &Call, t: &Target, verb: &str) -> Re
             if let Some(p) = q.get("propagationPolicy") {
                 o.delete_options["propagationPolicy"] = json!(p);
             }
-            if o.delete_options["dryRun"].as_array().is_some_and(|a| !a.is_empty()) {
+            if o.delete_options["dryRun"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
                 o.dry_run = true;
             }
             let out = delete(shared, user, info, &ns, &name, &o).await?;

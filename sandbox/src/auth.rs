@@ -35,7 +35,10 @@ impl UserInfo {
     pub fn service_account(ns: &str, name: &str) -> Self {
         let mut u = Self::new(
             &format!("system:serviceaccount:{ns}:{name}"),
-            &["system:serviceaccounts", &format!("system:serviceaccounts:{ns}")],
+            &[
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{ns}"),
+            ],
         );
         u.uid = format!("sa-{ns}-{name}");
         u
@@ -137,14 +140,16 @@ pub fn parse_token_file(text: &str) -> Result<Vec<TokenEntry>, String> {
         }
         fields.push(cur);
         if fields.len() < 3 {
-            return Err(format!(
-                "line {}: want token,user,uid[,\"groups\"]",
-                n + 1
-            ));
+            return Err(format!("line {}: want token,user,uid[,\"groups\"]", n + 1));
         }
         let groups: Vec<&str> = fields
             .get(3)
-            .map(|g| g.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut user = UserInfo::new(fields[1].trim(), &groups);
         user.uid = fields[2].trim().to_string();
@@ -214,10 +219,7 @@ pub fn authenticate(
     if !imp.groups.iter().any(|g| g == "system:authenticated") {
         imp.groups.push("system:authenticated".into());
     }
-    if let Some(uid) = headers
-        .get("impersonate-uid")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(uid) = headers.get("impersonate-uid").and_then(|v| v.to_str().ok()) {
         imp.uid = uid.to_string();
     }
     Ok(imp)
@@ -238,7 +240,11 @@ mod tests {
     #[test]
     fn tokens_and_impersonation() {
         let t = default_tokens();
-        let u = authenticate(&t, &headers(&[("authorization", "Bearer sandbox-user1-token")])).unwrap();
+        let u = authenticate(
+            &t,
+            &headers(&[("authorization", "Bearer sandbox-user1-token")]),
+        )
+        .unwrap();
         assert_eq!(u.username, "user1");
         assert!(authenticate(&t, &headers(&[])).is_err());
         let imp = authenticate(

@@ -39,21 +39,27 @@ fn owned_by<'a>(items: &'a [Value], uid: &str) -> Vec<&'a Value> {
             p.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
                 .is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r["uid"].as_str() == Some(uid) && r["controller"].as_bool() == Some(true))
+                    refs.iter().any(|r| {
+                        r["uid"].as_str() == Some(uid) && r["controller"].as_bool() == Some(true)
+                    })
                 })
         })
         .collect()
 }
 
 fn phase(p: &Value) -> &str {
-    p.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending")
+    p.pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
 }
 
 fn is_ready(p: &Value) -> bool {
     p.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn terminal(p: &Value) -> bool {
@@ -84,7 +90,18 @@ async fn write_status(
         }
         let mut next = cur.clone();
         next["status"] = status;
-        match api::update(shared, user, info, ns, name, "status", next, &opts(&user.username)).await {
+        match api::update(
+            shared,
+            user,
+            info,
+            ns,
+            name,
+            "status",
+            next,
+            &opts(&user.username),
+        )
+        .await
+        {
             Err(e) if e.code == 409 => continue,
             other => return other.map(|_| ()),
         }
@@ -131,7 +148,17 @@ pub async fn record_event(
         e["count"] = json!(count);
         e["lastTimestamp"] = json!(now);
         let name = meta_str(&e, "name").to_string();
-        let _ = api::update(shared, &admin, &ev_info, &ns, &name, "", e, &opts(component)).await;
+        let _ = api::update(
+            shared,
+            &admin,
+            &ev_info,
+            &ns,
+            &name,
+            "",
+            e,
+            &opts(component),
+        )
+        .await;
         return;
     }
     let ev = json!({
@@ -188,7 +215,8 @@ impl Controllers {
             .get(key)
             .map(|(_, d)| (*d * 2).min(Duration::from_secs(10)))
             .unwrap_or(Duration::from_millis(500));
-        self.backoff.insert(key.into(), (Instant::now() + next, next));
+        self.backoff
+            .insert(key.into(), (Instant::now() + next, next));
     }
 
     /// One pass over everything.
@@ -207,7 +235,10 @@ impl Controllers {
             return;
         };
         let pods = shared.store().list(&pods_info.key(), None);
-        let live: BTreeSet<String> = pods.iter().map(|p| meta_str(p, "uid").to_string()).collect();
+        let live: BTreeSet<String> = pods
+            .iter()
+            .map(|p| meta_str(p, "uid").to_string())
+            .collect();
         self.pending_since.retain(|k, _| live.contains(k));
         self.running_since.retain(|k, _| live.contains(k));
         let node = shared.cfg.node_name.clone();
@@ -221,7 +252,10 @@ impl Controllers {
             }
             match phase(&p) {
                 "Pending" => {
-                    let since = *self.pending_since.entry(uid.clone()).or_insert_with(Instant::now);
+                    let since = *self
+                        .pending_since
+                        .entry(uid.clone())
+                        .or_insert_with(Instant::now);
                     if since.elapsed() < shared.cfg.kubelet_delay {
                         continue;
                     }
@@ -271,7 +305,10 @@ impl Controllers {
                         .pointer("/metadata/ownerReferences")
                         .and_then(Value::as_array)
                         .is_some_and(|r| r.iter().any(|o| o["kind"] == "Job"));
-                    let since = *self.running_since.entry(uid.clone()).or_insert_with(Instant::now);
+                    let since = *self
+                        .running_since
+                        .entry(uid.clone())
+                        .or_insert_with(Instant::now);
                     if is_job_pod && since.elapsed() >= after {
                         let _ = succeed_pod(shared, &ns, &name).await;
                     }
@@ -297,7 +334,16 @@ impl Controllers {
             return false;
         };
         let ns = meta_str(owner, "namespace").to_string();
-        match api::create(shared, &controller_user(controller), &pods_info, &ns, pod, &opts(controller)).await {
+        match api::create(
+            shared,
+            &controller_user(controller),
+            &pods_info,
+            &ns,
+            pod,
+            &opts(controller),
+        )
+        .await
+        {
             Ok(_) => {
                 self.backoff.remove(&key);
                 true
@@ -321,7 +367,9 @@ impl Controllers {
     }
 
     async fn jobs(&mut self, shared: &Arc<Shared>) {
-        let (Some(jobs_info), Some(pods_info)) = (info(shared, "batch", "jobs"), info(shared, "", "pods")) else {
+        let (Some(jobs_info), Some(pods_info)) =
+            (info(shared, "batch", "jobs"), info(shared, "", "pods"))
+        else {
             return;
         };
         let jobs = shared.store().list(&jobs_info.key(), None);
@@ -336,7 +384,9 @@ impl Controllers {
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .is_some_and(|cs| {
-                    cs.iter().any(|c| (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True")
+                    cs.iter().any(|c| {
+                        (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+                    })
                 });
             let pods = shared.store().list(&pods_info.key(), Some(&ns));
             let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
@@ -360,7 +410,7 @@ impl Controllers {
             let succeeded_idx: BTreeSet<i64> = mine
                 .iter()
                 .filter(|p| phase(p) == "Succeeded")
-                .filter_map(|p| index_of(p))
+                .filter_map(&index_of)
                 .collect();
             let complete = match (indexed, completions) {
                 (true, Some(c)) => succeeded_idx.len() as i64 >= c,
@@ -372,7 +422,8 @@ impl Controllers {
                 let mut to_create: Vec<Option<i64>> = Vec::new();
                 if indexed {
                     let c = completions.unwrap_or(1);
-                    let active_idx: BTreeSet<i64> = active.iter().filter_map(|p| index_of(p)).collect();
+                    let active_idx: BTreeSet<i64> =
+                        active.iter().filter_map(|p| index_of(p)).collect();
                     let room = (parallelism - active.len() as i64).max(0);
                     to_create = (0..c)
                         .filter(|i| !succeeded_idx.contains(i) && !active_idx.contains(i))
@@ -390,7 +441,10 @@ impl Controllers {
                 }
                 for idx in to_create {
                     let pod = job_pod(&job, idx);
-                    if !self.create_pod(shared, auth::JOB_CONTROLLER, &job, "Job", pod).await {
+                    if !self
+                        .create_pod(shared, auth::JOB_CONTROLLER, &job, "Job", pod)
+                        .await
+                    {
                         break;
                     }
                 }
@@ -450,7 +504,10 @@ impl Controllers {
     }
 
     async fn statefulsets(&mut self, shared: &Arc<Shared>) {
-        let (Some(sts_info), Some(pods_info)) = (info(shared, "apps", "statefulsets"), info(shared, "", "pods")) else {
+        let (Some(sts_info), Some(pods_info)) = (
+            info(shared, "apps", "statefulsets"),
+            info(shared, "", "pods"),
+        ) else {
             return;
         };
         let all = shared.store().list(&sts_info.key(), None);
@@ -461,58 +518,110 @@ impl Controllers {
             let ns = meta_str(&sts, "namespace").to_string();
             let name = meta_str(&sts, "name").to_string();
             let uid = meta_str(&sts, "uid").to_string();
-            let replicas = sts.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-            let parallel = sts.pointer("/spec/podManagementPolicy").and_then(Value::as_str) == Some("Parallel");
+            let replicas = sts
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let parallel = sts
+                .pointer("/spec/podManagementPolicy")
+                .and_then(Value::as_str)
+                == Some("Parallel");
             let pods = shared.store().list(&pods_info.key(), Some(&ns));
             let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
             let by_ord: BTreeMap<i64, &Value> = mine
                 .iter()
                 .filter_map(|p| {
-                    let n = meta_str(p, "name").strip_prefix(&format!("{name}-"))?.parse().ok()?;
+                    let n = meta_str(p, "name")
+                        .strip_prefix(&format!("{name}-"))?
+                        .parse()
+                        .ok()?;
                     Some((n, p))
                 })
                 .collect();
             // Failed pods are deleted and recreated.
             for p in by_ord.values().filter(|p| phase(p) == "Failed") {
-                let _ = api::delete(shared, &controller_user(auth::STATEFULSET_CONTROLLER), &pods_info, &ns, meta_str(p, "name"), &opts(auth::STATEFULSET_CONTROLLER)).await;
+                let _ = api::delete(
+                    shared,
+                    &controller_user(auth::STATEFULSET_CONTROLLER),
+                    &pods_info,
+                    &ns,
+                    meta_str(p, "name"),
+                    &opts(auth::STATEFULSET_CONTROLLER),
+                )
+                .await;
             }
             let revision = format!("{name}-{}", template_hash(&sts));
             for i in 0..replicas {
                 match by_ord.get(&i) {
                     Some(p) if phase(p) == "Failed" => break,
                     Some(p) => {
-                        if !parallel && !(phase(p) == "Running" && is_ready(p)) {
+                        if !(parallel || phase(p) == "Running" && is_ready(p)) {
                             break;
                         }
                     }
                     None => {
                         let pod = sts_pod(&sts, i, &revision);
-                        let ok = self.create_pod(shared, auth::STATEFULSET_CONTROLLER, &sts, "StatefulSet", pod).await;
+                        let ok = self
+                            .create_pod(
+                                shared,
+                                auth::STATEFULSET_CONTROLLER,
+                                &sts,
+                                "StatefulSet",
+                                pod,
+                            )
+                            .await;
                         if !ok || !parallel {
                             break;
                         }
                     }
                 }
             }
-            let mut extra: Vec<(&i64, &&Value)> = by_ord.iter().filter(|(i, _)| **i >= replicas).collect();
+            let mut extra: Vec<(&i64, &&Value)> =
+                by_ord.iter().filter(|(i, _)| **i >= replicas).collect();
             extra.sort_by(|a, b| b.0.cmp(a.0));
-            for (_, p) in extra.into_iter().take(if parallel { usize::MAX } else { 1 }) {
-                let _ = api::delete(shared, &controller_user(auth::STATEFULSET_CONTROLLER), &pods_info, &ns, meta_str(p, "name"), &opts(auth::STATEFULSET_CONTROLLER)).await;
+            for (_, p) in extra
+                .into_iter()
+                .take(if parallel { usize::MAX } else { 1 })
+            {
+                let _ = api::delete(
+                    shared,
+                    &controller_user(auth::STATEFULSET_CONTROLLER),
+                    &pods_info,
+                    &ns,
+                    meta_str(p, "name"),
+                    &opts(auth::STATEFULSET_CONTROLLER),
+                )
+                .await;
             }
             let count = by_ord.len() as i64;
             let ready = by_ord.values().filter(|p| is_ready(p)).count() as i64;
-            let gen = sts.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
-            let _ = write_status(shared, &controller_user(auth::STATEFULSET_CONTROLLER), &sts_info, &ns, &name, |_| {
-                Some(json!({"observedGeneration": gen, "replicas": count, "readyReplicas": ready,
+            let gen = sts
+                .pointer("/metadata/generation")
+                .cloned()
+                .unwrap_or(json!(1));
+            let _ = write_status(
+                shared,
+                &controller_user(auth::STATEFULSET_CONTROLLER),
+                &sts_info,
+                &ns,
+                &name,
+                |_| {
+                    Some(
+                        json!({"observedGeneration": gen, "replicas": count, "readyReplicas": ready,
                     "currentReplicas": count, "updatedReplicas": count, "availableReplicas": ready,
-                    "currentRevision": revision, "updateRevision": revision, "collisionCount": 0}))
-            })
+                    "currentRevision": revision, "updateRevision": revision, "collisionCount": 0}),
+                    )
+                },
+            )
             .await;
         }
     }
 
     async fn deployments(&mut self, shared: &Arc<Shared>) {
-        let (Some(d_info), Some(rs_info)) = (info(shared, "apps", "deployments"), info(shared, "apps", "replicasets")) else {
+        let (Some(d_info), Some(rs_info)) = (
+            info(shared, "apps", "deployments"),
+            info(shared, "apps", "replicasets"),
+        ) else {
             return;
         };
         let all = shared.store().list(&d_info.key(), None);
@@ -524,7 +633,10 @@ impl Controllers {
             let ns = meta_str(&d, "namespace").to_string();
             let name = meta_str(&d, "name").to_string();
             let uid = meta_str(&d, "uid").to_string();
-            let replicas = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let replicas = d
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let hash = template_hash(&d);
             let rs_name = format!("{name}-{hash}");
             let sets = shared.store().list(&rs_info.key(), Some(&ns));
@@ -543,25 +655,69 @@ impl Controllers {
                             "annotations": {"deployment.kubernetes.io/desired-replicas": replicas.to_string(), "deployment.kubernetes.io/revision": "1"},
                             "ownerReferences": [owner_ref("apps/v1", "Deployment", &d)]},
                         "spec": {"replicas": replicas, "selector": selector, "template": template}});
-                    if let Err(e) = api::create(shared, &user, &rs_info, &ns, rs, &opts(auth::DEPLOYMENT_CONTROLLER)).await {
+                    if let Err(e) = api::create(
+                        shared,
+                        &user,
+                        &rs_info,
+                        &ns,
+                        rs,
+                        &opts(auth::DEPLOYMENT_CONTROLLER),
+                    )
+                    .await
+                    {
                         if e.code != 409 {
                             self.fail(&key);
-                            record_event(shared, &d, "Deployment", "Warning", "FailedCreate", &format!("Error creating: {}", e.message), auth::DEPLOYMENT_CONTROLLER).await;
+                            record_event(
+                                shared,
+                                &d,
+                                "Deployment",
+                                "Warning",
+                                "FailedCreate",
+                                &format!("Error creating: {}", e.message),
+                                auth::DEPLOYMENT_CONTROLLER,
+                            )
+                            .await;
                         }
                     }
                 }
             }
             for r in &mine {
-                let want = if meta_str(r, "name") == rs_name { replicas } else { 0 };
+                let want = if meta_str(r, "name") == rs_name {
+                    replicas
+                } else {
+                    0
+                };
                 if r.pointer("/spec/replicas").and_then(Value::as_i64) != Some(want) {
                     let patch = json!({"spec": {"replicas": want}}).to_string();
-                    let _ = api::patch(shared, &user, &rs_info, &ns, meta_str(r, "name"), "", crate::patch::PatchKind::Merge, patch.as_bytes(), &opts(auth::DEPLOYMENT_CONTROLLER)).await;
+                    let _ = api::patch(
+                        shared,
+                        &user,
+                        &rs_info,
+                        &ns,
+                        meta_str(r, "name"),
+                        "",
+                        crate::patch::PatchKind::Merge,
+                        patch.as_bytes(),
+                        &opts(auth::DEPLOYMENT_CONTROLLER),
+                    )
+                    .await;
                 }
             }
             let cur = shared.store().get(&rs_info.key(), &ns, &rs_name).cloned();
-            let ready = cur.as_ref().and_then(|r| r.pointer("/status/readyReplicas")).and_then(Value::as_i64).unwrap_or(0);
-            let have = cur.as_ref().and_then(|r| r.pointer("/status/replicas")).and_then(Value::as_i64).unwrap_or(0);
-            let gen = d.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+            let ready = cur
+                .as_ref()
+                .and_then(|r| r.pointer("/status/readyReplicas"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let have = cur
+                .as_ref()
+                .and_then(|r| r.pointer("/status/replicas"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let gen = d
+                .pointer("/metadata/generation")
+                .cloned()
+                .unwrap_or(json!(1));
             let _ = write_status(shared, &user, &d_info, &ns, &name, |old| {
                 let available = ready >= replicas;
                 let conds = old.pointer("/status/conditions").cloned().filter(|c| {
@@ -585,7 +741,10 @@ impl Controllers {
     }
 
     async fn replicasets(&mut self, shared: &Arc<Shared>) {
-        let (Some(rs_info), Some(pods_info)) = (info(shared, "apps", "replicasets"), info(shared, "", "pods")) else {
+        let (Some(rs_info), Some(pods_info)) = (
+            info(shared, "apps", "replicasets"),
+            info(shared, "", "pods"),
+        ) else {
             return;
         };
         let all = shared.store().list(&rs_info.key(), None);
@@ -597,35 +756,65 @@ impl Controllers {
             let ns = meta_str(&rs, "namespace").to_string();
             let name = meta_str(&rs, "name").to_string();
             let uid = meta_str(&rs, "uid").to_string();
-            let replicas = rs.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let replicas = rs
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let pods = shared.store().list(&pods_info.key(), Some(&ns));
             let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
             let active: Vec<&Value> = mine.iter().filter(|p| !terminal(p)).collect();
             for p in mine.iter().filter(|p| terminal(p)) {
-                let _ = api::delete(shared, &user, &pods_info, &ns, meta_str(p, "name"), &opts(auth::REPLICASET_CONTROLLER)).await;
+                let _ = api::delete(
+                    shared,
+                    &user,
+                    &pods_info,
+                    &ns,
+                    meta_str(p, "name"),
+                    &opts(auth::REPLICASET_CONTROLLER),
+                )
+                .await;
             }
             let n = active.len() as i64;
             if n < replicas {
                 for _ in n..replicas {
-                    let mut meta = rs.pointer("/spec/template/metadata").cloned().unwrap_or(json!({}));
+                    let mut meta = rs
+                        .pointer("/spec/template/metadata")
+                        .cloned()
+                        .unwrap_or(json!({}));
                     meta["generateName"] = json!(format!("{name}-"));
                     meta["namespace"] = json!(ns);
                     meta["ownerReferences"] = json!([owner_ref("apps/v1", "ReplicaSet", &rs)]);
                     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
                         "spec": rs.pointer("/spec/template/spec").cloned().unwrap_or(json!({}))});
-                    if !self.create_pod(shared, auth::REPLICASET_CONTROLLER, &rs, "ReplicaSet", pod).await {
+                    if !self
+                        .create_pod(shared, auth::REPLICASET_CONTROLLER, &rs, "ReplicaSet", pod)
+                        .await
+                    {
                         break;
                     }
                 }
             } else if n > replicas {
                 let mut victims = active.clone();
-                victims.sort_by(|a, b| meta_str(b, "creationTimestamp").cmp(meta_str(a, "creationTimestamp")));
+                victims.sort_by(|a, b| {
+                    meta_str(b, "creationTimestamp").cmp(meta_str(a, "creationTimestamp"))
+                });
                 for p in victims.into_iter().take((n - replicas) as usize) {
-                    let _ = api::delete(shared, &user, &pods_info, &ns, meta_str(p, "name"), &opts(auth::REPLICASET_CONTROLLER)).await;
+                    let _ = api::delete(
+                        shared,
+                        &user,
+                        &pods_info,
+                        &ns,
+                        meta_str(p, "name"),
+                        &opts(auth::REPLICASET_CONTROLLER),
+                    )
+                    .await;
                 }
             }
             let ready = active.iter().filter(|p| is_ready(p)).count() as i64;
-            let gen = rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+            let gen = rs
+                .pointer("/metadata/generation")
+                .cloned()
+                .unwrap_or(json!(1));
             let _ = write_status(shared, &user, &rs_info, &ns, &name, |_| {
                 Some(json!({"observedGeneration": gen, "replicas": n.min(replicas.max(n)), "fullyLabeledReplicas": n,
                     "readyReplicas": ready, "availableReplicas": ready}))
@@ -692,9 +881,22 @@ impl Controllers {
                 let msg = if requested.is_empty() {
                     "Failed to allocate IP: no available IPs".to_string()
                 } else {
-                    format!("Failed to allocate IP for \"{}\": [\"{}\" is not allowed in config]", meta_str(&s, "name"), requested.join(","))
+                    format!(
+                        "Failed to allocate IP for \"{}\": [\"{}\" is not allowed in config]",
+                        meta_str(&s, "name"),
+                        requested.join(",")
+                    )
                 };
-                record_event(shared, &s, "Service", "Warning", "AllocationFailed", &msg, "metallb-controller").await;
+                record_event(
+                    shared,
+                    &s,
+                    "Service",
+                    "Warning",
+                    "AllocationFailed",
+                    &msg,
+                    "metallb-controller",
+                )
+                .await;
                 continue;
             };
             taken.insert(ip.clone());
@@ -707,7 +909,16 @@ impl Controllers {
             })
             .await;
             if r.is_ok() {
-                record_event(shared, &s, "Service", "Normal", "IPAllocated", &format!("Assigned IP [\"{ip}\"]"), "metallb-controller").await;
+                record_event(
+                    shared,
+                    &s,
+                    "Service",
+                    "Normal",
+                    "IPAllocated",
+                    &format!("Assigned IP [\"{ip}\"]"),
+                    "metallb-controller",
+                )
+                .await;
             }
         }
     }
@@ -763,7 +974,18 @@ impl Controllers {
             } else {
                 let kept: Vec<Value> = alive.into_iter().cloned().collect();
                 let patch = json!({"metadata": {"ownerReferences": kept}}).to_string();
-                let _ = api::patch(shared, &user, &ri, &ns, &name, "", crate::patch::PatchKind::Merge, patch.as_bytes(), &opts(auth::GC_CONTROLLER)).await;
+                let _ = api::patch(
+                    shared,
+                    &user,
+                    &ri,
+                    &ns,
+                    &name,
+                    "",
+                    crate::patch::PatchKind::Merge,
+                    patch.as_bytes(),
+                    &opts(auth::GC_CONTROLLER),
+                )
+                .await;
             }
         }
     }
@@ -810,7 +1032,11 @@ fn terminated_status(cur: &Value, phase: &str, reason: &str, message: &str, exit
         .map(|mut c| {
             if c["type"] == "Ready" || c["type"] == "ContainersReady" {
                 c["status"] = json!("False");
-                c["reason"] = json!(if phase == "Failed" { "PodFailed" } else { "PodCompleted" });
+                c["reason"] = json!(if phase == "Failed" {
+                    "PodFailed"
+                } else {
+                    "PodCompleted"
+                });
                 c["lastTransitionTime"] = json!(now);
             }
             c
@@ -861,15 +1087,32 @@ pub async fn fail_pod(
     let reason = reason.unwrap_or_else(|| "Error".into());
     let message = message.unwrap_or_else(|| "container exited with code 1".into());
     let pod = end_pod(shared, ns, name, "Failed", &reason, &message, 1).await?;
-    shared.append_log(ns, name, &[format!("{} [sandbox] fatal: {message}", now_rfc3339())]);
+    shared.append_log(
+        ns,
+        name,
+        &[format!("{} [sandbox] fatal: {message}", now_rfc3339())],
+    );
     record_event(shared, &pod, "Pod", "Warning", &reason, &message, "kubelet").await;
     Ok(())
 }
 
 /// Kills a pod: phase Failed with reason Killed (exit 137), a `Killing` Event and a log line.
 pub async fn kill_pod(shared: &Arc<Shared>, ns: &str, name: &str) -> Result<(), ApiError> {
-    let pod = end_pod(shared, ns, name, "Failed", "Killed", "container was killed", 137).await?;
-    shared.append_log(ns, name, &[format!("{} [sandbox] received SIGKILL", now_rfc3339())]);
+    let pod = end_pod(
+        shared,
+        ns,
+        name,
+        "Failed",
+        "Killed",
+        "container was killed",
+        137,
+    )
+    .await?;
+    shared.append_log(
+        ns,
+        name,
+        &[format!("{} [sandbox] received SIGKILL", now_rfc3339())],
+    );
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -877,14 +1120,27 @@ pub async fn kill_pod(shared: &Arc<Shared>, ns: &str, name: &str) -> Result<(), 
         .flatten()
         .filter_map(|c| c["name"].as_str().map(str::to_string))
         .collect();
-    record_event(shared, &pod, "Pod", "Normal", "Killing", &format!("Stopping container {}", containers.join(",")), "kubelet").await;
+    record_event(
+        shared,
+        &pod,
+        "Pod",
+        "Normal",
+        "Killing",
+        &format!("Stopping container {}", containers.join(",")),
+        "kubelet",
+    )
+    .await;
     Ok(())
 }
 
 /// Completes a pod successfully (phase Succeeded, exit 0).
 pub async fn succeed_pod(shared: &Arc<Shared>, ns: &str, name: &str) -> Result<(), ApiError> {
     end_pod(shared, ns, name, "Succeeded", "Completed", "", 0).await?;
-    shared.append_log(ns, name, &[format!("{} [sandbox] completed", now_rfc3339())]);
+    shared.append_log(
+        ns,
+        name,
+        &[format!("{} [sandbox] completed", now_rfc3339())],
+    );
     Ok(())
 }
 
@@ -899,7 +1155,11 @@ fn compress_indexes(set: &BTreeSet<i64>) -> String {
             i += 1;
             end = v[i];
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
         i += 1;
     }
     out.join(",")
@@ -907,7 +1167,10 @@ fn compress_indexes(set: &BTreeSet<i64>) -> String {
 
 /// A stable 10-character hash of an object's pod template.
 pub fn template_hash(o: &Value) -> String {
-    let text = o.pointer("/spec/template").map(Value::to_string).unwrap_or_default();
+    let text = o
+        .pointer("/spec/template")
+        .map(Value::to_string)
+        .unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= b as u64;
@@ -922,8 +1185,14 @@ pub fn template_hash(o: &Value) -> String {
 fn job_pod(job: &Value, index: Option<i64>) -> Value {
     let name = meta_str(job, "name");
     let ns = meta_str(job, "namespace");
-    let mut meta = job.pointer("/spec/template/metadata").cloned().unwrap_or(json!({}));
-    let mut spec = job.pointer("/spec/template/spec").cloned().unwrap_or(json!({}));
+    let mut meta = job
+        .pointer("/spec/template/metadata")
+        .cloned()
+        .unwrap_or(json!({}));
+    let mut spec = job
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(json!({}));
     let gen = match index {
         Some(i) => {
             meta["labels"]["batch.kubernetes.io/job-completion-index"] = json!(i.to_string());
@@ -955,14 +1224,20 @@ fn job_pod(job: &Value, index: Option<i64>) -> Value {
 fn sts_pod(sts: &Value, ordinal: i64, revision: &str) -> Value {
     let name = meta_str(sts, "name");
     let pod_name = format!("{name}-{ordinal}");
-    let mut meta = sts.pointer("/spec/template/metadata").cloned().unwrap_or(json!({}));
+    let mut meta = sts
+        .pointer("/spec/template/metadata")
+        .cloned()
+        .unwrap_or(json!({}));
     meta["name"] = json!(pod_name);
     meta["namespace"] = json!(meta_str(sts, "namespace"));
     meta["labels"]["apps.kubernetes.io/pod-index"] = json!(ordinal.to_string());
     meta["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
     meta["labels"]["controller-revision-hash"] = json!(revision);
     meta["ownerReferences"] = json!([owner_ref("apps/v1", "StatefulSet", sts)]);
-    let mut spec = sts.pointer("/spec/template/spec").cloned().unwrap_or(json!({}));
+    let mut spec = sts
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(json!({}));
     spec["hostname"] = json!(pod_name);
     if let Some(svc) = sts.pointer("/spec/serviceName").and_then(Value::as_str) {
         if !svc.is_empty() {
@@ -998,10 +1273,20 @@ mod tests {
             "spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c"}]}}}});
         let p = job_pod(&job, Some(3));
         assert_eq!(p["metadata"]["generateName"], "j-3-");
-        assert_eq!(p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"], "3");
+        assert_eq!(
+            p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"],
+            "3"
+        );
         assert_eq!(p["metadata"]["ownerReferences"][0]["controller"], true);
-        let sp = sts_pod(&json!({"metadata": {"name": "s", "namespace": "n", "uid": "u"}, "spec": {"serviceName": "svc", "template": {}}}), 0, "s-x");
-        assert_eq!(sp["metadata"]["labels"]["apps.kubernetes.io/pod-index"], "0");
+        let sp = sts_pod(
+            &json!({"metadata": {"name": "s", "namespace": "n", "uid": "u"}, "spec": {"serviceName": "svc", "template": {}}}),
+            0,
+            "s-x",
+        );
+        assert_eq!(
+            sp["metadata"]["labels"]["apps.kubernetes.io/pod-index"],
+            "0"
+        );
         assert_eq!(sp["spec"]["subdomain"], "svc");
     }
 }

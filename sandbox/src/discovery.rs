@@ -113,7 +113,11 @@ pub fn resource_list(resources: &[ResourceInfo], group: &str, version: &str) -> 
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
         for sub in &r.extra_subresources {
-            let verbs = if sub == "log" { vec!["get"] } else { vec!["update"] };
+            let verbs = if sub == "log" {
+                vec!["get"]
+            } else {
+                vec!["update"]
+            };
             list.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs}));
         }
     }
@@ -122,7 +126,9 @@ pub fn resource_list(resources: &[ResourceInfo], group: &str, version: &str) -> 
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 #[cfg(test)]

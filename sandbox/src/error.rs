@@ -277,7 +277,11 @@ impl ApiError {
 
     /// 404 for an unknown path.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 410 Expired: `too old resource version: 5 (10)`.

@@ -140,10 +140,11 @@ impl Sandbox {
             .await
             .with_context(|| format!("binding {}", opts.listen))?;
         let handle = SandboxHandle { ctl: ctl.clone() };
-        let mut namespaces: Vec<String> = ["default", "kube-system", "kube-public", "kube-node-lease"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut namespaces: Vec<String> =
+            ["default", "kube-system", "kube-public", "kube-node-lease"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         namespaces.extend(opts.namespaces.iter().cloned());
         for ns in namespaces {
             handle.ensure_namespace(&ns, &BTreeMap::new()).await?;
@@ -361,10 +362,22 @@ impl SandboxHandle {
     }
 
     /// Fails a pod (phase Failed, Warning Event, log line).
-    pub async fn fail_pod(&self, ns: &str, name: &str, reason: &str, message: &str) -> anyhow::Result<()> {
-        controllers::fail_pod(self.shared(), ns, name, Some(reason.into()), Some(message.into()))
-            .await
-            .map_err(anyhow::Error::from)
+    pub async fn fail_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        controllers::fail_pod(
+            self.shared(),
+            ns,
+            name,
+            Some(reason.into()),
+            Some(message.into()),
+        )
+        .await
+        .map_err(anyhow::Error::from)
     }
 
     /// Kills a pod (phase Failed, reason Killed, `Killing` Event).
@@ -439,7 +452,13 @@ impl SandboxHandle {
     }
 
     /// Sends a JSON API request as `user` (PATCH is a merge patch).
-    pub async fn request(&self, user: &str, method: &str, path: &str, body: Option<Value>) -> Response {
+    pub async fn request(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
         let ct = if method.eq_ignore_ascii_case("PATCH") {
             "application/merge-patch+json"
         } else {
@@ -461,7 +480,11 @@ impl SandboxHandle {
             .with_context(|| format!("the sandbox does not serve {api_version} {kind}"))?;
         let ns = if info.namespaced {
             let n = util::meta_str(&obj, "namespace");
-            if n.is_empty() { "default".to_string() } else { n.to_string() }
+            if n.is_empty() {
+                "default".to_string()
+            } else {
+                n.to_string()
+            }
         } else {
             String::new()
         };
@@ -506,7 +529,11 @@ impl SandboxHandle {
     }
 
     /// Creates (or labels) a namespace with the given labels.
-    pub async fn ensure_namespace(&self, name: &str, labels: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    pub async fn ensure_namespace(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
         let mut obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         if let Some(cur) = self.object("", "namespaces", "", name) {
             obj = cur;

@@ -97,12 +97,16 @@ async fn main() -> anyhow::Result<()> {
         let (svc, addr) = e
             .split_once('=')
             .with_context(|| format!("--service-endpoint {e}: want NS/NAME=HOST:PORT"))?;
-        anyhow::ensure!(svc.contains('/'), "--service-endpoint {e}: want NS/NAME=HOST:PORT");
+        anyhow::ensure!(
+            svc.contains('/'),
+            "--service-endpoint {e}: want NS/NAME=HOST:PORT"
+        );
         endpoints.insert(svc.to_string(), addr.to_string());
     }
     let tokens = match &cli.token_file {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             auth::parse_token_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
         None => auth::default_tokens(),
@@ -124,7 +128,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let sb = Sandbox::start(opts).await?;
     for f in &cli.apply {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let objs = sb.apply_yaml("admin", &text).await?;
         eprintln!("applied {} object(s) from {}", objs.len(), f.display());
     }
@@ -134,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("portico-sandbox listening on {}", sb.url());
     println!("contexts: admin, user1, user2, portal, portico   (kubectl --kubeconfig <file> --context user1 get pods)");
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     sb.shutdown().await;
     Ok(())
 }
@@ -146,7 +153,10 @@ mod tests {
     #[test]
     fn pools_and_ranges() {
         assert_eq!(parse_pool("10.0.0.1-10.0.0.3").unwrap().len(), 3);
-        assert_eq!(parse_pool("1.2.3.4, 5.6.7.8").unwrap(), vec!["1.2.3.4", "5.6.7.8"]);
+        assert_eq!(
+            parse_pool("1.2.3.4, 5.6.7.8").unwrap(),
+            vec!["1.2.3.4", "5.6.7.8"]
+        );
         assert!(parse_pool("x").is_err());
         assert_eq!(parse_range("30000-30010").unwrap(), (30000, 30010));
     }

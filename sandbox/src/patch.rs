@@ -57,7 +57,9 @@ pub fn strategic_merge_patch(doc: &Value, patch: &Value) -> Value {
 }
 
 fn named_list(v: &[Value]) -> bool {
-    !v.is_empty() && v.iter().all(|e| e.get("name").is_some_and(Value::is_string))
+    !v.is_empty()
+        && v.iter()
+            .all(|e| e.get("name").is_some_and(Value::is_string))
 }
 
 fn smp(doc: &Value, patch: &Value) -> Value {
@@ -239,7 +241,9 @@ fn walk_fields(v: &Value, path: FieldPath, out: &mut FieldSet) {
         return;
     };
     let children: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| k.starts_with("f:")).collect();
-    let element_keys = m.keys().any(|k| k.starts_with("k:") || k.starts_with("v:") || k.starts_with("i:"));
+    let element_keys = m
+        .keys()
+        .any(|k| k.starts_with("k:") || k.starts_with("v:") || k.starts_with("i:"));
     if (children.is_empty() || element_keys) && !path.is_empty() {
         out.insert(path);
         return;
@@ -344,7 +348,11 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
     for c in conflicts {
         match by.iter_mut().find(|(m, _, _)| *m == c.manager) {
             Some(e) => e.2.push(c.field.clone()),
-            None => by.push((c.manager.clone(), c.api_version.clone(), vec![c.field.clone()])),
+            None => by.push((
+                c.manager.clone(),
+                c.api_version.clone(),
+                vec![c.field.clone()],
+            )),
         }
     }
     let parts: Vec<String> = by
@@ -426,7 +434,10 @@ pub fn server_side_apply(
             crate::util::as_object_mut(&mut obj).insert(k.into(), v.clone());
         }
     }
-    let changed = previous != applied || current.map(|c| strip_mf(c) != strip_mf(&obj)).unwrap_or(true);
+    let changed = previous != applied
+        || current
+            .map(|c| strip_mf(c) != strip_mf(&obj))
+            .unwrap_or(true);
     match ms
         .iter_mut()
         .find(|m| m.manager == manager && m.operation == "Apply" && m.subresource == subresource)
@@ -523,7 +534,10 @@ mod tests {
             Some(PatchKind::Merge)
         );
         let doc = json!({"a": 1, "b": {"c": 2}});
-        assert_eq!(merge_patch(&doc, &json!({"b": {"c": null}, "d": 3})), json!({"a": 1, "b": {}, "d": 3}));
+        assert_eq!(
+            merge_patch(&doc, &json!({"b": {"c": null}, "d": 3})),
+            json!({"a": 1, "b": {}, "d": 3})
+        );
         let p = json!([{"op": "replace", "path": "/a", "value": 5}]);
         assert_eq!(json_patch(&doc, &p).unwrap()["a"], 5);
         assert!(json_patch(&doc, &json!([{"op": "test", "path": "/a", "value": 9}])).is_err());

@@ -181,9 +181,9 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
                         json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
                     );
                 }
-                let tmeta = obj
-                    .pointer_mut("/spec/template")
-                    .map(|t| as_object_mut(as_object_mut(t).entry("metadata").or_insert(json!({}))));
+                let tmeta = obj.pointer_mut("/spec/template").map(|t| {
+                    as_object_mut(as_object_mut(t).entry("metadata").or_insert(json!({})))
+                });
                 if let Some(tmeta) = tmeta {
                     let labels = as_object_mut(tmeta.entry("labels").or_insert(json!({})));
                     labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
@@ -248,7 +248,14 @@ pub fn merge_for_update(info: &ResourceInfo, sub: &str, old: &Value, new: Value)
     // Fields the client may not change.
     let om = old.get("metadata").cloned().unwrap_or(json!({}));
     let nm = meta_mut(&mut out);
-    for k in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "namespace", "name"] {
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "deletionTimestamp",
+        "namespace",
+        "name",
+    ] {
         match om.get(k) {
             Some(v) => nm.insert(k.into(), v.clone()),
             None => nm.remove(k),
@@ -418,7 +425,13 @@ pub fn service_allocate(
     for (i, p) in ports.iter().enumerate() {
         let mut p = p.clone();
         let pm = as_object_mut(&mut p);
-        if ports.len() > 1 && pm.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if ports.len() > 1
+            && pm
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        {
             errs.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
         }
         if !want {
@@ -457,7 +470,10 @@ pub fn service_allocate(
                             == pm.get("protocol").and_then(Value::as_str).unwrap_or("TCP"))
                         || (op.get("name").is_some() && op.get("name") == pm.get("name"))
                 });
-                match same.and_then(|op| op.get("nodePort")).and_then(Value::as_i64) {
+                match same
+                    .and_then(|op| op.get("nodePort"))
+                    .and_then(Value::as_i64)
+                {
                     Some(n) if !seen.contains(&n) => Some(n),
                     _ => {
                         let span = (hi - lo + 1).max(1) as u64;
@@ -510,14 +526,13 @@ pub fn service_allocate(
 pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     match (info.group.as_str(), info.plural.as_str()) {
-        ("", "pods") => {
+        ("", "pods")
             if obj
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty)
-            {
-                errs.push(FieldError::required("spec.containers", ""));
-            }
+                .is_none_or(Vec::is_empty) =>
+        {
+            errs.push(FieldError::required("spec.containers", ""));
         }
         ("batch", "jobs") => {
             let rp = obj

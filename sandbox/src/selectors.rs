@@ -138,10 +138,16 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
         ));
     }
     if let Some((k, v)) = part.split_once("==") {
-        return Ok(Requirement::In(k.trim().to_string(), vec![v.trim().to_string()]));
+        return Ok(Requirement::In(
+            k.trim().to_string(),
+            vec![v.trim().to_string()],
+        ));
     }
     if let Some((k, v)) = part.split_once('=') {
-        return Ok(Requirement::In(k.trim().to_string(), vec![v.trim().to_string()]));
+        return Ok(Requirement::In(
+            k.trim().to_string(),
+            vec![v.trim().to_string()],
+        ));
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if words.len() == 2 {
@@ -184,7 +190,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 terms.push((k.trim().to_string(), v.trim().to_string(), true));
             } else {
-                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                ));
             }
         }
         Ok(Self { terms })
@@ -231,7 +239,14 @@ mod tests {
                 "{s} should match"
             );
         }
-        let no = ["app=db", "app!=web", "tier in (back)", "tier notin (front)", "legacy", "!app"];
+        let no = [
+            "app=db",
+            "app!=web",
+            "tier in (back)",
+            "tier notin (front)",
+            "legacy",
+            "!app",
+        ];
         for s in no {
             assert!(
                 !LabelSelector::parse(s).unwrap().matches(&labels),
@@ -246,17 +261,27 @@ mod tests {
         let sel = json!({"matchLabels": {"a": "1"}, "matchExpressions": [
             {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]});
         let s = LabelSelector::from_object(Some(&sel));
-        assert!(s.matches(&l(&[("a", "1"), ("kubernetes.io/metadata.name", "default")])));
-        assert!(!s.matches(&l(&[("a", "1"), ("kubernetes.io/metadata.name", "kube-system")])));
+        assert!(s.matches(&l(&[
+            ("a", "1"),
+            ("kubernetes.io/metadata.name", "default")
+        ])));
+        assert!(!s.matches(&l(&[
+            ("a", "1"),
+            ("kubernetes.io/metadata.name", "kube-system")
+        ])));
         assert!(LabelSelector::from_object(None).matches(&l(&[])));
     }
 
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"nodeName": "x"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("metadata.name=p,status.phase!=Pending")
+        assert!(
+            FieldSelector::parse("metadata.name=p,status.phase!=Pending")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(!FieldSelector::parse("spec.nodeName=y")
             .unwrap()
             .matches(&pod));
-        assert!(!FieldSelector::parse("spec.nodeName=y").unwrap().matches(&pod));
     }
 }

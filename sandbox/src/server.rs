@@ -79,7 +79,8 @@ impl ServerCtl {
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let mut first = [0u8; 1];
                     let is_tls = matches!(
-                        tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await,
+                        tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first))
+                            .await,
                         Ok(Ok(1))
                     ) && first[0] == 0x16;
                     if is_tls {
@@ -248,7 +249,10 @@ async fn route(ctl: Arc<ServerCtl>, req: http::Request<Incoming>) -> http::Respo
     };
     let info = {
         let st = shared.store();
-        api::parse_target(&st, &call.path).ok().flatten().map(|t| t.info)
+        api::parse_target(&st, &call.path)
+            .ok()
+            .flatten()
+            .map(|t| t.info)
     };
     match api::dispatch(&shared, call).await {
         Reply::Json {
@@ -282,10 +286,12 @@ async fn route(ctl: Arc<ServerCtl>, req: http::Request<Incoming>) -> http::Respo
         Reply::Text(t) => full(200, "text/plain", t),
         Reply::Watch(spec) => {
             let rx = crate::watch::start(shared.clone(), spec);
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|b| (b, rx))
-            })
-            .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+            let stream =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+                )
+                .map(|b| Ok::<_, Infallible>(Frame::data(b)));
             let mut r = http::Response::new(BodyExt::boxed(StreamBody::new(stream)));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -375,7 +381,10 @@ async fn control(
         ("PUT", ["endpoints", ns, name]) | ("POST", ["endpoints", ns, name]) => {
             let addr = String::from_utf8_lossy(&body).trim().to_string();
             shared.set_endpoint(&format!("{ns}/{name}"), &addr);
-            json_resp(200, &json!({"service": format!("{ns}/{name}"), "address": addr}))
+            json_resp(
+                200,
+                &json!({"service": format!("{ns}/{name}"), "address": addr}),
+            )
         }
         ("POST", ["pods", ns, name, action]) => {
             let reason = query.get("reason").cloned();
@@ -385,8 +394,10 @@ async fn control(
                 "kill" => crate::controllers::kill_pod(shared, ns, name).await,
                 "succeed" => crate::controllers::succeed_pod(shared, ns, name).await,
                 "log" => {
-                    let lines: Vec<String> =
-                        String::from_utf8_lossy(&body).lines().map(str::to_string).collect();
+                    let lines: Vec<String> = String::from_utf8_lossy(&body)
+                        .lines()
+                        .map(str::to_string)
+                        .collect();
                     shared.append_log(ns, name, &lines);
                     Ok(())
                 }

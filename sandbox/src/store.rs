@@ -269,7 +269,10 @@ mod tests {
         let mut s = Store::new(2);
         let gr = GroupResource::new("", "configmaps");
         for i in 0..5 {
-            s.put(&gr, json!({"metadata": {"name": format!("c{i}"), "namespace": "d"}}));
+            s.put(
+                &gr,
+                json!({"metadata": {"name": format!("c{i}"), "namespace": "d"}}),
+            );
         }
         assert_eq!(s.rv(), 6);
         assert_eq!(s.compacted(), 4);

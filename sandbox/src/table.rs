@@ -103,7 +103,10 @@ fn columns(info: &ResourceInfo) -> Vec<Value> {
 
 fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
     let name = json!(meta_str(o, "name"));
-    let age = json!(human_age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str)));
+    let age = json!(human_age(
+        o.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+    ));
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "pods") => {
             let total = o
@@ -166,7 +169,10 @@ fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let ty = o.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+            let ty = o
+                .pointer("/spec/type")
+                .and_then(Value::as_str)
+                .unwrap_or("ClusterIP");
             let ext = if !ext.is_empty() {
                 ext.join(",")
             } else if ty == "LoadBalancer" {
@@ -188,14 +194,25 @@ fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
                 json!(ty),
                 json!(s(&json_path(o, ".spec.clusterIP"))),
                 json!(ext),
-                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                json!(if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(",")
+                }),
                 age,
-                json!(if sel.is_empty() { "<none>".into() } else { sel.join(",") }),
+                json!(if sel.is_empty() {
+                    "<none>".into()
+                } else {
+                    sel.join(",")
+                }),
             ]
         }
         ("", "namespaces") => vec![name, json!(s(&json_path(o, ".status.phase"))), age],
         ("batch", "jobs") => {
-            let succeeded = o.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
+            let succeeded = o
+                .pointer("/status/succeeded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             let completions = o
                 .pointer("/spec/completions")
                 .and_then(Value::as_i64)
@@ -203,13 +220,27 @@ fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
             let complete = o
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Complete" && c["status"] == "True")
+                });
             let status = if complete { "Complete" } else { "Running" };
-            vec![name, json!(status), json!(format!("{succeeded}/{completions}")), age]
+            vec![
+                name,
+                json!(status),
+                json!(format!("{succeeded}/{completions}")),
+                age,
+            ]
         }
         ("apps", _) => {
-            let ready = o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0);
-            let want = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+            let ready = o
+                .pointer("/status/readyReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let want = o
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             vec![name, json!(format!("{ready}/{want}")), age]
         }
         ("networking.k8s.io", "ingresses") => {
@@ -225,7 +256,11 @@ fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
             vec![
                 name,
                 json!(s(&json_path(o, ".spec.ingressClassName"))),
-                json!(if hosts.is_empty() { "*".into() } else { hosts.join(",") }),
+                json!(if hosts.is_empty() {
+                    "*".into()
+                } else {
+                    hosts.join(",")
+                }),
                 json!(""),
                 age,
             ]
@@ -266,12 +301,19 @@ fn row(info: &ResourceInfo, o: &Value, full: bool) -> Value {
 pub fn to_table(info: &ResourceInfo, v: &Value, include_object: bool) -> Value {
     let (rows, rv) = match v.get("items").and_then(Value::as_array) {
         Some(items) => (
-            items.iter().map(|o| row(info, o, include_object)).collect::<Vec<_>>(),
-            v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+            items
+                .iter()
+                .map(|o| row(info, o, include_object))
+                .collect::<Vec<_>>(),
+            v.pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!("")),
         ),
         None => (
             vec![row(info, v, include_object)],
-            v.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+            v.pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!("")),
         ),
     };
     json!({
@@ -292,7 +334,9 @@ mod tests {
         let o = json!({"spec": {"ports": [{"port": 80}]}});
         assert_eq!(json_path(&o, ".spec.ports[0].port"), json!(80));
         assert_eq!(json_path(&o, ".spec.nope"), Value::Null);
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

@@ -47,7 +47,9 @@ pub fn generate() -> anyhow::Result<ServingCert> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     let leaf_key = KeyPair::generate().context("leaf key")?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).context("leaf certificate")?;
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &issuer)
+        .context("leaf certificate")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), ca_cert.der().clone()];

@@ -84,7 +84,7 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
                         initial.push(line("ADDED", present(&spec.info, o)));
                     }
                 }
-                if spec.send_initial || spec.bookmarks && spec.send_initial {
+                if spec.send_initial {
                     initial.push(bookmark(&spec, st.rv(), true));
                 }
             }

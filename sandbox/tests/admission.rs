@@ -22,7 +22,9 @@ fn hook_config(kind: &str, name: &str, client: Value, extra: Value) -> Value {
 }
 
 async fn register(sb: &RunningSandbox, cfg: Value) {
-    sb.apply_object("admin", cfg).await.expect("webhook configuration stored");
+    sb.apply_object("admin", cfg)
+        .await
+        .expect("webhook configuration stored");
 }
 
 fn url(h: &Webhook, path: &str) -> Value {
@@ -43,9 +45,24 @@ async fn mutating_webhook_patches_and_warns() {
     })
     .await;
     let sb = start_with(|o| o.controllers = false).await;
-    register(&sb, hook_config("MutatingWebhookConfiguration", "stamp.test", url(&hook, "/mutate"), json!({"reinvocationPolicy": "IfNeeded"}))).await;
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "stamp.test",
+            url(&hook, "/mutate"),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        ),
+    )
+    .await;
     let ns = sb.create_namespace("mut").await.unwrap();
-    let r = post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("p", json!({"app": "x"}))).await;
+    let r = post(
+        &sb,
+        "user1",
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        pod("p", json!({"app": "x"})),
+    )
+    .await;
     assert_eq!(r.code, 201, "{}", r.text);
     assert_eq!(r.body["metadata"]["labels"]["stamped"], "user1");
     let warning = r.headers.get("warning").unwrap().to_str().unwrap();
@@ -54,20 +71,36 @@ async fn mutating_webhook_patches_and_warns() {
     let req = &reviews[0]["request"];
     assert_eq!(reviews[0]["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(reviews[0]["kind"], "AdmissionReview");
-    assert_eq!(req["kind"], json!({"group": "", "version": "v1", "kind": "Pod"}));
-    assert_eq!(req["resource"], json!({"group": "", "version": "v1", "resource": "pods"}));
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "Pod"})
+    );
+    assert_eq!(
+        req["resource"],
+        json!({"group": "", "version": "v1", "resource": "pods"})
+    );
     assert_eq!(req["requestKind"], req["kind"]);
     assert_eq!(req["operation"], "CREATE");
     assert_eq!(req["namespace"], ns.as_str());
     assert_eq!(req["name"], "p");
     assert_eq!(req["userInfo"]["username"], "user1");
-    assert!(req["userInfo"]["groups"].as_array().unwrap().contains(&json!("system:authenticated")));
+    assert!(req["userInfo"]["groups"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("system:authenticated")));
     assert_eq!(req["dryRun"], false);
     assert_eq!(req["options"]["kind"], "CreateOptions");
     assert!(req["oldObject"].is_null());
     assert!(!req["uid"].as_str().unwrap().is_empty());
     // UPDATE (a label patch) carries oldObject and UpdateOptions.
-    let r = patch(&sb, "user2", &format!("/api/v1/namespaces/{ns}/pods/p"), "application/merge-patch+json", json!({"metadata": {"labels": {"x": "y"}}})).await;
+    let r = patch(
+        &sb,
+        "user2",
+        &format!("/api/v1/namespaces/{ns}/pods/p"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"x": "y"}}}),
+    )
+    .await;
     assert_eq!(r.code, 200);
     let reviews = hook.reviews.lock().unwrap().clone();
     let last = &reviews.last().unwrap()["request"];
@@ -77,7 +110,13 @@ async fn mutating_webhook_patches_and_warns() {
     assert_eq!(last["options"]["kind"], "UpdateOptions");
     // kube-system is excluded by the namespaceSelector.
     let before = hook.reviews.lock().unwrap().len();
-    post(&sb, "admin", "/api/v1/namespaces/kube-system/pods", pod("sys", json!({}))).await;
+    post(
+        &sb,
+        "admin",
+        "/api/v1/namespaces/kube-system/pods",
+        pod("sys", json!({})),
+    )
+    .await;
     assert_eq!(hook.reviews.lock().unwrap().len(), before);
     sb.shutdown().await;
 }
@@ -93,13 +132,46 @@ async fn validating_webhook_denies_with_its_message() {
     })
     .await;
     let sb = start_with(|o| o.controllers = false).await;
-    register(&sb, hook_config("ValidatingWebhookConfiguration", "guard.test", url(&hook, "/validate"), json!({}))).await;
+    register(
+        &sb,
+        hook_config(
+            "ValidatingWebhookConfiguration",
+            "guard.test",
+            url(&hook, "/validate"),
+            json!({}),
+        ),
+    )
+    .await;
     let ns = sb.create_namespace("val").await.unwrap();
-    assert_eq!(post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("p", json!({}))).await.code, 201);
-    let r = patch(&sb, "user2", &format!("/api/v1/namespaces/{ns}/pods/p"), "application/merge-patch+json", json!({"metadata": {"labels": {"jarvice-job-ipaddr": "user2-x"}}})).await;
+    assert_eq!(
+        post(
+            &sb,
+            "user1",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            pod("p", json!({}))
+        )
+        .await
+        .code,
+        201
+    );
+    let r = patch(
+        &sb,
+        "user2",
+        &format!("/api/v1/namespaces/{ns}/pods/p"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"jarvice-job-ipaddr": "user2-x"}}}),
+    )
+    .await;
     assert_eq!(r.code, 403);
-    assert_eq!(r.body["message"], "admission webhook \"guard.test\" denied the request: user2 may not relabel user1's pod");
-    assert!(sb.object("", "pods", &ns, "p").unwrap()["metadata"]["labels"].get("jarvice-job-ipaddr").is_none());
+    assert_eq!(
+        r.body["message"],
+        "admission webhook \"guard.test\" denied the request: user2 may not relabel user1's pod"
+    );
+    assert!(
+        sb.object("", "pods", &ns, "p").unwrap()["metadata"]["labels"]
+            .get("jarvice-job-ipaddr")
+            .is_none()
+    );
     sb.shutdown().await;
 }
 
@@ -113,20 +185,70 @@ async fn failure_policy_and_ca_bundle() {
         l.local_addr().unwrap().port()
     };
     let hook = webhook(|_| json!({"allowed": true})).await;
-    let client = json!({"url": format!("https://127.0.0.1:{dead}/mutate"), "caBundle": hook.ca_bundle});
-    register(&sb, hook_config("MutatingWebhookConfiguration", "down.test", client.clone(), json!({}))).await;
-    let r = post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("p", json!({}))).await;
+    let client =
+        json!({"url": format!("https://127.0.0.1:{dead}/mutate"), "caBundle": hook.ca_bundle});
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "down.test",
+            client.clone(),
+            json!({}),
+        ),
+    )
+    .await;
+    let r = post(
+        &sb,
+        "user1",
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        pod("p", json!({})),
+    )
+    .await;
     assert_eq!(r.code, 500);
     let msg = r.body["message"].as_str().unwrap();
     assert!(msg.starts_with("Internal error occurred: failed calling webhook \"down.test\": failed to call webhook: Post \"https://127.0.0.1:"), "{msg}");
     // Ignore lets it through.
-    register(&sb, hook_config("MutatingWebhookConfiguration", "down.test", client, json!({"failurePolicy": "Ignore"}))).await;
-    assert_eq!(post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("p", json!({}))).await.code, 201);
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "down.test",
+            client,
+            json!({"failurePolicy": "Ignore"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        post(
+            &sb,
+            "user1",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            pod("p", json!({}))
+        )
+        .await
+        .code,
+        201
+    );
     // A caBundle that did not sign the webhook's certificate fails verification.
     let other = webhook(|_| json!({"allowed": true})).await;
     let wrong_ca = json!({"url": format!("https://127.0.0.1:{}/mutate", hook.addr.port()), "caBundle": other.ca_bundle});
-    register(&sb, hook_config("MutatingWebhookConfiguration", "down.test", wrong_ca, json!({}))).await;
-    let r = post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("q", json!({}))).await;
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "down.test",
+            wrong_ca,
+            json!({}),
+        ),
+    )
+    .await;
+    let r = post(
+        &sb,
+        "user1",
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        pod("q", json!({})),
+    )
+    .await;
     assert_eq!(r.code, 500, "{}", r.text);
     assert!(hook.reviews.lock().unwrap().is_empty());
     sb.shutdown().await;
@@ -138,16 +260,54 @@ async fn service_references_object_selector_and_dry_run() {
     let sb = start_with(|o| o.controllers = false).await;
     sb.set_service_endpoint("hooks/hook", &hook.addr.to_string());
     let client = json!({"service": {"namespace": "hooks", "name": "hook", "path": "/mutate", "port": 443}, "caBundle": hook.ca_bundle});
-    register(&sb, hook_config("MutatingWebhookConfiguration", "svc.test", client, json!({"objectSelector": {"matchLabels": {"hooked": "yes"}}, "sideEffects": "Unknown"}))).await;
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "svc.test",
+            client,
+            json!({"objectSelector": {"matchLabels": {"hooked": "yes"}}, "sideEffects": "Unknown"}),
+        ),
+    )
+    .await;
     let ns = sb.create_namespace("svcref").await.unwrap();
-    assert_eq!(post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("skip", json!({}))).await.code, 201);
+    assert_eq!(
+        post(
+            &sb,
+            "user1",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            pod("skip", json!({}))
+        )
+        .await
+        .code,
+        201
+    );
     assert!(hook.reviews.lock().unwrap().is_empty());
-    assert_eq!(post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("hit", json!({"hooked": "yes"}))).await.code, 201);
+    assert_eq!(
+        post(
+            &sb,
+            "user1",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            pod("hit", json!({"hooked": "yes"}))
+        )
+        .await
+        .code,
+        201
+    );
     assert_eq!(hook.reviews.lock().unwrap().len(), 1);
     // sideEffects Unknown + dryRun is refused.
-    let r = post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods?dryRun=All"), pod("dry", json!({"hooked": "yes"}))).await;
+    let r = post(
+        &sb,
+        "user1",
+        &format!("/api/v1/namespaces/{ns}/pods?dryRun=All"),
+        pod("dry", json!({"hooked": "yes"})),
+    )
+    .await;
     assert_eq!(r.code, 400);
-    assert_eq!(r.body["message"], "admission webhook \"svc.test\" does not support dry run");
+    assert_eq!(
+        r.body["message"],
+        "admission webhook \"svc.test\" does not support dry run"
+    );
     sb.shutdown().await;
 }
 
@@ -172,12 +332,39 @@ async fn reinvocation_runs_earlier_webhooks_again() {
     })
     .await;
     let sb = start_with(|o| o.controllers = false).await;
-    register(&sb, hook_config("MutatingWebhookConfiguration", "a-first", url(&first, "/m"), json!({"reinvocationPolicy": "IfNeeded"}))).await;
-    register(&sb, hook_config("MutatingWebhookConfiguration", "b-second", url(&second, "/m"), json!({}))).await;
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "a-first",
+            url(&first, "/m"),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        ),
+    )
+    .await;
+    register(
+        &sb,
+        hook_config(
+            "MutatingWebhookConfiguration",
+            "b-second",
+            url(&second, "/m"),
+            json!({}),
+        ),
+    )
+    .await;
     let ns = sb.create_namespace("reinv").await.unwrap();
-    let r = post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), pod("p", json!({"x": "y"}))).await;
+    let r = post(
+        &sb,
+        "user1",
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        pod("p", json!({"x": "y"})),
+    )
+    .await;
     assert_eq!(r.code, 201);
-    assert_eq!(r.body["metadata"]["labels"], json!({"x": "y", "a": "1", "b": "2"}));
+    assert_eq!(
+        r.body["metadata"]["labels"],
+        json!({"x": "y", "a": "1", "b": "2"})
+    );
     assert_eq!(first.reviews.lock().unwrap().len(), 2);
     assert_eq!(second.reviews.lock().unwrap().len(), 1);
     sb.shutdown().await;
@@ -196,7 +383,17 @@ async fn job_pods_are_admitted_as_the_job_controller() {
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
         "spec": {"completions": 2, "parallelism": 2, "completionMode": "Indexed",
             "template": {"metadata": {"labels": {"app": "j"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
-    assert_eq!(post(&sb, "user1", &format!("/apis/batch/v1/namespaces/{ns}/jobs"), job).await.code, 201);
+    assert_eq!(
+        post(
+            &sb,
+            "user1",
+            &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
+            job
+        )
+        .await
+        .code,
+        201
+    );
     let h = sb.handle();
     let nsc = ns.clone();
     let pods = wait_for(Duration::from_secs(5), || {
@@ -205,10 +402,21 @@ async fn job_pods_are_admitted_as_the_job_controller() {
     })
     .await;
     for p in &pods {
-        assert_eq!(p["metadata"]["labels"]["seen-by"], "system.serviceaccount.kube-system.job-controller");
+        assert_eq!(
+            p["metadata"]["labels"]["seen-by"],
+            "system.serviceaccount.kube-system.job-controller"
+        );
     }
     let reviews = hook.reviews.lock().unwrap().clone();
-    assert!(reviews.iter().all(|r| r["request"]["name"].is_null()), "pods have only generateName at admission");
-    assert!(reviews.iter().all(|r| r["request"]["object"]["metadata"]["generateName"].as_str().unwrap().starts_with("j-")));
+    assert!(
+        reviews.iter().all(|r| r["request"]["name"].is_null()),
+        "pods have only generateName at admission"
+    );
+    assert!(reviews
+        .iter()
+        .all(|r| r["request"]["object"]["metadata"]["generateName"]
+            .as_str()
+            .unwrap()
+            .starts_with("j-")));
     sb.shutdown().await;
 }

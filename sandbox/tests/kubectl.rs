@@ -18,10 +18,15 @@ fn find_kubectl() -> Option<PathBuf> {
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    [".tools/kubectl/bin/kubectl", ".tools/bin/kubectl", ".tools/kubectl/kubectl", ".tools/kubectl"]
-        .iter()
-        .map(|p| root.join(p))
-        .find(|p| p.is_file())
+    [
+        ".tools/kubectl/bin/kubectl",
+        ".tools/bin/kubectl",
+        ".tools/kubectl/kubectl",
+        ".tools/kubectl",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.is_file())
 }
 
 struct Kubectl {
@@ -47,7 +52,10 @@ impl Kubectl {
             .args(args)
             .env_remove("KUBECONFIG")
             .env("HOME", self.kubeconfig.parent().unwrap());
-        let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("kubectl runs");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .expect("kubectl runs");
         Out {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -68,7 +76,9 @@ async fn kubectl_speaks_to_the_sandbox() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("kubectl not found: set KUBECTL or run `sandbox/scripts/install-kubectl.sh .tools/kubectl` (the Makefile does this before tests)");
         }
-        eprintln!("SKIPPED: kubectl not found (set KUBECTL or run sandbox/scripts/install-kubectl.sh)");
+        eprintln!(
+            "SKIPPED: kubectl not found (set KUBECTL or run sandbox/scripts/install-kubectl.sh)"
+        );
         return;
     };
     let hook = webhook(|req| {
@@ -91,36 +101,82 @@ async fn kubectl_speaks_to_the_sandbox() {
     let kubeconfig = dir.path().join("kubeconfig");
     sb.write_kubeconfig(&kubeconfig).unwrap();
     let ns = sb.create_namespace("kubectl").await.unwrap();
-    let k = Kubectl { bin, kubeconfig, ns: ns.clone() };
+    let k = Kubectl {
+        bin,
+        kubeconfig,
+        ns: ns.clone(),
+    };
     let manifest = dir.path().join("pod.yaml");
     std::fs::write(&manifest, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels:\n    app: web\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27\n").unwrap();
 
-    let o = k.run(&["create", "-f", manifest.to_str().unwrap(), "--as", "user1"]).await;
+    let o = k
+        .run(&["create", "-f", manifest.to_str().unwrap(), "--as", "user1"])
+        .await;
     assert!(o.ok, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("pod/web created"), "{}", o.stdout);
-    assert!(o.stderr.contains("Warning: seen by the test webhook as user1"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("Warning: seen by the test webhook as user1"),
+        "{}",
+        o.stderr
+    );
 
     let out = k.ok(&["get", "pods"]).await;
     assert!(out.contains("NAME") && out.contains("web"), "{out}");
     let yaml = k.ok(&["get", "pod", "web", "-o", "yaml"]).await;
-    assert!(yaml.contains("name: web") && yaml.contains(&format!("namespace: {ns}")), "{yaml}");
+    assert!(
+        yaml.contains("name: web") && yaml.contains(&format!("namespace: {ns}")),
+        "{yaml}"
+    );
 
     k.ok(&["label", "pod", "web", "tier=front"]).await;
     k.ok(&["annotate", "pod", "web", "note=hello"]).await;
-    k.ok(&["patch", "pod", "web", "--type=merge", "-p", r#"{"metadata":{"labels":{"patched":"yes"}}}"#]).await;
+    k.ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"patched":"yes"}}}"#,
+    ])
+    .await;
     let labels = k.ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.labels.tier},{.metadata.annotations.note},{.metadata.labels.patched}"]).await;
     assert_eq!(labels, "front,hello,yes");
-    let selected = k.ok(&["get", "pods", "-l", "tier in (front),app=web", "-o", "name"]).await;
+    let selected = k
+        .ok(&["get", "pods", "-l", "tier in (front),app=web", "-o", "name"])
+        .await;
     assert_eq!(selected.trim(), "pod/web");
 
     // --as user2: the webhook denies, kubectl prints the apiserver-shaped message.
-    let o = k.run(&["label", "pod", "web", "jarvice-job-ipaddr=user2-x", "--as", "user2"]).await;
+    let o = k
+        .run(&[
+            "label",
+            "pod",
+            "web",
+            "jarvice-job-ipaddr=user2-x",
+            "--as",
+            "user2",
+        ])
+        .await;
     assert!(!o.ok);
     assert!(o.stderr.contains("admission webhook \"pods.kubectl.test\" denied the request: only the owner may relabel"), "{}", o.stderr);
     // The apiserver's own label rule.
-    let o = k.run(&["patch", "pod", "web", "--type=merge", "-p", r#"{"metadata":{"labels":{"bad":"-x"}}}"#]).await;
+    let o = k
+        .run(&[
+            "patch",
+            "pod",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"bad":"-x"}}}"#,
+        ])
+        .await;
     assert!(!o.ok);
-    assert!(o.stderr.contains("a valid label must be an empty string"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("a valid label must be an empty string"),
+        "{}",
+        o.stderr
+    );
 
     let c = sb.counters();
     assert_eq!(c.count(Some("user1"), Some("create"), Some("pods")), 1);
@@ -130,6 +186,10 @@ async fn kubectl_speaks_to_the_sandbox() {
     assert!(o.contains("deleted"), "{o}");
     let o = k.run(&["get", "pod", "web"]).await;
     assert!(!o.ok);
-    assert!(o.stderr.contains("NotFound") || o.stderr.contains("not found"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("NotFound") || o.stderr.contains("not found"),
+        "{}",
+        o.stderr
+    );
     sb.shutdown().await;
 }

@@ -16,31 +16,101 @@ async fn watch_resumes_and_expires() {
     .await;
     let ns = sb.create_namespace("w").await.unwrap();
     let base = format!("/api/v1/namespaces/{ns}/configmaps");
-    let first = post(&sb, "admin", &base, json!({"metadata": {"name": "a", "labels": {"app": "x"}}})).await;
-    let rv = first.body["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let first = post(
+        &sb,
+        "admin",
+        &base,
+        json!({"metadata": {"name": "a", "labels": {"app": "x"}}}),
+    )
+    .await;
+    let rv = first.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     post(&sb, "admin", &base, json!({"metadata": {"name": "b"}})).await;
-    patch(&sb, "admin", &format!("{base}/a"), "application/merge-patch+json", json!({"data": {"k": "v"}})).await;
+    patch(
+        &sb,
+        "admin",
+        &format!("{base}/a"),
+        "application/merge-patch+json",
+        json!({"data": {"k": "v"}}),
+    )
+    .await;
     // Resume from rv: b ADDED, a MODIFIED.
-    let evs = watch(&sb, "admin", &format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=1"), 2, Duration::from_secs(3)).await;
-    let kinds: Vec<_> = evs.iter().map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string())).collect();
-    assert_eq!(kinds, [("ADDED".into(), "b".into()), ("MODIFIED".into(), "a".into())]);
+    let evs = watch(
+        &sb,
+        "admin",
+        &format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        2,
+        Duration::from_secs(3),
+    )
+    .await;
+    let kinds: Vec<_> = evs
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("ADDED".into(), "b".into()),
+            ("MODIFIED".into(), "a".into())
+        ]
+    );
     // No rv: synthetic ADDED for everything, then live events.
-    let evs = watch(&sb, "admin", &format!("{base}?watch=1&labelSelector=app%3Dx&timeoutSeconds=1"), 5, Duration::from_secs(3)).await;
+    let evs = watch(
+        &sb,
+        "admin",
+        &format!("{base}?watch=1&labelSelector=app%3Dx&timeoutSeconds=1"),
+        5,
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0]["type"], "ADDED");
     // Push rv out of the window: 410 as an ERROR event.
     for i in 0..6 {
-        post(&sb, "admin", &base, json!({"metadata": {"name": format!("f{i}")}})).await;
+        post(
+            &sb,
+            "admin",
+            &base,
+            json!({"metadata": {"name": format!("f{i}")}}),
+        )
+        .await;
     }
-    let evs = watch(&sb, "admin", &format!("{base}?watch=1&resourceVersion={rv}"), 1, Duration::from_secs(3)).await;
+    let evs = watch(
+        &sb,
+        "admin",
+        &format!("{base}?watch=1&resourceVersion={rv}"),
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(evs[0]["type"], "ERROR");
     assert_eq!(evs[0]["object"]["code"], 410);
     assert_eq!(evs[0]["object"]["reason"], "Expired");
-    assert!(evs[0]["object"]["message"].as_str().unwrap().starts_with("too old resource version"));
+    assert!(evs[0]["object"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("too old resource version"));
     // compact() expires everything; force_watch_gone too.
     let now = sb.resource_version();
     sb.compact();
-    let evs = watch(&sb, "admin", &format!("{base}?watch=1&resourceVersion={}", now - 1), 1, Duration::from_secs(3)).await;
+    let evs = watch(
+        &sb,
+        "admin",
+        &format!("{base}?watch=1&resourceVersion={}", now - 1),
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(evs[0]["object"]["code"], 410);
     sb.shutdown().await;
 }
@@ -50,7 +120,13 @@ async fn watch_bookmarks_timeouts_and_selector_transitions() {
     let sb = start_with(|o| o.controllers = false).await;
     let ns = sb.create_namespace("wb").await.unwrap();
     let base = format!("/api/v1/namespaces/{ns}/configmaps");
-    post(&sb, "admin", &base, json!({"metadata": {"name": "a", "labels": {"app": "x"}}})).await;
+    post(
+        &sb,
+        "admin",
+        &base,
+        json!({"metadata": {"name": "a", "labels": {"app": "x"}}}),
+    )
+    .await;
     let rv = sb.resource_version();
     let h = sb.handle();
     let url = format!("{base}/a");
@@ -59,20 +135,49 @@ async fn watch_bookmarks_timeouts_and_selector_transitions() {
         let url = url.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            sb2.request("admin", "PATCH", &url, Some(json!({"metadata": {"labels": {"app": "y"}}}))).await;
-            sb2.request("admin", "PATCH", &url, Some(json!({"metadata": {"labels": {"app": "x"}}}))).await;
+            sb2.request(
+                "admin",
+                "PATCH",
+                &url,
+                Some(json!({"metadata": {"labels": {"app": "y"}}})),
+            )
+            .await;
+            sb2.request(
+                "admin",
+                "PATCH",
+                &url,
+                Some(json!({"metadata": {"labels": {"app": "x"}}})),
+            )
+            .await;
         })
     };
     let started = Instant::now();
     let evs = watch(&sb, "admin", &format!("{base}?watch=1&resourceVersion={rv}&labelSelector=app%3Dx&allowWatchBookmarks=true&timeoutSeconds=2"), 100, Duration::from_secs(5)).await;
     writer.await.unwrap();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4), "{elapsed:?}");
-    let types: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).filter(|t| *t != "BOOKMARK").collect();
+    assert!(
+        elapsed >= Duration::from_millis(1900) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    let types: Vec<&str> = evs
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .filter(|t| *t != "BOOKMARK")
+        .collect();
     assert_eq!(types, ["DELETED", "ADDED"]);
-    let bm = evs.iter().find(|e| e["type"] == "BOOKMARK").expect("a bookmark");
+    let bm = evs
+        .iter()
+        .find(|e| e["type"] == "BOOKMARK")
+        .expect("a bookmark");
     assert_eq!(bm["object"]["kind"], "ConfigMap");
-    assert!(bm["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() >= rv);
+    assert!(
+        bm["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= rv
+    );
     sb.shutdown().await;
 }
 
@@ -100,19 +205,42 @@ async fn faults_are_switchable_and_counted() {
     assert_eq!(r.code, 429);
     assert_eq!(r.headers.get("retry-after").unwrap(), "3");
     // admin is not affected
-    assert_eq!(post(&sb, "admin", &base, json!({"metadata": {"name": "x"}})).await.code, 201);
+    assert_eq!(
+        post(&sb, "admin", &base, json!({"metadata": {"name": "x"}}))
+            .await
+            .code,
+        201
+    );
     let t = Instant::now();
-    assert_eq!(http(&sb, "user1", "GET", &format!("{base}/x"), "", None).await.code, 200);
+    assert_eq!(
+        http(&sb, "user1", "GET", &format!("{base}/x"), "", None)
+            .await
+            .code,
+        200
+    );
     assert!(t.elapsed() >= Duration::from_millis(150));
     // Over HTTP too.
-    let r = http(&sb, "", "PUT", "/sandbox/faults", "application/json", Some(json!({}))).await;
+    let r = http(
+        &sb,
+        "",
+        "PUT",
+        "/sandbox/faults",
+        "application/json",
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(r.code, 200);
     assert_eq!(http(&sb, "user1", "GET", &base, "", None).await.code, 200);
     let c = sb.counters();
     assert_eq!(c.count(Some("user1"), Some("list"), Some("configmaps")), 5);
     assert_eq!(c.writes_by("user1"), 1);
     let r = http(&sb, "", "GET", "/sandbox/counters", "", None).await;
-    assert!(r.body.as_array().unwrap().iter().any(|row| row["user"] == "user1" && row["verb"] == "create"));
+    assert!(r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|row| row["user"] == "user1" && row["verb"] == "create"));
     sb.reset_counters();
     assert_eq!(sb.counters().count(None, None, None), 0);
     sb.shutdown().await;
@@ -124,13 +252,33 @@ async fn dropped_watches_and_restart_keep_state() {
     let ns = sb.create_namespace("r").await.unwrap();
     let base = format!("/api/v1/namespaces/{ns}/configmaps");
     post(&sb, "admin", &base, json!({"metadata": {"name": "keep"}})).await;
-    sb.set_faults(Faults { drop_watches_after_ms: Some(200), ..Faults::default() });
+    sb.set_faults(Faults {
+        drop_watches_after_ms: Some(200),
+        ..Faults::default()
+    });
     let t = Instant::now();
-    let evs = watch(&sb, "admin", &format!("{base}?watch=1&resourceVersion={}", sb.resource_version()), 10, Duration::from_secs(5)).await;
+    let evs = watch(
+        &sb,
+        "admin",
+        &format!("{base}?watch=1&resourceVersion={}", sb.resource_version()),
+        10,
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(evs.is_empty());
     assert!(t.elapsed() < Duration::from_secs(2));
-    sb.set_faults(Faults { force_watch_gone: true, ..Faults::default() });
-    let evs = watch(&sb, "admin", &format!("{base}?watch=1&resourceVersion={}", sb.resource_version()), 1, Duration::from_secs(3)).await;
+    sb.set_faults(Faults {
+        force_watch_gone: true,
+        ..Faults::default()
+    });
+    let evs = watch(
+        &sb,
+        "admin",
+        &format!("{base}?watch=1&resourceVersion={}", sb.resource_version()),
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(evs[0]["object"]["code"], 410);
     sb.clear_faults();
     // A watch open across the restart is closed; state survives; same port.

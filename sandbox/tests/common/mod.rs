@@ -32,7 +32,14 @@ pub struct Resp {
 }
 
 /// One HTTP/1.1 request over plain HTTP with the token of `ctx`.
-pub async fn http(sb: &RunningSandbox, ctx: &str, method: &str, path: &str, ct: &str, body: Option<Value>) -> Resp {
+pub async fn http(
+    sb: &RunningSandbox,
+    ctx: &str,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: Option<Value>,
+) -> Resp {
     let raw = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
     http_raw(sb, ctx, method, path, ct, raw, &[]).await
 }
@@ -46,7 +53,9 @@ pub async fn http_raw(
     body: Vec<u8>,
     extra: &[(&str, &str)],
 ) -> Resp {
-    let stream = tokio::net::TcpStream::connect(sb.addr()).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(sb.addr())
+        .await
+        .expect("connect");
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
@@ -70,7 +79,12 @@ pub async fn http_raw(
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&bytes).to_string();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Resp { code, headers, body, text }
+    Resp {
+        code,
+        headers,
+        body,
+        text,
+    }
 }
 
 pub async fn get(sb: &RunningSandbox, path: &str) -> Resp {
@@ -86,8 +100,16 @@ pub async fn patch(sb: &RunningSandbox, ctx: &str, path: &str, ct: &str, body: V
 }
 
 /// Reads watch events until `n` arrived, the stream ended, or `timeout` passed.
-pub async fn watch(sb: &RunningSandbox, ctx: &str, path: &str, n: usize, timeout: Duration) -> Vec<Value> {
-    let stream = tokio::net::TcpStream::connect(sb.addr()).await.expect("connect");
+pub async fn watch(
+    sb: &RunningSandbox,
+    ctx: &str,
+    path: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Value> {
+    let stream = tokio::net::TcpStream::connect(sb.addr())
+        .await
+        .expect("connect");
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
@@ -95,7 +117,10 @@ pub async fn watch(sb: &RunningSandbox, ctx: &str, path: &str, n: usize, timeout
     let req = http::Request::builder()
         .uri(path)
         .header("host", "sandbox")
-        .header("authorization", format!("Bearer {}", sb.token(ctx).unwrap_or_default()))
+        .header(
+            "authorization",
+            format!("Bearer {}", sb.token(ctx).unwrap_or_default()),
+        )
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = send.send_request(req).await.expect("send");
@@ -129,7 +154,10 @@ pub async fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) ->
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -164,7 +192,8 @@ pub async fn webhook(respond: impl Fn(&Value) -> Value + Send + Sync + 'static) 
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "hook.hooks.svc".to_string()]).unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "hook.hooks.svc".to_string()])
+        .unwrap();
     let leaf_key = KeyPair::generate().unwrap();
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -185,25 +214,39 @@ pub async fn webhook(respond: impl Fn(&Value) -> Value + Send + Sync + 'static) 
     let rv = reviews.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let handler = handler.clone();
             let rv = rv.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else { return };
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let handler = handler.clone();
-                    let rv = rv.clone();
-                    async move {
-                        let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let review: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                        rv.lock().unwrap().push(review.clone());
-                        let mut resp = handler(&review["request"]);
-                        resp["uid"] = review["request"]["uid"].clone();
-                        let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp});
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(out.to_string()))))
-                    }
-                });
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        let rv = rv.clone();
+                        async move {
+                            let bytes = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let review: Value =
+                                serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                            rv.lock().unwrap().push(review.clone());
+                            let mut resp = handler(&review["request"]);
+                            resp["uid"] = review["request"]["uid"].clone();
+                            let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp});
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(out.to_string()),
+                            )))
+                        }
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
