@@ -199,7 +199,7 @@ impl Drop for RunningSandbox {
         if let Some(c) = self.controllers.take() {
             c.abort();
         }
-        self.handle.ctl.shared.epoch.send_modify(|e| *e += 1);
+        self.handle.ctl.abort();
     }
 }
 

@@ -141,6 +141,14 @@ impl ServerCtl {
     pub async fn shutdown(&self) {
         self.stop_listening().await;
     }
+
+    /// Stops serving without waiting (for `Drop`).
+    pub fn abort(&self) {
+        self.shared.epoch.send_modify(|e| *e += 1);
+        if let Some(t) = lock(&self.accept).take() {
+            t.abort();
+        }
+    }
 }
 
 fn full(code: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Body> {
