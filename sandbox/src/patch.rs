@@ -160,9 +160,15 @@ pub fn leaves(v: &Value) -> FieldSet {
     out
 }
 
+/// Maps the apiserver treats as one value (`+mapType=atomic` / `+structType=atomic`): an apply
+/// replaces them whole. A Service's `spec.selector` and a workload's label selector are such.
+fn is_atomic(path: &FieldPath) -> bool {
+    path.len() == 2 && path[0] == "spec" && path[1] == "selector"
+}
+
 fn collect(v: &Value, path: FieldPath, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !is_atomic(&path) => {
             for (k, child) in m {
                 let mut p = path.clone();
                 p.push(k.clone());
@@ -576,6 +582,17 @@ mod tests {
         let out = server_side_apply(Some(&obj), &less, "mgr1", "v1", "", false).unwrap();
         assert!(out["data"].get("a").is_none());
         assert_eq!(out["metadata"]["labels"]["x"], "y");
+    }
+
+    #[test]
+    fn forced_apply_replaces_an_atomic_selector_whole() {
+        let cfg = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"a": "1"}}});
+        let obj = server_side_apply(None, &cfg, "portico", "v1", "", false).unwrap();
+        let mut edited = obj.clone();
+        edited["spec"]["selector"]["b"] = json!("2");
+        track_update(Some(&obj), &mut edited, "kubectl-edit", "v1", "");
+        let restored = server_side_apply(Some(&edited), &cfg, "portico", "v1", "", true).unwrap();
+        assert_eq!(restored["spec"]["selector"], json!({"a": "1"}));
     }
 
     #[test]

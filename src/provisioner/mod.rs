@@ -572,8 +572,16 @@ impl Provisioner {
                     }
                 }
             }
-            let status = exposure_status(plan.as_ref(), &observed, ex.metadata.generation);
-            self.write_status(ex, status).await;
+            // A Service just applied shows up through the watch in a moment: writing "Provisioning"
+            // first would cost a second status write for nothing.
+            let pending = plan.is_ok()
+                && observed.service.is_none()
+                && observed.conflict.is_none()
+                && observed.error.is_none();
+            if !pending {
+                let status = exposure_status(plan.as_ref(), &observed, ex.metadata.generation);
+                self.write_status(ex, status).await;
+            }
         }
     }
 
@@ -589,22 +597,25 @@ impl Provisioner {
         if !self.due(&k, &fingerprint) {
             return;
         }
-        let changed_condition = |t: &str| {
-            let find = |s: &ExposureStatus| {
-                s.conditions
-                    .iter()
-                    .find(|c| c.type_ == t)
-                    .map(|c| (c.status.clone(), c.reason.clone()))
-            };
-            find(&current) != find(&status)
+        // Events report problems (a conflict, a refusal, an unusable spec) once, when they appear.
+        let problem = |s: &ExposureStatus| {
+            s.conditions
+                .iter()
+                .find(|c| {
+                    c.type_ == "Ready"
+                        && c.status == "False"
+                        && !matches!(
+                            c.reason.as_str(),
+                            "Provisioning" | "NoPods" | "WaitingForAddress"
+                        )
+                })
+                .map(|c| (c.reason.clone(), c.message.clone()))
         };
-        let event = if changed_condition("Conflict") || changed_condition("Ready") {
-            status
-                .conditions
-                .first()
-                .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
-        } else {
-            None
+        let event = match (problem(&current), problem(&status)) {
+            (before, Some((reason, message))) if before.as_ref().map(|b| &b.0) != Some(&reason) => {
+                Some((false, reason, message))
+            }
+            _ => None,
         };
         let api: Api<Exposure> = Api::namespaced(self.client.clone(), &ns);
         let patch: json_patch::Patch = match serde_json::from_value(

@@ -1,0 +1,196 @@
+//! A whole Portico loop on loopback: the sandbox API server, Portico's webhook (real TLS, its
+//! caBundle registered from `manifests/webhooks.yaml`) and Portico's provisioner, each reaching
+//! the other through ordinary kubeconfigs and webhook configurations — no test-only code path.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, CustomResourceExt};
+use portico::admission::Webhook;
+use portico::api::Exposure;
+use portico::config::Config;
+use portico::server::certs::{mint, CertSpec};
+use portico::server::{RunningServer, ServeOptions};
+use portico_sandbox::{RunningSandbox, Sandbox, SandboxOptions};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The configuration every scenario runs with.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.provisioner.domain = "apps.test".into();
+    c.provisioner.lease_seconds = 6;
+    c
+}
+
+/// A running provisioner, stoppable.
+pub struct RunningProvisioner {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningProvisioner {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    /// Stops without releasing the Lease (a crash).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+pub struct Loop {
+    pub sandbox: RunningSandbox,
+    pub webhook: RunningServer,
+    pub config: Config,
+    _certs: tempfile::TempDir,
+}
+
+impl Loop {
+    pub async fn start() -> Loop {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Loop {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+            .with_test_writer()
+            .try_init();
+        let sandbox = Sandbox::start(SandboxOptions {
+            namespaces: vec!["portico-system".into(), "team".into()],
+            kubelet_delay: Duration::from_millis(100),
+            ..SandboxOptions::default()
+        })
+        .await
+        .expect("sandbox starts");
+        let certs = tempfile::tempdir().expect("tempdir");
+        let bundle = mint(&CertSpec {
+            service: "portico".into(),
+            namespace: "portico-system".into(),
+            hosts: vec!["127.0.0.1".into()],
+            days: 1,
+        })
+        .expect("certs");
+        let files = bundle.write_to(certs.path()).expect("write certs");
+        let (cert_path, key_path) = (files.cert, files.key);
+        let mut opts = ServeOptions::new(&cert_path, &key_path);
+        opts.listen = "127.0.0.1:0".parse().expect("addr");
+        opts.ops_listen = "127.0.0.1:0".parse().expect("addr");
+        let webhook = portico::server::start(opts, Webhook::new(config.clone()))
+            .await
+            .expect("webhook starts");
+        sandbox.set_service_endpoint(
+            "portico-system/portico",
+            &webhook.webhook_addr().to_string(),
+        );
+        let admin = client_of(&sandbox, "admin").await;
+        // The CRD, then the webhook configurations exactly as shipped, with the caBundle injected.
+        let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+        crds.create(&PostParams::default(), &Exposure::crd())
+            .await
+            .expect("crd");
+        let ca_bundle = bundle.ca_bundle();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/manifests/webhooks.yaml"
+        ))
+        .expect("webhooks.yaml");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let mut v: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+            for hook in v["webhooks"].as_array_mut().expect("webhooks") {
+                hook["clientConfig"]["caBundle"] = Value::String(ca_bundle.clone());
+            }
+            let obj: DynamicObject = serde_json::from_value(v.clone()).expect("object");
+            let (group, version) = ("admissionregistration.k8s.io", "v1");
+            let kind = v["kind"].as_str().expect("kind");
+            let ar = kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(group, version, kind),
+                &format!("{}s", kind.to_lowercase()),
+            );
+            let api: Api<DynamicObject> = Api::all_with(admin.clone(), &ar);
+            api.create(&PostParams::default(), &obj)
+                .await
+                .expect("webhook configuration");
+        }
+        Loop {
+            sandbox,
+            webhook,
+            config,
+            _certs: certs,
+        }
+    }
+
+    pub async fn client(&self, context: &str) -> Client {
+        client_of(&self.sandbox, context).await
+    }
+
+    /// Starts a provisioner as Portico's service account, with its own Lease identity.
+    pub async fn provisioner(&self, identity: &str) -> RunningProvisioner {
+        let client = self.client("portico").await;
+        let (stop, stop_rx) = watch::channel(false);
+        let (ready_tx, _ready_rx) = watch::channel(false);
+        let policy = Arc::new(portico::core::Policy::new(self.config.clone()));
+        let task = tokio::spawn(portico::provisioner::run(
+            client,
+            policy,
+            identity.to_string(),
+            stop_rx,
+            ready_tx,
+        ));
+        RunningProvisioner { stop, task }
+    }
+
+    /// Writes by Portico's service account so far, other than Lease renewals (which keep the
+    /// leader's claim alive and are not reconciliation).
+    pub fn portico_writes(&self) -> u64 {
+        let counters = self.sandbox.counters();
+        counters
+            .counts
+            .iter()
+            .filter(|(k, _)| {
+                k.user == portico_sandbox::PORTICO_USER
+                    && ["create", "update", "patch", "delete", "deletecollection"]
+                        .contains(&k.verb.as_str())
+                    && !k.resource.starts_with("leases")
+            })
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}
+
+pub async fn client_of(sandbox: &RunningSandbox, context: &str) -> Client {
+    let kubeconfig = Kubeconfig::from_yaml(&sandbox.kubeconfig_yaml(context)).expect("kubeconfig");
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..KubeConfigOptions::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `secs` seconds naming `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
