@@ -490,6 +490,11 @@ async fn s10_leader_election_hands_over() {
         Some("replica-a"),
         "leadership flapped"
     );
+    let writes = |p: &harness::RunningProvisioner| portico::provisioner::writes(&p.stats);
+    assert!(writes(&a) > 0, "the leader wrote nothing");
+    assert_eq!(writes(&b), 0, "the follower wrote while replica-a led");
+    let a_writes = writes(&a);
+    let a_stats = a.stats.clone();
     a.stop().await;
     eventually(20, "replica-b leads", || async {
         lease().await.filter(|h| h == "replica-b")
@@ -503,6 +508,12 @@ async fn s10_leader_election_hands_over() {
         service(&user1, "ha2").await
     })
     .await;
+    assert!(writes(&b) > 0, "the new leader wrote nothing");
+    assert_eq!(
+        portico::provisioner::writes(&a_stats),
+        a_writes,
+        "the old leader wrote after stopping"
+    );
     b.stop().await;
 }
 

@@ -205,7 +205,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%identity, "starting the provisioner (leader-elected)");
         let policy = std::sync::Arc::new(crate::core::Policy::new(config.clone()));
         Some(tokio::spawn(crate::provisioner::run(
-            client, policy, identity, stop_rx, ready_tx,
+            client,
+            policy,
+            identity,
+            stop_rx,
+            ready_tx,
+            Default::default(),
         )))
     };
     if args.no_webhook {

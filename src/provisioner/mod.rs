@@ -1018,19 +1018,22 @@ impl PodIndex {
 }
 
 /// Starts leader election and the provisioner; returns when `shutdown` turns true.
+/// `stats` counts this replica's passes and writes (for metrics and tests).
 pub async fn run(
     client: Client,
     policy: Arc<Policy>,
     identity: String,
     shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
 ) {
     let p = &policy.config.provisioner;
     let leases = Api::namespaced(client.clone(), &p.lease_namespace);
     let (elector, leadership) = Elector::new(leases, &p.lease_name, &identity, p.lease_seconds);
     let election = tokio::spawn(elector.run(shutdown.clone()));
     let notify = Arc::new(Notify::new());
-    let provisioner = Provisioner::start(client, policy, leadership, notify.clone());
+    let mut provisioner = Provisioner::start(client, policy, leadership, notify.clone());
+    provisioner.stats = stats;
     provisioner.run(notify, shutdown, ready).await;
     let _ = election.await;
 }

@@ -32,6 +32,7 @@ pub fn test_config() -> Config {
 pub struct RunningProvisioner {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    pub stats: Arc<portico::provisioner::Stats>,
 }
 
 impl RunningProvisioner {
@@ -137,14 +138,16 @@ impl Loop {
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, _ready_rx) = watch::channel(false);
         let policy = Arc::new(portico::core::Policy::new(self.config.clone()));
+        let stats = Arc::new(portico::provisioner::Stats::default());
         let task = tokio::spawn(portico::provisioner::run(
             client,
             policy,
             identity.to_string(),
             stop_rx,
             ready_tx,
+            stats.clone(),
         ));
-        RunningProvisioner { stop, task }
+        RunningProvisioner { stop, task, stats }
     }
 
     /// Writes by Portico's service account so far, other than Lease renewals (which keep the
