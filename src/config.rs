@@ -25,6 +25,58 @@ pub struct Config {
     pub strict: bool,
     /// The controller that keeps Services and Ingress pointed at labelled pods.
     pub provisioner: ProvisionerConfig,
+    /// Enforce or only warn, and where the audit trail of decisions and writes goes.
+    pub audit: AuditConfig,
+}
+
+/// Rollout mode and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `enforce`: denials are denials. `warn`: every decision is computed and recorded, but a
+    /// denial is answered as allowed with the admission warning
+    /// `portico (warn mode): would deny: <message>` (for rolling Portico out on a busy cluster).
+    pub mode: AuditMode,
+    /// Where the audit trail (one JSON line per admission decision and per provisioner write)
+    /// goes: `stdout`, `file` (see `file`, `maxFileBytes`, `keepFiles`) or `off`.
+    pub trail: TrailTarget,
+    /// The trail's file when `trail: file`; rotated files get `.1`, `.2`, … appended.
+    pub file: String,
+    /// The file is rotated before it would grow past this many bytes.
+    pub max_file_bytes: u64,
+    /// How many rotated files are kept besides the current one.
+    pub keep_files: u32,
+}
+
+/// Whether denials are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditMode {
+    #[default]
+    Enforce,
+    Warn,
+}
+
+/// Where the audit trail goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum TrailTarget {
+    #[default]
+    Stdout,
+    File,
+    Off,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuditMode::Enforce,
+            trail: TrailTarget::Stdout,
+            file: "/var/log/portico/audit.jsonl".to_string(),
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+        }
+    }
 }
 
 /// The provisioner's settings.
@@ -138,6 +190,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             strict: false,
             provisioner: ProvisionerConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -302,6 +355,22 @@ impl Config {
             out.push(format!(
                 "provisioner.leaseSeconds: {} is outside 5..=300",
                 p.lease_seconds
+            ));
+        }
+        let a = &self.audit;
+        if a.trail == TrailTarget::File && a.file.trim().is_empty() {
+            out.push("audit.file: must name a file when audit.trail is file".to_string());
+        }
+        if a.max_file_bytes < 4096 {
+            out.push(format!(
+                "audit.maxFileBytes: {} is below 4096 (one record may take a few kilobytes)",
+                a.max_file_bytes
+            ));
+        }
+        if !(1..=100).contains(&a.keep_files) {
+            out.push(format!(
+                "audit.keepFiles: {} is outside 1..=100",
+                a.keep_files
             ));
         }
         if id.trusted_submitters.users.contains(&id.portico) {

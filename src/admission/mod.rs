@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-use crate::config::Config;
+use crate::config::{AuditMode, Config};
 use crate::core::{self, decision::Verdict, Policy};
 use review::{to_request, ResponseOut, ReviewIn, ReviewOut, StatusOut};
 
@@ -42,6 +42,11 @@ pub struct Summary {
     /// A short machine-readable reason (`forged-label`, `tag-too-long`, …) when denied.
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// Warn mode (`audit.mode: warn`): the decision was a denial, answered as allowed with a
+    /// warning. `reason` and `message` still say why.
+    pub would_deny: bool,
+    /// The JSON Patch returned, as JSON text (for the audit trail).
+    pub patch: Option<String>,
 }
 
 /// The answer to a review: an HTTP 200 body, plus what was decided.
@@ -117,7 +122,8 @@ impl Webhook {
             Ok(r) => r,
             Err(e) => {
                 let message = format!("portico cannot decide this request: {e}");
-                return Ok(reply(api_version, summary, Err(("undecidable", message))));
+                let outcome = self.warn_only(&mut summary, Err(("undecidable", message)));
+                return Ok(reply(api_version, summary, outcome));
             }
         };
         if summary.name.is_empty() {
@@ -145,9 +151,28 @@ impl Webhook {
             }
             Verdict::Deny { code, message } => Err((code, message)),
         };
+        let outcome = self.warn_only(&mut summary, outcome);
         Ok(reply(api_version, summary, outcome))
     }
+
+    /// In warn mode (`audit.mode: warn`) a denial becomes an allowed answer without a patch,
+    /// carrying the denial as an admission warning; the summary keeps the reason and message and
+    /// says `would_deny`. The decision itself is the same in both modes.
+    fn warn_only(&self, summary: &mut Summary, outcome: Outcome) -> Outcome {
+        match outcome {
+            Err((code, message)) if self.config().audit.mode == AuditMode::Warn => {
+                summary.would_deny = true;
+                summary.reason = Some(code.to_string());
+                summary.message = Some(message.clone());
+                Ok((None, vec![format!("{WARN_PREFIX}{message}")]))
+            }
+            other => other,
+        }
+    }
 }
+
+/// How a warn-mode warning starts; what follows is the denial message.
+pub const WARN_PREFIX: &str = "portico (warn mode): would deny: ";
 
 /// What a decision came to: an optional patch with warnings, or a denial code and message.
 type Outcome = Result<(Option<json_patch::Patch>, Vec<String>), (&'static str, String)>;
@@ -168,6 +193,7 @@ fn reply(api_version: &str, mut summary: Summary, outcome: Outcome) -> Answer {
             if let Some(patch) = patch.filter(|p| !p.0.is_empty()) {
                 let json = serde_json::to_vec(&patch).unwrap_or_default();
                 summary.patch_bytes = json.len();
+                summary.patch = String::from_utf8(json.clone()).ok();
                 summary.mutated = true;
                 response.patch_type = Some("JSONPatch");
                 response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));

@@ -191,6 +191,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut opts = args.options();
+    // One audit trail and one registry for the webhook and the provisioner.
+    let audit = crate::server::audit_log::AuditLog::from_config(&config.audit)?;
+    opts.audit = audit.clone();
+    if config.audit.mode == crate::config::AuditMode::Warn {
+        tracing::warn!("audit.mode is warn: denials are answered as allowed, with a warning");
+    }
     let controller = if args.no_controller {
         tracing::info!("--no-controller: serving the admission webhook only");
         None
@@ -204,13 +210,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let identity = leader_identity();
         tracing::info!(%identity, "starting the provisioner (leader-elected)");
         let policy = std::sync::Arc::new(crate::core::Policy::new(config.clone()));
-        Some(tokio::spawn(crate::provisioner::run(
+        let observe = crate::provisioner::metrics::Observe {
+            metrics: crate::provisioner::metrics::ProvisionerMetrics::register(&opts.metrics),
+            audit,
+            identity: config.identity.portico.clone(),
+        };
+        Some(tokio::spawn(crate::provisioner::run_observed(
             client,
             policy,
             identity,
             stop_rx,
             ready_tx,
             Default::default(),
+            observe,
         )))
     };
     if args.no_webhook {

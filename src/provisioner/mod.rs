@@ -11,6 +11,7 @@
 //! Only the replica that holds the Lease writes ([`lease`]).
 
 pub mod lease;
+pub mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -88,6 +89,8 @@ pub struct Provisioner {
     /// Keys of objects whose name is taken by something Portico does not manage.
     foreign: HashMap<String, Instant>,
     pub stats: Arc<Stats>,
+    /// Metrics and audit records of passes and writes.
+    pub observe: metrics::Observe,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
@@ -241,6 +244,7 @@ impl Provisioner {
             failures: HashMap::new(),
             foreign: HashMap::new(),
             stats: Arc::default(),
+            observe: metrics::Observe::default(),
         }
     }
 
@@ -295,6 +299,7 @@ impl Provisioner {
         tracing::info!("provisioner synced; reconciling");
         let mut leadership = self.leadership.clone();
         loop {
+            self.observe.leader(self.leadership.is_leader());
             if self.leadership.is_leader() {
                 self.pass().await;
             }
@@ -330,6 +335,9 @@ impl Provisioner {
         fingerprint: String,
         result: Result<(), kube::Error>,
     ) -> Result<(), String> {
+        let refusal = result.as_ref().err().map(describe);
+        self.observe
+            .write(&self.policy, key, &fingerprint, refusal.as_deref());
         match result {
             Ok(()) => {
                 self.failures.remove(key);
@@ -450,11 +458,27 @@ impl Provisioner {
         self.stats
             .passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
         let pods = self.stores.pods.state();
         let counts = PodIndex::new(&self.policy, &pods);
         self.exposures(&counts).await;
         self.jobs().await;
         self.pod0(&pods).await;
+        let services = self.stores.services.state();
+        let node_ports = services
+            .iter()
+            .flat_map(|s| s.spec.iter().flat_map(|s| s.ports.iter().flatten()))
+            .filter(|p| p.node_port.is_some())
+            .count();
+        let facts = metrics::PassFacts {
+            exposures: self.stores.exposures.state().len(),
+            services: services.len(),
+            ingresses: self.stores.ingresses.state().len(),
+            pods: pods.len(),
+            node_ports,
+            pending_retries: self.failures.len(),
+        };
+        self.observe.pass(started.elapsed(), facts);
     }
 
     async fn exposures(&mut self, counts: &PodIndex) {
@@ -1027,6 +1051,29 @@ pub async fn run(
     ready: watch::Sender<bool>,
     stats: Arc<Stats>,
 ) {
+    run_observed(
+        client,
+        policy,
+        identity,
+        shutdown,
+        ready,
+        stats,
+        metrics::Observe::default(),
+    )
+    .await
+}
+
+/// [`run`], reporting into `observe` (metrics registered in the ops port's registry, the audit
+/// trail).
+pub async fn run_observed(
+    client: Client,
+    policy: Arc<Policy>,
+    identity: String,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
+    observe: metrics::Observe,
+) {
     let p = &policy.config.provisioner;
     let leases = Api::namespaced(client.clone(), &p.lease_namespace);
     let (elector, leadership) = Elector::new(leases, &p.lease_name, &identity, p.lease_seconds);
@@ -1034,6 +1081,7 @@ pub async fn run(
     let notify = Arc::new(Notify::new());
     let mut provisioner = Provisioner::start(client, policy, leadership, notify.clone());
     provisioner.stats = stats;
+    provisioner.observe = observe;
     provisioner.run(notify, shutdown, ready).await;
     let _ = election.await;
 }

@@ -25,6 +25,7 @@ pub(crate) struct App {
     pub webhook: Webhook,
     pub metrics: Metrics,
     pub limits: Limits,
+    pub audit: super::audit_log::AuditLog,
 }
 
 /// How a request that got no review answer failed, for the reply, the log and the metric.
@@ -82,7 +83,15 @@ pub(crate) async fn handle(
         Ok(answer) => {
             log_decision(endpoint_name, &answer, elapsed);
             let summary = &answer.summary;
-            let outcome = if !summary.allowed {
+            if app.audit.enabled() {
+                app.audit.write(&super::audit_log::AuditRecord::admission(
+                    endpoint_name,
+                    summary,
+                ));
+            }
+            let outcome = if summary.would_deny {
+                "would-deny"
+            } else if !summary.allowed {
                 "denied"
             } else if summary.mutated {
                 "mutated"
@@ -315,6 +324,7 @@ fn log_decision(endpoint: &str, answer: &Answer, elapsed: Duration) {
         allowed = s.allowed,
         mutated = s.mutated,
         dry_run = s.dry_run,
+        would_deny = s.would_deny,
         patch_bytes = s.patch_bytes,
         reason = s.reason.as_deref().unwrap_or(""),
         message = s.message.as_deref().unwrap_or(""),

@@ -40,7 +40,8 @@ pub struct AdmissionLabels {
     pub operation: String,
     /// The reviewed object's kind, or empty when the body was not a review.
     pub kind: String,
-    /// `allowed`, `mutated`, `denied`, or `rejected` (HTTP error: not a review, too large, …).
+    /// `allowed`, `mutated`, `denied`, `would-deny` (warn mode: a denial answered as allowed),
+    /// or `rejected` (HTTP error: not a review, too large, …).
     pub outcome: String,
     /// The denial or rejection reason code; empty when allowed.
     pub reason: String,

@@ -12,6 +12,7 @@
 //! - [`tls`] loads, checks and reloads the serving certificate.
 //! - [`metrics`] is the shared Prometheus registry.
 
+pub mod audit_log;
 pub mod certs;
 mod handler;
 pub mod metrics;
@@ -101,6 +102,9 @@ pub struct ServeOptions {
     pub metrics: Metrics,
     /// `/readyz` also waits for this to be true (the provisioner's watches synced), when set.
     pub also_ready: Option<watch::Receiver<bool>>,
+    /// Where each decision's audit record goes (off unless set; `portico serve` sets it from
+    /// the configuration's `audit` section).
+    pub audit: audit_log::AuditLog,
 }
 
 impl ServeOptions {
@@ -115,6 +119,7 @@ impl ServeOptions {
             limits: Limits::default(),
             metrics: Metrics::new(),
             also_ready: None,
+            audit: audit_log::AuditLog::off(),
         }
     }
 }
@@ -297,6 +302,7 @@ pub async fn start(opts: ServeOptions, webhook: Webhook) -> Result<RunningServer
         webhook,
         metrics: metrics.clone(),
         limits: limits.clone(),
+        audit: opts.audit.clone(),
     });
     let webhook_task = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx.clone()));
     let watcher_task = tokio::spawn(watch_certs(watcher, opts.cert_check_interval, stop_rx));

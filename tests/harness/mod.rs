@@ -60,6 +60,14 @@ impl Loop {
     }
 
     pub async fn start_with(config: Config) -> Loop {
+        Self::start_audited(config, portico::server::audit_log::AuditLog::off()).await
+    }
+
+    /// [`Loop::start_with`], the webhook writing its audit records to `audit`.
+    pub async fn start_audited(
+        config: Config,
+        audit: portico::server::audit_log::AuditLog,
+    ) -> Loop {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
             .with_test_writer()
@@ -84,6 +92,7 @@ impl Loop {
         let mut opts = ServeOptions::new(&cert_path, &key_path);
         opts.listen = "127.0.0.1:0".parse().expect("addr");
         opts.ops_listen = "127.0.0.1:0".parse().expect("addr");
+        opts.audit = audit;
         let webhook = portico::server::start(opts, Webhook::new(config.clone()))
             .await
             .expect("webhook starts");
@@ -134,18 +143,30 @@ impl Loop {
 
     /// Starts a provisioner as Portico's service account, with its own Lease identity.
     pub async fn provisioner(&self, identity: &str) -> RunningProvisioner {
+        self.provisioner_observed(identity, Default::default())
+            .await
+    }
+
+    /// [`Loop::provisioner`] reporting into `observe` (metrics, audit trail), as `portico serve`
+    /// wires it.
+    pub async fn provisioner_observed(
+        &self,
+        identity: &str,
+        observe: portico::provisioner::metrics::Observe,
+    ) -> RunningProvisioner {
         let client = self.client("portico").await;
         let (stop, stop_rx) = watch::channel(false);
         let (ready_tx, _ready_rx) = watch::channel(false);
         let policy = Arc::new(portico::core::Policy::new(self.config.clone()));
         let stats = Arc::new(portico::provisioner::Stats::default());
-        let task = tokio::spawn(portico::provisioner::run(
+        let task = tokio::spawn(portico::provisioner::run_observed(
             client,
             policy,
             identity.to_string(),
             stop_rx,
             ready_tx,
             stats.clone(),
+            observe,
         ));
         RunningProvisioner { stop, task, stats }
     }
