@@ -27,6 +27,8 @@ pub struct Config {
     pub provisioner: ProvisionerConfig,
     /// Enforce or only warn, and where the audit trail of decisions and writes goes.
     pub audit: AuditConfig,
+    /// The service API (`portico serve --api`): clients, templates, replacement tables.
+    pub api: crate::service_api::ApiConfig,
 }
 
 /// Rollout mode and the audit trail.
@@ -191,6 +193,7 @@ impl Default for Config {
             strict: false,
             provisioner: ProvisionerConfig::default(),
             audit: AuditConfig::default(),
+            api: crate::service_api::ApiConfig::default(),
         }
     }
 }
@@ -377,6 +380,12 @@ impl Config {
             out.push(
                 "identity.trustedSubmitters: Portico's own user need not be listed".to_string(),
             );
+        }
+        let no_submitters =
+            id.trusted_submitters.users.is_empty() && id.trusted_submitters.groups.is_empty();
+        out.extend(self.api.problems(no_submitters));
+        if self.api.impersonate.as_deref() == Some(id.portico.as_str()) {
+            out.push("api.impersonate: the API must not act as Portico's own user (the webhook would stamp its objects as Portico's)".to_string());
         }
         out
     }

@@ -19,3 +19,4 @@ pub mod config;
 pub mod core;
 pub mod provisioner;
 pub mod server;
+pub mod service_api;

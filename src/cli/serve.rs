@@ -123,6 +123,21 @@ pub struct ServeArgs {
         env = "PORTICO_SHUTDOWN_GRACE"
     )]
     pub shutdown_grace: u64,
+
+    /// Also serve the service API (start, poll and stop users' services from templates; see
+    /// docs/service-api.md) over HTTPS on `--api-listen`, with the same certificate files. Its
+    /// clients and templates are the `api` section of `--config`.
+    #[arg(long, env = "PORTICO_API", value_parser = FalseyValueParser::new())]
+    pub api: bool,
+
+    /// Address of the service API's HTTPS port (with `--api`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8444",
+        env = "PORTICO_API_LISTEN"
+    )]
+    pub api_listen: SocketAddr,
 }
 
 /// How log lines look.
@@ -151,6 +166,7 @@ impl ServeArgs {
 
 /// Sets up logging to stderr. Does nothing when a subscriber is already installed (tests).
 pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let text = filter;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("--log-level {filter:?} is not a valid tracing filter"))?;
     // Colours only for a person at a terminal, never into a log file or collector.
@@ -159,15 +175,29 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-    };
+    // The filter is reloadable so that the service API can change levels at run time.
+    use crate::service_api::logs::LogControl;
+    match format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let control = LogControl::new(builder.reload_handle(), text);
+            if builder.try_init().is_ok() {
+                control.register_global();
+            }
+        }
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter_reloading();
+            let control = LogControl::new(builder.reload_handle(), text);
+            if builder.try_init().is_ok() {
+                control.register_global();
+            }
+        }
+    }
     Ok(())
 }
 
@@ -225,6 +255,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             observe,
         )))
     };
+    let api = if args.api {
+        let mut api_opts = crate::service_api::ApiOptions::new(&args.tls_cert, &args.tls_key);
+        api_opts.listen = args.api_listen;
+        api_opts.metrics = opts.metrics.clone();
+        Some(crate::service_api::start_for_serve(api_opts, &config).await?)
+    } else {
+        None
+    };
     if args.no_webhook {
         tracing::info!("--no-webhook: running the provisioner only");
         let signal = server::shutdown_signal().await;
@@ -234,6 +272,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("cannot start the webhook server")?;
         running.run_until_signal().await;
+    }
+    if let Some(api) = api {
+        api.shutdown().await;
     }
     let _ = stop_tx.send(true);
     if let Some(task) = controller {

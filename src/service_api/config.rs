@@ -1,0 +1,377 @@
+//! The `api` section of the configuration: clients and their credentials, where the templates
+//! are, how placeholders look, the replacement tables, and how much failure detail to report.
+//!
+//! Plain data with defaults and [`ApiConfig::problems`]; secrets are never written here, only
+//! where to read them from (a file or an environment variable).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::ServiceType;
+
+/// The service API's settings (`api:` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The folder of templates: `<descriptions>/<client>/<service>/<option>/service.yaml`.
+    pub descriptions: String,
+    /// Which entry of `stages` applies to this installation (empty: none).
+    pub stage: String,
+    /// What opens and closes a placeholder, `<` and `>` by default.
+    pub indicators: Indicators,
+    /// The names of the built-in keywords.
+    pub keywords: KeywordNames,
+    /// Replacement tables per stage: keyword → value. The active one is `stages[stage]`.
+    pub stages: BTreeMap<String, BTreeMap<String, String>>,
+    /// Where the API keeps one ConfigMap per started service (what it created, for whom).
+    pub state_namespace: String,
+    /// The `env` entry that names the user a start is for.
+    pub user_id_env: String,
+    /// Pod events reported with a failed service (the most recent).
+    pub events: usize,
+    /// Container log lines reported with a failed service (the last).
+    pub log_lines: usize,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Service type of the Exposure made for a template that brings none.
+    pub service_type: ServiceType,
+    /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// Context of that kubeconfig (default: its current context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// A user to impersonate for every request (needs `impersonate` RBAC on that user). The
+    /// identity the API acts as must be a trusted submitter and must not be Portico's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonate: Option<String>,
+    /// The portals allowed to call the API.
+    pub clients: Vec<ApiClient>,
+}
+
+/// Placeholder delimiters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Indicators {
+    pub open: String,
+    pub close: String,
+}
+
+impl Default for Indicators {
+    fn default() -> Self {
+        Self {
+            open: "<".into(),
+            close: ">".into(),
+        }
+    }
+}
+
+/// The names under which the built-in values appear in templates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KeywordNames {
+    /// The service's name (`uuidcode`).
+    pub service_id: String,
+    /// This start attempt's `start_id`.
+    pub start_id: String,
+    /// The user the client named.
+    pub user_id: String,
+    /// `<client>_<user>`: unique across clients.
+    pub unique_user_id: String,
+    /// The client's name.
+    pub client: String,
+    /// The Secret holding `env`.
+    pub secret_name: String,
+    /// The name reserved for the service's certificate Secret.
+    pub cert_secret_name: String,
+    /// The namespace everything is created in.
+    pub namespace: String,
+    /// The ipaddr tag the service's pods get.
+    pub tag: String,
+    /// The template folder's `input/`, packed as base64 tar.gz.
+    pub input: String,
+}
+
+impl Default for KeywordNames {
+    fn default() -> Self {
+        Self {
+            service_id: "id".into(),
+            start_id: "start_id".into(),
+            user_id: "user_id".into(),
+            unique_user_id: "unique_user_id".into(),
+            client: "client".into(),
+            secret_name: "secret_name".into(),
+            cert_secret_name: "cert_secret_name".into(),
+            namespace: "namespace".into(),
+            tag: "tag".into(),
+            input: "input".into(),
+        }
+    }
+}
+
+impl KeywordNames {
+    /// `(config key, keyword)` of every built-in.
+    pub fn all(&self) -> [(&'static str, &str); 10] {
+        [
+            ("serviceId", &self.service_id),
+            ("startId", &self.start_id),
+            ("userId", &self.user_id),
+            ("uniqueUserId", &self.unique_user_id),
+            ("client", &self.client),
+            ("secretName", &self.secret_name),
+            ("certSecretName", &self.cert_secret_name),
+            ("namespace", &self.namespace),
+            ("tag", &self.tag),
+            ("input", &self.input),
+        ]
+    }
+}
+
+/// The prefix of keywords taken from the request's `user_options` (`<user_options.image>`).
+pub const USER_OPTIONS_PREFIX: &str = "user_options.";
+
+/// One portal allowed to call the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApiClient {
+    /// The client's name: its folder under `descriptions`, part of the unique user id and of the
+    /// labels on what it starts. Letters, digits and `-`.
+    pub name: String,
+    /// Bearer token, read from this file (trailing whitespace dropped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// Bearer token, read from this environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// HTTP basic user name (with `passwordFile` or `passwordEnv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Namespace of the client's services; `{client}` and `{user}` are replaced (the user id must
+    /// then be a valid namespace name part).
+    pub namespace: String,
+    /// Replacement table for this client's templates: keyword → value (wins over the stage's).
+    pub replacements: BTreeMap<String, String>,
+    /// May read and change the log level (`/api/logs/level`).
+    pub admin: bool,
+    /// Whose identity the client's services are stamped with.
+    pub stamp_as: StampAs,
+}
+
+/// Which Portico user a client's services belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum StampAs {
+    /// `<client>_<user>`: two clients' users never share routing values.
+    #[default]
+    Unique,
+    /// The user id as the client sends it: the same user as a `kubectl` user of that name.
+    User,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            descriptions: "descriptions".into(),
+            stage: String::new(),
+            indicators: Indicators::default(),
+            keywords: KeywordNames::default(),
+            stages: BTreeMap::new(),
+            state_namespace: "portico-system".into(),
+            user_id_env: "JUPYTERHUB_USER".into(),
+            events: 10,
+            log_lines: 50,
+            max_body_bytes: 1024 * 1024,
+            service_type: ServiceType::NodePort,
+            kubeconfig: None,
+            context: None,
+            impersonate: None,
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// Whether `name` can be a keyword: a letter or `_` first, then letters, digits, `_`, `.`, `-`.
+pub fn is_keyword(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl ApiConfig {
+    /// Every problem with the values, each naming its key (`api.…`).
+    pub fn problems(&self, trusted_submitters_empty: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.descriptions.is_empty() {
+            out.push("api.descriptions: must name a folder".to_string());
+        }
+        let (open, close) = (&self.indicators.open, &self.indicators.close);
+        for (key, v) in [("open", open), ("close", close)] {
+            if v.is_empty()
+                || v.chars()
+                    .any(|c| c.is_ascii_alphanumeric() || c.is_whitespace())
+            {
+                out.push(format!(
+                    "api.indicators.{key}: {v:?} must be non-empty, without letters, digits or spaces"
+                ));
+            }
+        }
+        let builtins: Vec<&str> = self.keywords.all().iter().map(|(_, k)| *k).collect();
+        for (key, name) in self.keywords.all() {
+            if !is_keyword(name) || name.starts_with(USER_OPTIONS_PREFIX) {
+                out.push(format!(
+                    "api.keywords.{key}: {name:?} is not a keyword (a letter or _, then letters, digits, _ . -; not user_options.…)"
+                ));
+            }
+            if builtins.iter().filter(|b| **b == name).count() > 1 {
+                out.push(format!("api.keywords.{key}: {name:?} is used twice"));
+            }
+        }
+        let check_table = |out: &mut Vec<String>, key: &str, table: &BTreeMap<String, String>| {
+            for k in table.keys() {
+                if !is_keyword(k) || k.starts_with(USER_OPTIONS_PREFIX) {
+                    out.push(format!("{key}: {k:?} is not a keyword name"));
+                } else if builtins.contains(&k.as_str()) {
+                    out.push(format!(
+                        "{key}: {k:?} is a built-in keyword and cannot be replaced"
+                    ));
+                }
+            }
+        };
+        for (stage, table) in &self.stages {
+            check_table(&mut out, &format!("api.stages[{stage:?}]"), table);
+        }
+        if !self.stage.is_empty() && !self.stages.contains_key(&self.stage) {
+            out.push(format!(
+                "api.stage: {:?} has no table in api.stages",
+                self.stage
+            ));
+        }
+        if !crate::core::label::is_dns_label(&self.state_namespace) {
+            out.push(format!(
+                "api.stateNamespace: {:?} is not a namespace name",
+                self.state_namespace
+            ));
+        }
+        if self.user_id_env.is_empty() {
+            out.push("api.userIdEnv: must name an env entry".to_string());
+        }
+        if self.events > 1000 || self.log_lines > 10_000 {
+            out.push("api.events (≤ 1000) or api.logLines (≤ 10000) is too large".to_string());
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            out.push(format!(
+                "api.maxBodyBytes: {} is outside 1 KiB..=64 MiB",
+                self.max_body_bytes
+            ));
+        }
+        if self.impersonate.as_deref() == Some("") {
+            out.push("api.impersonate: empty user name".to_string());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = format!("api.clients[{i}]");
+            let valid_name = !c.name.is_empty()
+                && c.name.len() <= 30
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                && !c.name.starts_with('-')
+                && !c.name.ends_with('-');
+            if !valid_name {
+                out.push(format!(
+                    "{key}.name: {:?} must be 1-30 letters, digits or inner '-'",
+                    c.name
+                ));
+            }
+            if !names.insert(c.name.clone()) {
+                out.push(format!("{key}.name: {:?} is used twice", c.name));
+            }
+            let token = c.token_file.is_some() || c.token_env.is_some();
+            let basic = c.username.is_some();
+            if c.token_file.is_some() && c.token_env.is_some() {
+                out.push(format!("{key}: tokenFile and tokenEnv are exclusive"));
+            }
+            if c.password_file.is_some() && c.password_env.is_some() {
+                out.push(format!("{key}: passwordFile and passwordEnv are exclusive"));
+            }
+            if basic != (c.password_file.is_some() || c.password_env.is_some()) {
+                out.push(format!(
+                    "{key}: username needs passwordFile or passwordEnv, and they need username"
+                ));
+            }
+            if c.username
+                .as_deref()
+                .is_some_and(|u| u.is_empty() || u.contains(':'))
+            {
+                out.push(format!("{key}.username: must be non-empty, without ':'"));
+            }
+            if !token && !basic {
+                out.push(format!(
+                    "{key}: no credentials (tokenFile, tokenEnv, or username with passwordFile/passwordEnv)"
+                ));
+            }
+            if c.namespace.is_empty() {
+                out.push(format!("{key}.namespace: must not be empty"));
+            }
+            check_table(&mut out, &format!("{key}.replacements"), &c.replacements);
+        }
+        if !self.clients.is_empty() && trusted_submitters_empty {
+            out.push("api.clients: the API creates objects as a trusted submitter; list its identity in identity.trustedSubmitters".to_string());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ApiConfig::default().problems(true).is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_each_named() {
+        let mut c = ApiConfig::default();
+        c.indicators.open = "a".into();
+        c.keywords.tag = "id".into();
+        c.stage = "prod".into();
+        c.clients = vec![
+            ApiClient {
+                name: "bad name".into(),
+                namespace: "team".into(),
+                replacements: [("id".to_string(), "x".to_string())].into(),
+                ..Default::default()
+            },
+            ApiClient {
+                name: "p".into(),
+                namespace: String::new(),
+                username: Some("u".into()),
+                token_env: Some("T".into()),
+                ..Default::default()
+            },
+        ];
+        let problems = c.problems(true).join("\n");
+        for needle in [
+            "api.indicators.open",
+            "api.keywords.tag",
+            "api.stage",
+            "api.clients[0].name",
+            "api.clients[0]: no credentials",
+            "built-in keyword",
+            "api.clients[1]: username needs",
+            "api.clients[1].namespace",
+            "identity.trustedSubmitters",
+        ] {
+            assert!(problems.contains(needle), "missing {needle} in\n{problems}");
+        }
+    }
+}

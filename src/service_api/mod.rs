@@ -1,0 +1,292 @@
+//! The service API: a portal (JupyterHub, say) starts, polls and stops a user's web service
+//! from administrator templates, over HTTPS on its own port (`portico serve --api`).
+//!
+//! Owns the REST surface ([`rest`]), client credentials ([`auth`]), the `api` configuration
+//! section ([`config`]), keyword replacement ([`template`], pure), what a start creates
+//! ([`plan`], pure), how a service is doing ([`status`], pure), the start/poll/stop IO
+//! ([`cluster`]), the `input/` archive ([`input`]) and the run-time log level ([`logs`]).
+//!
+//! The API makes no admission decision: it creates objects as a trusted submitter naming the
+//! user, and Portico's webhook stamps and polices them as it does any `kubectl` user's. The
+//! TLS pieces (certificate check, reload, rustls settings) are [`crate::server::tls`]'s.
+
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod input;
+pub mod logs;
+pub mod plan;
+pub mod rest;
+pub mod status;
+pub mod template;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+pub use config::ApiConfig;
+
+use crate::config::Config;
+use crate::server::metrics::Metrics;
+use crate::server::tls::{self, CertLoadError, CertWatcher};
+
+/// How to run the API listener.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// HTTPS address (default `0.0.0.0:8444`).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key (re-read when they change).
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub cert_check_interval: Duration,
+    /// Certificate metrics are reported here.
+    pub metrics: Metrics,
+    /// The run-time log control (`None`: the log endpoints answer 503).
+    pub logs: Option<logs::LogControl>,
+}
+
+impl ApiOptions {
+    pub fn new(tls_cert: impl Into<PathBuf>, tls_key: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8444)),
+            tls_cert: tls_cert.into(),
+            tls_key: tls_key.into(),
+            cert_check_interval: Duration::from_secs(1),
+            metrics: Metrics::new(),
+            logs: logs::LogControl::global(),
+        }
+    }
+}
+
+/// Why the API did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiStartError {
+    #[error("the service API has no clients (api.clients in the configuration)")]
+    NoClients,
+    #[error(transparent)]
+    Credentials(#[from] auth::CredentialError),
+    #[error(transparent)]
+    Certificate(#[from] CertLoadError),
+    #[error("cannot build the API's TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen for the service API on {addr} (--api-listen): {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// A running API listener; dropping it stops accepting (the stop channel closes).
+#[derive(Debug)]
+pub struct RunningApi {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningApi {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to 10 s), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(11), self.task).await;
+    }
+}
+
+/// Loads the clients' secrets, checks the certificate, binds, and serves. `kube` is the
+/// identity objects are created with: a trusted submitter, never Portico's own account.
+pub async fn start(
+    opts: ApiOptions,
+    config: Arc<Config>,
+    kube: kube::Client,
+) -> Result<RunningApi, ApiStartError> {
+    if config.api.clients.is_empty() {
+        return Err(ApiStartError::NoClients);
+    }
+    let clients = auth::load(&config.api.clients)?;
+    tls::install_crypto_provider();
+    let (store, watcher) = CertWatcher::start(
+        &opts.tls_cert,
+        &opts.tls_key,
+        opts.metrics.certs.clone(),
+        SystemTime::now(),
+    )?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(store)?));
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|error| ApiStartError::Bind {
+            addr: opts.listen,
+            error,
+        })?;
+    let addr = listener.local_addr().map_err(|error| ApiStartError::Bind {
+        addr: opts.listen,
+        error,
+    })?;
+    let app = Arc::new(rest::App {
+        services: cluster::Services::new(kube, config.clone()),
+        clients,
+        logs: opts.logs.clone(),
+        max_body_bytes: config.api.max_body_bytes,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        listener,
+        acceptor,
+        app,
+        watcher,
+        opts.cert_check_interval,
+        stop_rx,
+    ));
+    tracing::info!(%addr, clients = config.api.clients.len(), "service API serving HTTPS");
+    Ok(RunningApi { addr, stop, task })
+}
+
+/// For `portico serve --api`: builds the API's Kubernetes client from `api.kubeconfig`,
+/// `api.context` and `api.impersonate` (else the default kubeconfig or in-cluster account) and
+/// starts the listener.
+pub async fn start_for_serve(opts: ApiOptions, config: &Config) -> anyhow::Result<RunningApi> {
+    use anyhow::Context as _;
+    let api = &config.api;
+    let options = kube::config::KubeConfigOptions {
+        context: api.context.clone(),
+        ..Default::default()
+    };
+    let mut kube_config = match &api.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("api.kubeconfig {path}: cannot read it"))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("api.kubeconfig {path}: not usable"))?
+        }
+        None if api.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .context("api.context: cannot load it from the default kubeconfig")?,
+        None => kube::Config::infer()
+            .await
+            .context("the service API needs a cluster (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?,
+    };
+    if let Some(user) = &api.impersonate {
+        kube_config.auth_info.impersonate = Some(user.clone());
+    }
+    let client = kube::Client::try_from(kube_config)
+        .context("cannot build the service API's Kubernetes client")?;
+    start(opts, std::sync::Arc::new(config.clone()), client)
+        .await
+        .context("cannot start the service API")
+}
+
+async fn run(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<rest::App>,
+    mut watcher: CertWatcher,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => break,
+            _ = tick.tick() => { watcher.poll(SystemTime::now()); }
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    conns.spawn(connection(tcp, acceptor.clone(), app.clone(), stop.clone(), peer));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "service API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        conns.shutdown().await;
+    }
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    app: Arc<rest::App>,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "service API: TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move {
+            // A request is bounded: a poll or a start that hangs on the cluster answers 504.
+            match tokio::time::timeout(Duration::from_secs(60), rest::handle(app, req)).await {
+                Ok(r) => r,
+                Err(_) => Ok(timeout_reply()),
+            }
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "service API connection ended with an error");
+            }
+        }
+        _ = crate::server::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        }
+    }
+}
+
+fn timeout_reply() -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let body =
+        serde_json::json!({"error": "timeout", "message": "the cluster did not answer in time"});
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_string(),
+    )));
+    *r.status_mut() = http::StatusCode::GATEWAY_TIMEOUT;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,269 @@
+//! The REST surface: routing, authentication before anything else is read, body limits, and
+//! JSON replies. Every error is `{"error": code, "message": …}` (plus `file` and `keyword` for
+//! template errors).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use serde_json::{json, Value};
+
+use super::auth::{self, Client};
+use super::cluster::{Failure, Services, StartRequest};
+use super::logs::{LogChange, LogControl};
+
+/// What every request needs.
+pub struct App {
+    pub services: Services,
+    pub clients: Vec<Client>,
+    pub logs: Option<LogControl>,
+    pub max_body_bytes: usize,
+}
+
+/// The header naming the service on `POST`.
+pub const SERVICE_HEADER: &str = "uuidcode";
+/// The optional header naming the client's user a request is for.
+pub const USER_HEADER: &str = "user-id";
+
+enum Route {
+    Services,
+    Service(String),
+    LogLevel,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    match path {
+        "/api/services" => Some(Route::Services),
+        "/api/logs/level" => Some(Route::LogLevel),
+        _ => {
+            let name = path.strip_prefix("/api/services/")?;
+            (!name.is_empty() && !name.contains('/')).then(|| Route::Service(name.to_string()))
+        }
+    }
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_reply(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> Response<Full<Bytes>> {
+    json_reply(status, &json!({"error": code, "message": message.into()}))
+}
+
+fn failure_reply(f: Failure) -> Response<Full<Bytes>> {
+    let mut body = json!({"error": f.code, "message": f.message});
+    if let Some(file) = f.file {
+        body["file"] = json!(file);
+    }
+    if let Some(keyword) = f.keyword {
+        body["keyword"] = json!(keyword);
+    }
+    json_reply(f.status, &body)
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = error_reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        format!("this path answers {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn header_str<'r, B>(
+    req: &'r Request<B>,
+    name: &str,
+) -> Result<Option<&'r str>, Response<Full<Bytes>>> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            error_reply(
+                StatusCode::BAD_REQUEST,
+                "header",
+                format!("header {name} is not visible ASCII"),
+            )
+        }),
+    }
+}
+
+async fn read_json<B, T>(body: B, limit: usize) -> Result<T, Response<Full<Bytes>>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+    T: serde::de::DeserializeOwned,
+{
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(error_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body",
+                format!("the body is larger than {limit} bytes"),
+            ))
+        }
+        Err(e) => {
+            return Err(error_reply(
+                StatusCode::BAD_REQUEST,
+                "body",
+                format!("cannot read the body: {e}"),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error_reply(
+            StatusCode::BAD_REQUEST,
+            "body",
+            format!("the body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+/// Handles one request.
+pub async fn handle<B>(app: Arc<App>, req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = serve(&app, req).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(), "api request");
+    Ok(response)
+}
+
+async fn serve<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let Some(route) = route(req.uri().path()) else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!(
+                "no such endpoint: {}; see openapi/service-api.yaml",
+                req.uri().path()
+            ),
+        );
+    };
+    // Who is calling is settled from the Authorization header alone, before anything else.
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let Some(client) = auth::authenticate(&app.clients, authorization) else {
+        let mut r = error_reply(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong client credentials",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"portico\", Basic realm=\"portico\""),
+        );
+        return r;
+    };
+    let user = match header_str(&req, USER_HEADER) {
+        Ok(u) => u.map(str::to_string),
+        Err(r) => return r,
+    };
+    tracing::debug!(client = %client.config.name, "authenticated");
+    match (route, req.method().clone()) {
+        (Route::Services, Method::POST) => {
+            let id = match header_str(&req, SERVICE_HEADER) {
+                Ok(Some(id)) => id.to_string(),
+                Ok(None) => {
+                    return error_reply(
+                        StatusCode::BAD_REQUEST,
+                        "uuidcode",
+                        "header uuidcode (the service's name) is missing",
+                    )
+                }
+                Err(r) => return r,
+            };
+            let body: StartRequest = match read_json(req.into_body(), app.max_body_bytes).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            match app.services.start(client, &id, user.as_deref(), body).await {
+                Ok((created, status)) => {
+                    let code = if created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    json_reply(code, &serde_json::to_value(status).unwrap_or(Value::Null))
+                }
+                Err(f) => failure_reply(f),
+            }
+        }
+        (Route::Services, _) => method_not_allowed("POST"),
+        (Route::Service(name), m) if m == Method::GET || m == Method::DELETE => {
+            let outcome = if m == Method::GET {
+                app.services.status(client, &name, user.as_deref()).await
+            } else {
+                app.services.stop(client, &name, user.as_deref()).await
+            };
+            match outcome {
+                Ok(Some(status)) => json_reply(
+                    StatusCode::OK,
+                    &serde_json::to_value(status).unwrap_or(Value::Null),
+                ),
+                Ok(None) => error_reply(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    format!("no service {name:?}"),
+                ),
+                Err(f) => failure_reply(f),
+            }
+        }
+        (Route::Service(_), _) => method_not_allowed("GET, DELETE"),
+        (Route::LogLevel, m) if m == Method::GET || m == Method::PUT => {
+            if !client.config.admin {
+                return error_reply(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only clients with admin: true may see or change log levels",
+                );
+            }
+            let Some(logs) = &app.logs else {
+                return error_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no-log-control",
+                    "this process's logging cannot be changed at run time",
+                );
+            };
+            if m == Method::GET {
+                return json_reply(StatusCode::OK, &json!(logs.levels()));
+            }
+            let change: LogChange = match read_json(req.into_body(), app.max_body_bytes).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            match logs.change(change) {
+                Ok(levels) => json_reply(StatusCode::OK, &json!(levels)),
+                Err(e) => error_reply(StatusCode::BAD_REQUEST, "level", e),
+            }
+        }
+        (Route::LogLevel, _) => method_not_allowed("GET, PUT"),
+    }
+}

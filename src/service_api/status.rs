@@ -1,0 +1,367 @@
+//! A service's state, as a pure function of what the cluster shows: its pods, its Exposure,
+//! which of its objects are gone, and its recent events.
+//!
+//! - `running`: a pod is running and ready, and the Exposure says `Ready` (its Service selects
+//!   the pod and, for a load balancer, an address was assigned);
+//! - `failed`: a pod failed, a container cannot start (crash loop, image pull errors), or the
+//!   Exposure reports a conflict;
+//! - `stopped`: every pod completed, or an object of the service was deleted behind its back;
+//! - `starting`: anything else.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use serde::{Deserialize, Serialize};
+
+use crate::api::Exposure;
+
+/// The four states a portal polls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Starting,
+    Running,
+    Stopped,
+    Failed,
+}
+
+/// Where the service answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// `NodePort`, `LoadBalancer` or `ClusterIP`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The Service in front of the pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Node ports by port name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_ports: BTreeMap<String, i32>,
+    /// The load-balancer address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
+    /// The ingress host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// The verdict on a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub phase: Phase,
+    /// Why, in a sentence.
+    pub reason: String,
+    pub address: Option<Address>,
+    /// Pods whose logs explain a failure (the failed ones).
+    pub failed_pods: Vec<String>,
+}
+
+/// Container waiting reasons that will not resolve by waiting.
+const STUCK: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+fn pod_name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn stuck_reason(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        let why = status
+            .reason
+            .clone()
+            .or_else(|| status.message.clone())
+            .unwrap_or_else(|| "Failed".into());
+        return Some(format!("pod {} failed: {why}", pod_name(pod)));
+    }
+    for c in status.container_statuses.iter().flatten() {
+        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            if let Some(reason) = w.reason.as_deref().filter(|r| STUCK.contains(r)) {
+                let msg = w.message.as_deref().unwrap_or("");
+                return Some(
+                    format!("pod {} container {}: {reason} {msg}", pod_name(pod), c.name)
+                        .trim_end()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    None
+}
+
+/// The address the Exposure reports.
+pub fn address_of(exposure: &Exposure) -> Address {
+    let status = exposure.status.clone().unwrap_or_default();
+    Address {
+        type_: exposure.spec.service.type_.as_str().to_string(),
+        service: status.service,
+        node_ports: status.node_ports,
+        load_balancer: status.address,
+        host: status.host,
+    }
+}
+
+fn condition<'e>(exposure: &'e Exposure, type_: &str) -> Option<&'e crate::api::Condition> {
+    exposure
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Decides the phase. `missing` lists objects of the service that no longer exist.
+pub fn assess(pods: &[Pod], exposure: Option<&Exposure>, missing: &[String]) -> Assessment {
+    let failed: Vec<(String, String)> = pods
+        .iter()
+        .filter_map(|p| stuck_reason(p).map(|r| (pod_name(p), r)))
+        .collect();
+    let ready = pods.iter().any(is_ready);
+    let address = exposure.map(address_of);
+    let verdict = |phase, reason: String| Assessment {
+        phase,
+        reason,
+        address: address.clone(),
+        failed_pods: failed.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    if let Some(c) = exposure
+        .and_then(|e| condition(e, "Conflict"))
+        .filter(|c| c.status == "True")
+    {
+        return verdict(
+            Phase::Failed,
+            format!("the Exposure is in conflict: {}", c.message),
+        );
+    }
+    if !missing.is_empty() {
+        return verdict(
+            Phase::Stopped,
+            format!("deleted outside the API: {}", missing.join(", ")),
+        );
+    }
+    if !ready {
+        if let Some((_, reason)) = failed.first() {
+            return verdict(Phase::Failed, reason.clone());
+        }
+    }
+    let succeeded = !pods.is_empty()
+        && pods
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+    if succeeded {
+        return verdict(Phase::Stopped, "every pod completed".into());
+    }
+    let exposed = exposure.and_then(|e| condition(e, "Ready"));
+    match (ready, exposed) {
+        (true, Some(c)) if c.status == "True" => verdict(Phase::Running, c.message.clone()),
+        (true, Some(c)) => verdict(
+            Phase::Starting,
+            format!(
+                "the pod is ready; the Exposure is not: {} {}",
+                c.reason, c.message
+            ),
+        ),
+        (true, None) => verdict(
+            Phase::Starting,
+            "the pod is ready; waiting for the Exposure".into(),
+        ),
+        (false, _) if pods.is_empty() => verdict(Phase::Starting, "no pod yet".into()),
+        (false, _) => verdict(Phase::Starting, "waiting for a pod to be ready".into()),
+    }
+}
+
+/// One reported pod event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLine {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub object: String,
+    pub message: String,
+}
+
+fn event_time(e: &Event) -> String {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| {
+            e.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// The last `n` events about the named objects, oldest first.
+pub fn recent_events(events: &[Event], about: &BTreeSet<String>, n: usize) -> Vec<EventLine> {
+    let mut lines: Vec<EventLine> = events
+        .iter()
+        .filter(|e| {
+            e.involved_object
+                .name
+                .as_ref()
+                .is_some_and(|name| about.contains(name))
+        })
+        .map(|e| EventLine {
+            time: event_time(e),
+            type_: e.type_.clone().unwrap_or_default(),
+            reason: e.reason.clone().unwrap_or_default(),
+            object: format!(
+                "{}/{}",
+                e.involved_object.kind.as_deref().unwrap_or(""),
+                e.involved_object.name.as_deref().unwrap_or("")
+            ),
+            message: e.message.clone().unwrap_or_default(),
+        })
+        .collect();
+    // RFC 3339 times in UTC sort as text.
+    lines.sort_by(|a, b| a.time.cmp(&b.time));
+    let skip = lines.len().saturating_sub(n);
+    lines.split_off(skip)
+}
+
+/// The last `m` lines of several logs, each prefixed with where it came from.
+pub fn last_lines(logs: &[(String, String)], m: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (source, text) in logs {
+        out.extend(text.lines().map(|l| format!("[{source}] {l}")));
+    }
+    let skip = out.len().saturating_sub(m);
+    out.split_off(skip)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name}, "status": status})).unwrap()
+    }
+
+    fn running() -> serde_json::Value {
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    }
+
+    fn exposure(conditions: serde_json::Value) -> Exposure {
+        serde_json::from_value(json!({"apiVersion": "portico.dev/v1alpha1", "kind": "Exposure",
+            "metadata": {"name": "e"}, "spec": {"tag": "t", "service": {"type": "NodePort", "ports": []}},
+            "status": {"service": "svc", "nodePorts": {"http": 30080}, "pods": 1, "conditions": conditions}}))
+        .unwrap()
+    }
+
+    fn ready() -> serde_json::Value {
+        json!([{"type": "Ready", "status": "True", "reason": "Exposed", "message": "1 pod(s)"}])
+    }
+
+    #[test]
+    fn phases() {
+        let e = exposure(ready());
+        let a = assess(&[pod("p", running())], Some(&e), &[]);
+        assert_eq!(a.phase, Phase::Running);
+        let addr = a.address.unwrap();
+        assert_eq!(addr.node_ports["http"], 30080);
+        assert_eq!(addr.type_, "NodePort");
+
+        let not_ready = exposure(
+            json!([{"type": "Ready", "status": "False", "reason": "NoPods", "message": ""}]),
+        );
+        assert_eq!(
+            assess(&[pod("p", running())], Some(&not_ready), &[]).phase,
+            Phase::Starting
+        );
+        assert_eq!(
+            assess(&[pod("p", running())], None, &[]).phase,
+            Phase::Starting
+        );
+        assert_eq!(assess(&[], Some(&e), &[]).phase, Phase::Starting);
+        assert_eq!(
+            assess(&[pod("p", json!({"phase": "Pending"}))], Some(&e), &[]).phase,
+            Phase::Starting
+        );
+
+        let failed = assess(
+            &[pod("p", json!({"phase": "Failed", "reason": "Error"}))],
+            Some(&e),
+            &[],
+        );
+        assert_eq!(failed.phase, Phase::Failed);
+        assert_eq!(failed.failed_pods, ["p"]);
+        assert!(failed.reason.contains("pod p failed: Error"));
+
+        let crash = pod(
+            "p",
+            json!({"phase": "Running", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}),
+        );
+        assert_eq!(assess(&[crash], Some(&e), &[]).phase, Phase::Failed);
+
+        // One failed pod of several while another serves: still running.
+        let mixed = [pod("a", json!({"phase": "Failed"})), pod("b", running())];
+        assert_eq!(assess(&mixed, Some(&e), &[]).phase, Phase::Running);
+
+        let done = [pod("a", json!({"phase": "Succeeded"}))];
+        assert_eq!(assess(&done, Some(&e), &[]).phase, Phase::Stopped);
+        assert_eq!(
+            assess(&[], Some(&e), &["Pod/p".into()]).phase,
+            Phase::Stopped
+        );
+
+        let conflict = exposure(
+            json!([{"type": "Conflict", "status": "True", "reason": "Conflict", "message": "port taken"}]),
+        );
+        let a = assess(&[pod("p", running())], Some(&conflict), &[]);
+        assert_eq!(a.phase, Phase::Failed);
+        assert!(a.reason.contains("port taken"));
+    }
+
+    #[test]
+    fn events_and_lines_are_the_most_recent() {
+        let ev = |name: &str, t: &str, msg: &str| -> Event {
+            serde_json::from_value(json!({"metadata": {"name": format!("{name}.{t}")},
+                "involvedObject": {"kind": "Pod", "name": name}, "reason": "R", "type": "Warning",
+                "message": msg, "lastTimestamp": t}))
+            .unwrap()
+        };
+        let events = [
+            ev("p", "2026-01-01T00:00:03Z", "c"),
+            ev("p", "2026-01-01T00:00:01Z", "a"),
+            ev("other", "2026-01-01T00:00:04Z", "x"),
+            ev("p", "2026-01-01T00:00:02Z", "b"),
+        ];
+        let about: BTreeSet<String> = ["p".to_string()].into();
+        let lines = recent_events(&events, &about, 2);
+        let msgs: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(msgs, ["b", "c"]);
+        assert_eq!(lines[0].object, "Pod/p");
+        assert_eq!(recent_events(&events, &about, 0).len(), 0);
+
+        let logs = vec![
+            ("p/c".to_string(), "1\n2\n3\n".to_string()),
+            ("q/c".to_string(), "4".to_string()),
+        ];
+        assert_eq!(last_lines(&logs, 2), ["[p/c] 3", "[q/c] 4"]);
+        assert_eq!(last_lines(&logs, 10).len(), 4);
+    }
+}

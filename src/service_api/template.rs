@@ -1,0 +1,442 @@
+//! Templates: keyword replacement and parsing, as pure functions of text and tables.
+//!
+//! A template is multi-document YAML with placeholders such as `<id>`: the open indicator, a
+//! keyword name (a letter or `_`, then letters, digits, `_`, `.`, `-`), the close indicator.
+//! Anything else (`a < b`, `<<: *anchor`, a lone `<`) is left as it is. Replacement is one pass:
+//! a replaced value is never scanned again. A placeholder with no value is an error naming the
+//! file, the line and the keyword; so is YAML that does not parse after replacement. Nothing
+//! here reads files or talks to the cluster.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::config::{is_keyword, Indicators, KeywordNames, USER_OPTIONS_PREFIX};
+
+/// Why a template cannot be turned into objects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{file}:{line}: unknown placeholder {placeholder}{}", hint_text(.hint))]
+    UnknownKeyword {
+        file: String,
+        line: usize,
+        keyword: String,
+        placeholder: String,
+        hint: Option<String>,
+    },
+    #[error("{file}: not valid YAML after keyword replacement: {message}")]
+    InvalidYaml { file: String, message: String },
+    #[error("{file}: document {index}: {message}")]
+    BadDocument {
+        file: String,
+        index: usize,
+        message: String,
+    },
+    #[error("{file}: no objects")]
+    Empty { file: String },
+}
+
+fn hint_text(hint: &Option<String>) -> String {
+    hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+impl TemplateError {
+    /// The keyword at fault, if any.
+    pub fn keyword(&self) -> Option<&str> {
+        match self {
+            TemplateError::UnknownKeyword { keyword, .. } => Some(keyword),
+            _ => None,
+        }
+    }
+
+    /// The template file at fault.
+    pub fn file(&self) -> &str {
+        match self {
+            TemplateError::UnknownKeyword { file, .. }
+            | TemplateError::InvalidYaml { file, .. }
+            | TemplateError::BadDocument { file, .. }
+            | TemplateError::Empty { file } => file,
+        }
+    }
+
+    /// Whether the caller can fix it (a `user_options` value it did not send, or sent in a form
+    /// that cannot be placed); everything else is the template's fault.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(self, TemplateError::UnknownKeyword { keyword, .. } if keyword.starts_with(USER_OPTIONS_PREFIX))
+    }
+}
+
+/// The values a template can use, with the reasons some request values were left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keywords {
+    pub values: BTreeMap<String, String>,
+    /// Keyword → why it has no value although the request mentioned it.
+    pub refused: BTreeMap<String, String>,
+}
+
+/// Everything a start knows that templates may use.
+#[derive(Debug, Clone)]
+pub struct KeywordInput<'a> {
+    pub names: &'a KeywordNames,
+    pub service_id: &'a str,
+    pub start_id: &'a str,
+    pub user_id: &'a str,
+    pub unique_user_id: &'a str,
+    pub client: &'a str,
+    pub secret_name: &'a str,
+    pub cert_secret_name: &'a str,
+    pub namespace: &'a str,
+    pub tag: &'a str,
+    /// The `input` folder as base64 tar.gz; `None` when the template has no such folder.
+    pub input: Option<&'a str>,
+    pub stage_table: Option<&'a BTreeMap<String, String>>,
+    pub client_table: Option<&'a BTreeMap<String, String>>,
+    /// The request's `user_options` (its `service` included).
+    pub user_options: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// Characters a value from the request may have to be placed into YAML text: none that YAML
+/// gives a meaning to, so a request value can never add structure to an object.
+pub fn is_inert(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=' | '/' | '@'))
+}
+
+/// The keyword table: built-ins, then the stage's table, then the client's (which wins), then
+/// `user_options.<key>` for each option whose value is a number, a boolean or an inert string.
+pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
+    let mut out = Keywords::default();
+    for table in [input.stage_table, input.client_table]
+        .into_iter()
+        .flatten()
+    {
+        for (k, v) in table {
+            out.values.insert(k.clone(), v.clone());
+        }
+    }
+    let n = input.names;
+    for (name, value) in [
+        (&n.service_id, input.service_id),
+        (&n.start_id, input.start_id),
+        (&n.user_id, input.user_id),
+        (&n.unique_user_id, input.unique_user_id),
+        (&n.client, input.client),
+        (&n.secret_name, input.secret_name),
+        (&n.cert_secret_name, input.cert_secret_name),
+        (&n.namespace, input.namespace),
+        (&n.tag, input.tag),
+    ] {
+        // Built-ins win over tables (the configuration check refuses such table keys anyway).
+        out.values.insert(name.clone(), value.to_string());
+    }
+    match input.input {
+        Some(packed) => {
+            out.values.insert(n.input.clone(), packed.to_string());
+        }
+        None => {
+            out.refused.insert(
+                n.input.clone(),
+                "the template folder has no input/ folder".to_string(),
+            );
+        }
+    }
+    for (key, value) in input.user_options.into_iter().flatten() {
+        let name = format!("{USER_OPTIONS_PREFIX}{key}");
+        if !is_keyword(&name) {
+            continue;
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                out.refused.insert(
+                    name,
+                    "user_options value is not a string, number or boolean".to_string(),
+                );
+                continue;
+            }
+        };
+        if is_inert(&text) && text.len() <= 256 {
+            out.values.insert(name, text);
+        } else {
+            out.refused.insert(
+                name,
+                "user_options value must be at most 256 letters, digits or . _ - + = / @ to be placed in a template".to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// Replaces every placeholder in `text`. `file` names the template in errors.
+pub fn render(
+    text: &str,
+    file: &str,
+    indicators: &Indicators,
+    keywords: &Keywords,
+) -> Result<String, TemplateError> {
+    let (open, close) = (indicators.open.as_str(), indicators.close.as_str());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut line = 1;
+    while let Some(at) = rest.find(open) {
+        let (before, from_open) = rest.split_at(at);
+        out.push_str(before);
+        line += before.matches('\n').count();
+        let after_open = &from_open[open.len()..];
+        let name_len = keyword_len(after_open);
+        let is_placeholder = name_len > 0 && after_open[name_len..].starts_with(close);
+        if !is_placeholder {
+            out.push_str(open);
+            rest = after_open;
+            continue;
+        }
+        let name = &after_open[..name_len];
+        match keywords.values.get(name) {
+            Some(value) => out.push_str(value),
+            None => {
+                return Err(TemplateError::UnknownKeyword {
+                    file: file.to_string(),
+                    line,
+                    keyword: name.to_string(),
+                    placeholder: format!("{open}{name}{close}"),
+                    hint: keywords.refused.get(name).cloned().or_else(|| {
+                        name.starts_with(USER_OPTIONS_PREFIX)
+                            .then(|| "the request's user_options has no such key".to_string())
+                    }),
+                })
+            }
+        }
+        rest = &after_open[name_len + close.len()..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Length of the keyword name at the start of `s` (0 when there is none).
+fn keyword_len(s: &str) -> usize {
+    let mut len = 0;
+    for (i, c) in s.char_indices() {
+        let ok = if i == 0 {
+            c.is_ascii_alphabetic() || c == '_'
+        } else {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+        };
+        if !ok {
+            break;
+        }
+        len = i + c.len_utf8();
+    }
+    len
+}
+
+/// Parses rendered text into objects: every non-empty document must be a mapping with
+/// `apiVersion`, `kind` and `metadata.name` strings.
+pub fn parse(rendered: &str, file: &str) -> Result<Vec<Value>, TemplateError> {
+    let mut objects = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(rendered).enumerate() {
+        let value: Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| TemplateError::InvalidYaml {
+                file: file.to_string(),
+                message: e.to_string(),
+            })?;
+        if value.is_null() {
+            continue;
+        }
+        let bad = |message: String| TemplateError::BadDocument {
+            file: file.to_string(),
+            index: index + 1,
+            message,
+        };
+        if !value.is_object() {
+            return Err(bad("not a mapping".to_string()));
+        }
+        for pointer in ["/apiVersion", "/kind", "/metadata/name"] {
+            match value.pointer(pointer).and_then(Value::as_str) {
+                Some(s) if !s.is_empty() => {}
+                _ => {
+                    return Err(bad(format!(
+                        "{} must be a non-empty string (generateName is not supported: the API must know every name)",
+                        &pointer[1..].replace('/', ".")
+                    )))
+                }
+            }
+        }
+        objects.push(value);
+    }
+    if objects.is_empty() {
+        return Err(TemplateError::Empty {
+            file: file.to_string(),
+        });
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(pairs: &[(&str, &str)]) -> Keywords {
+        Keywords {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    fn r(text: &str, kw: &Keywords) -> Result<String, TemplateError> {
+        render(text, "f.yaml", &Indicators::default(), kw)
+    }
+
+    #[test]
+    fn replaces_known_placeholders_once() {
+        let kw = table(&[("id", "abc"), ("loop", "<id>")]);
+        assert_eq!(r("name: <id>-x <loop>", &kw).unwrap(), "name: abc-x <id>");
+    }
+
+    #[test]
+    fn leaves_non_placeholders_alone() {
+        let kw = table(&[("id", "abc")]);
+        for text in [
+            "a < b > c",
+            "<<: *base",
+            "x: <",
+            "x: >",
+            "x: <1abc>",
+            "x: <id",
+            "x: <-id>",
+            "x: <>",
+            "|\n  <\n",
+        ] {
+            assert_eq!(r(text, &kw).unwrap(), text, "{text:?}");
+        }
+        assert_eq!(r("<<id>>", &kw).unwrap(), "<abc>");
+    }
+
+    #[test]
+    fn unknown_placeholder_names_file_line_and_keyword() {
+        let kw = table(&[("id", "abc")]);
+        let err = r("a: <id>\nb: c\nd: <nope>\n", &kw).unwrap_err();
+        assert_eq!(err.keyword(), Some("nope"));
+        assert_eq!(err.file(), "f.yaml");
+        assert!(!err.is_caller_error());
+        let text = err.to_string();
+        assert!(
+            text.contains("f.yaml:3") && text.contains("<nope>"),
+            "{text}"
+        );
+        let err = r("x: <user_options.image>", &kw).unwrap_err();
+        assert!(err.is_caller_error());
+        assert!(err.to_string().contains("no such key"), "{err}");
+    }
+
+    #[test]
+    fn other_indicators_work_and_multibyte_text_is_kept() {
+        let ind = Indicators {
+            open: "{{".into(),
+            close: "}}".into(),
+        };
+        let kw = table(&[("id", "x")]);
+        assert_eq!(
+            render("é {{id}} <id> {{ id }} ü{{", "f", &ind, &kw).unwrap(),
+            "é x <id> {{ id }} ü{{"
+        );
+    }
+
+    #[test]
+    fn keyword_table_precedence_and_user_options() {
+        let names = KeywordNames::default();
+        let stage: BTreeMap<String, String> = [
+            ("image".into(), "stage".into()),
+            ("domain".into(), "d".into()),
+        ]
+        .into();
+        let client: BTreeMap<String, String> = [("image".into(), "client".into())].into();
+        let opts = serde_json::json!({"service": "jupyterlab/default", "cpus": 2, "gpu": true,
+            "bad": "a: b", "nested": {"x": 1}});
+        let kw = keywords(&KeywordInput {
+            names: &names,
+            service_id: "svc",
+            start_id: "s",
+            user_id: "u",
+            unique_user_id: "c_u",
+            client: "c",
+            secret_name: "svc-env",
+            cert_secret_name: "svc-tls",
+            namespace: "team",
+            tag: "svc",
+            input: None,
+            stage_table: Some(&stage),
+            client_table: Some(&client),
+            user_options: opts.as_object(),
+        });
+        assert_eq!(kw.values["image"], "client");
+        assert_eq!(kw.values["domain"], "d");
+        assert_eq!(kw.values["id"], "svc");
+        assert_eq!(kw.values["user_options.cpus"], "2");
+        assert_eq!(kw.values["user_options.gpu"], "true");
+        assert_eq!(kw.values["user_options.service"], "jupyterlab/default");
+        assert!(kw.refused.contains_key("user_options.bad"));
+        assert!(kw.refused.contains_key("user_options.nested"));
+        assert!(kw.refused.contains_key("input"));
+        let err = r("x: <user_options.bad>", &kw).unwrap_err();
+        assert!(err.to_string().contains("at most 256"), "{err}");
+        let err = r("x: <input>", &kw).unwrap_err();
+        assert!(err.to_string().contains("no input/"), "{err}");
+    }
+
+    #[test]
+    fn inert_values_cannot_add_yaml_structure() {
+        for bad in [
+            "a: b", "a\nb", "'x'", "\"x\"", "a#b", "[a]", "{a}", "a,b", "*a", "&a", "!a", "|",
+            "a b", "%",
+        ] {
+            assert!(!is_inert(bad), "{bad:?}");
+        }
+        for good in ["abc", "a.b-c_d", "user@example.org", "x+y=z", "reg/img"] {
+            assert!(is_inert(good), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn parse_checks_documents() {
+        let ok = parse(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b}\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        let err = parse("a: [b\n", "f").unwrap_err();
+        assert!(matches!(err, TemplateError::InvalidYaml { .. }), "{err}");
+        let err = parse(
+            "apiVersion: v1\nkind: Pod\nmetadata: {generateName: a-}\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("metadata.name"), "{err}");
+        let err = parse("- a\n", "f").unwrap_err();
+        assert!(err.to_string().contains("not a mapping"), "{err}");
+        assert!(matches!(
+            parse("", "f").unwrap_err(),
+            TemplateError::Empty { .. }
+        ));
+    }
+
+    #[test]
+    fn a_replaced_value_that_breaks_yaml_is_reported() {
+        let kw = table(&[("cmd", "[unclosed")]);
+        let text = r(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nx: <cmd>\n",
+            &kw,
+        )
+        .unwrap();
+        assert!(matches!(
+            parse(&text, "f").unwrap_err(),
+            TemplateError::InvalidYaml { .. }
+        ));
+    }
+}
