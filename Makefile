@@ -5,7 +5,7 @@ TOOLS := $(CURDIR)/.tools
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
-.PHONY: run sandbox test build certs lint fmt kubectl manifests clean
+.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench
 
 # One profile (dev) for everything: the binaries the scripts run are the ones the tests use.
 build:
@@ -47,3 +47,9 @@ manifests: build
 clean:
 	$(CARGO) clean
 	rm -rf $(TOOLS) .sandbox
+
+# Benchmarks (release build, loopback only, bounded in time): criterion micro-benchmarks, the
+# webhook against a bare TLS limit server under h2load, the provisioner at 100 to 10,000 pods.
+# Prints the tables; results in target/bench/. See docs/performance.md.
+bench:
+	scripts/bench.sh
