@@ -258,6 +258,8 @@ pub fn decode_object(kind: &Kind, raw: &RawValue) -> Result<Object, serde_json::
 pub enum Undecidable {
     #[error("unknown operation {0:?}")]
     Operation(String),
+    #[error("request.{field} is not a JSON object, so it cannot be a {kind}")]
+    NotAnObject { field: &'static str, kind: String },
     #[error("request.{field} could not be read as a {kind}: {source}")]
     Object {
         field: &'static str,
@@ -289,6 +291,12 @@ pub fn to_request(input: &RequestIn<'_>) -> Result<Request, Undecidable> {
             match raw {
                 None => Ok(None),
                 Some(raw) if raw.get() == "null" => Ok(None),
+                // serde reads a struct from a JSON array too (fields by position); the apiserver
+                // only ever sends objects, so anything else is not the object it stores.
+                Some(raw) if !raw.get().starts_with('{') => Err(Undecidable::NotAnObject {
+                    field,
+                    kind: kind.name().to_string(),
+                }),
                 Some(raw) => {
                     decode_object(&kind, raw)
                         .map(Some)
