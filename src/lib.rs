@@ -7,6 +7,7 @@
 //! - [`provisioner`] — the controller: watches, desired state, one writer, the Lease.
 //! - [`server`] — the shell: TLS listener, certificate reload, ops endpoints and metrics.
 //! - [`cli`] — the `portico` command tree: `serve`, `certs`, `review`, `mutate`, `config check`.
+//! - [`audit`] — `portico audit`'s pure checks (objects in, findings out) and report formats.
 //! - [`api`] — the `Exposure` custom resource and the per-job exposure annotations.
 //! - [`config`] — the one configuration type.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod audit;
 pub mod certs;
 pub mod offline;
 pub mod serve;
@@ -44,6 +45,7 @@ pub enum Command {
     /// Check a configuration file and explain every bad value.
     #[command(subcommand)]
     Config(ConfigCommand),
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Args, Debug)]
@@ -110,6 +112,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Certs(args) => {
             certs::run(args)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(args) => {
+            let (text, code) = audit::run(&args)?;
+            print!("{text}");
+            Ok(ExitCode::from(code))
         }
         Command::Crd => {
             print!("{}", crate::api::crd_yaml()?);
