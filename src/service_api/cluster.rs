@@ -332,7 +332,7 @@ impl Services {
         if req.start_id.is_empty() || req.start_id.len() > 64 || !is_inert(&req.start_id) {
             return Err(Failure::bad(
                 "start_id",
-                "start_id must be 1-64 letters, digits or . _ - + = / @",
+                "start_id must be 1-64 letters, digits or . _ - + = / @ :",
             ));
         }
         let user_id = req.env.get(&api.user_id_env).cloned().unwrap_or_default();

@@ -86,14 +86,20 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-fn header_str<'r, B>(
-    req: &'r Request<B>,
-    name: &str,
-) -> Result<Option<&'r str>, Response<Full<Bytes>>> {
+/// A refusal before the request reached the service logic.
+struct Refusal(StatusCode, &'static str, String);
+
+impl Refusal {
+    fn reply(self) -> Response<Full<Bytes>> {
+        error_reply(self.0, self.1, self.2)
+    }
+}
+
+fn header_str<'r, B>(req: &'r Request<B>, name: &str) -> Result<Option<&'r str>, Refusal> {
     match req.headers().get(name) {
         None => Ok(None),
         Some(v) => v.to_str().map(Some).map_err(|_| {
-            error_reply(
+            Refusal(
                 StatusCode::BAD_REQUEST,
                 "header",
                 format!("header {name} is not visible ASCII"),
@@ -102,7 +108,7 @@ fn header_str<'r, B>(
     }
 }
 
-async fn read_json<B, T>(body: B, limit: usize) -> Result<T, Response<Full<Bytes>>>
+async fn read_json<B, T>(body: B, limit: usize) -> Result<T, Refusal>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -114,14 +120,14 @@ where
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(error_reply(
+            return Err(Refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body",
                 format!("the body is larger than {limit} bytes"),
             ))
         }
         Err(e) => {
-            return Err(error_reply(
+            return Err(Refusal(
                 StatusCode::BAD_REQUEST,
                 "body",
                 format!("cannot read the body: {e}"),
@@ -129,7 +135,7 @@ where
         }
     };
     serde_json::from_slice(&bytes).map_err(|e| {
-        error_reply(
+        Refusal(
             StatusCode::BAD_REQUEST,
             "body",
             format!("the body is not the expected JSON: {e}"),
@@ -184,7 +190,7 @@ where
     };
     let user = match header_str(&req, USER_HEADER) {
         Ok(u) => u.map(str::to_string),
-        Err(r) => return r,
+        Err(r) => return r.reply(),
     };
     tracing::debug!(client = %client.config.name, "authenticated");
     match (route, req.method().clone()) {
@@ -198,11 +204,11 @@ where
                         "header uuidcode (the service's name) is missing",
                     )
                 }
-                Err(r) => return r,
+                Err(r) => return r.reply(),
             };
             let body: StartRequest = match read_json(req.into_body(), app.max_body_bytes).await {
                 Ok(b) => b,
-                Err(r) => return r,
+                Err(r) => return r.reply(),
             };
             match app.services.start(client, &id, user.as_deref(), body).await {
                 Ok((created, status)) => {
@@ -257,7 +263,7 @@ where
             }
             let change: LogChange = match read_json(req.into_body(), app.max_body_bytes).await {
                 Ok(c) => c,
-                Err(r) => return r,
+                Err(r) => return r.reply(),
             };
             match logs.change(change) {
                 Ok(levels) => json_reply(StatusCode::OK, &json!(levels)),

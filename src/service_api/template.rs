@@ -95,12 +95,13 @@ pub struct KeywordInput<'a> {
     pub user_options: Option<&'a serde_json::Map<String, Value>>,
 }
 
-/// Characters a value from the request may have to be placed into YAML text: none that YAML
-/// gives a meaning to, so a request value can never add structure to an object.
+/// Characters a value from the request may have to be placed into YAML text: no space, quote,
+/// comment, flow or anchor character, so a request value can never add structure to an object
+/// (`:` is allowed for image references: without a following space it is plain text).
 pub fn is_inert(value: &str) -> bool {
-    value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=' | '/' | '@'))
+    value.chars().all(|c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '=' | '/' | '@' | ':')
+    })
 }
 
 /// The keyword table: built-ins, then the stage's table, then the client's (which wins), then
@@ -163,7 +164,7 @@ pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
         } else {
             out.refused.insert(
                 name,
-                "user_options value must be at most 256 letters, digits or . _ - + = / @ to be placed in a template".to_string(),
+                "user_options value must be at most 256 letters, digits or . _ - + = / @ : to be placed in a template".to_string(),
             );
         }
     }
@@ -397,7 +398,7 @@ mod tests {
         ] {
             assert!(!is_inert(bad), "{bad:?}");
         }
-        for good in ["abc", "a.b-c_d", "user@example.org", "x+y=z", "reg/img"] {
+        for good in ["abc", "a.b-c_d", "user@example.org", "x+y=z", "reg/img:1.2"] {
             assert!(is_inert(good), "{good:?}");
         }
     }
