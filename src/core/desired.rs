@@ -257,53 +257,31 @@ pub fn exposure_plan(
                 .tls_secret
                 .clone()
                 .or_else(|| ing.issuer.as_ref().map(|_| format!("{}-tls", owner.name)));
-            let ingress = Ingress {
-                metadata: ObjectMeta {
-                    name: Some(owner.name.clone()),
-                    namespace: Some(namespace.to_string()),
-                    labels: Some(managed_labels(
-                        policy,
-                        &prefix,
-                        ("portico.dev/exposure", &owner.name),
-                    )),
-                    annotations: (!annotations.is_empty()).then_some(annotations),
-                    owner_references: Some(vec![owner.reference()]),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(K8sIngressSpec {
-                    ingress_class_name: ing.ingress_class_name.clone(),
-                    rules: Some(vec![IngressRule {
-                        host: Some(host.clone()),
-                        http: Some(HTTPIngressRuleValue {
-                            paths: vec![HTTPIngressPath {
-                                path: Some(ing.path.clone().unwrap_or_else(|| "/".to_string())),
-                                path_type: ing
-                                    .path_type
-                                    .clone()
-                                    .unwrap_or_else(|| "Prefix".to_string()),
-                                backend: IngressBackend {
-                                    service: Some(IngressServiceBackend {
-                                        name: owner.name.clone(),
-                                        port: Some(ServiceBackendPort {
-                                            name: Some(port.name.clone()),
-                                            number: None,
-                                        }),
-                                    }),
-                                    resource: None,
-                                },
-                            }],
-                        }),
-                    }]),
-                    tls: tls_secret.map(|secret| {
-                        vec![IngressTLS {
-                            hosts: Some(vec![host.clone()]),
-                            secret_name: Some(secret),
-                        }]
-                    }),
-                    default_backend: None,
-                }),
-                status: None,
+            let metadata = ObjectMeta {
+                name: Some(owner.name.clone()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(managed_labels(
+                    policy,
+                    &prefix,
+                    ("portico.dev/exposure", &owner.name),
+                )),
+                annotations: (!annotations.is_empty()).then_some(annotations),
+                owner_references: Some(vec![owner.reference()]),
+                ..ObjectMeta::default()
             };
+            let route = IngressRoute {
+                class: ing.ingress_class_name.clone(),
+                host: host.clone(),
+                path: ing.path.clone().unwrap_or_else(|| "/".to_string()),
+                path_type: ing
+                    .path_type
+                    .clone()
+                    .unwrap_or_else(|| "Prefix".to_string()),
+                service: owner.name.clone(),
+                port: port.name.clone(),
+                tls_secret,
+            };
+            let ingress = ingress_for(metadata, route);
             (Some(ingress), Some(host))
         }
     };
@@ -315,6 +293,54 @@ pub fn exposure_plan(
         ingress,
         host,
     })
+}
+
+/// One host and path sent to one Service port.
+struct IngressRoute {
+    class: Option<String>,
+    host: String,
+    path: String,
+    path_type: String,
+    service: String,
+    port: String,
+    tls_secret: Option<String>,
+}
+
+fn ingress_for(metadata: ObjectMeta, r: IngressRoute) -> Ingress {
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: r.service,
+            port: Some(ServiceBackendPort {
+                name: Some(r.port),
+                number: None,
+            }),
+        }),
+        resource: None,
+    };
+    Ingress {
+        metadata,
+        spec: Some(K8sIngressSpec {
+            ingress_class_name: r.class,
+            rules: Some(vec![IngressRule {
+                host: Some(r.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some(r.path),
+                        path_type: r.path_type,
+                        backend,
+                    }],
+                }),
+            }]),
+            tls: r.tls_secret.map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![r.host]),
+                    secret_name: Some(secret),
+                }]
+            }),
+            default_backend: None,
+        }),
+        status: None,
+    }
 }
 
 /// Whether `labels` satisfy an equality `selector` (a Service's).
@@ -669,32 +695,16 @@ pub fn job_plan(
         if expose == "Ingress" {
             let tag = route.split_once('-').map(|(_, t)| t).unwrap_or(route);
             let host = host_for(policy, &Prefix::from_encoded(prefix), tag, None)?;
-            ingress = Some(Ingress {
-                metadata: meta(name.clone()),
-                spec: Some(K8sIngressSpec {
-                    rules: Some(vec![IngressRule {
-                        host: Some(host),
-                        http: Some(HTTPIngressRuleValue {
-                            paths: vec![HTTPIngressPath {
-                                path: Some("/".into()),
-                                path_type: "Prefix".into(),
-                                backend: IngressBackend {
-                                    service: Some(IngressServiceBackend {
-                                        name,
-                                        port: Some(ServiceBackendPort {
-                                            name: Some(ports[0].name.clone()),
-                                            number: None,
-                                        }),
-                                    }),
-                                    resource: None,
-                                },
-                            }],
-                        }),
-                    }]),
-                    ..K8sIngressSpec::default()
-                }),
-                status: None,
-            });
+            let route = IngressRoute {
+                class: None,
+                host,
+                path: "/".into(),
+                path_type: "Prefix".into(),
+                service: name.clone(),
+                port: ports[0].name.clone(),
+                tls_secret: None,
+            };
+            ingress = Some(ingress_for(meta(name), route));
         }
     }
     if request.headless {
@@ -977,6 +987,49 @@ mod tests {
             pod("b", "2", false, true, false),
         ];
         assert!(elect_pod0(&steady).is_empty());
+    }
+
+    #[test]
+    fn per_job_ingress_routes_the_workloads_host_to_its_first_port() {
+        let p = policy_with_domain();
+        let owner = Owner {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: "flask".into(),
+            uid: "job-uid".into(),
+        };
+        let request = JobExposureRequest {
+            expose: Some("Ingress".into()),
+            ports: Some("http:5000".into()),
+            node_port: None,
+            headless: false,
+        };
+        let labels = Map::from([
+            ("jarvice-job-ipaddr".into(), "user1-Flask".into()),
+            ("portico.dev/owner".into(), "user1".into()),
+        ]);
+        let plan = job_plan(&p, "team", &owner, &request, &labels)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.services.len(), 1);
+        let ingress = plan.ingress.unwrap();
+        let rule = &ingress.spec.unwrap().rules.unwrap()[0];
+        assert_eq!(rule.host.as_deref(), Some("user1-flask.apps.test"));
+        let backend = rule.http.as_ref().unwrap().paths[0]
+            .backend
+            .service
+            .clone()
+            .unwrap();
+        assert_eq!(backend.name, "flask-expose");
+        assert_eq!(backend.port.unwrap().name.as_deref(), Some("http"));
+        assert_eq!(ingress.metadata.owner_references.unwrap()[0].uid, "job-uid");
+        let unstamped = job_plan(&p, "team", &owner, &request, &Map::new()).unwrap_err();
+        assert!(
+            unstamped
+                .to_string()
+                .contains("carry no jarvice-job-ipaddr"),
+            "{unstamped}"
+        );
     }
 
     #[test]
