@@ -161,6 +161,18 @@ where
     reader
 }
 
+/// Waits for one store's first list.
+async fn listed<K>(store: &Store<K>, kind: &'static str) -> Result<(), ProvisionerError>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|e| ProvisionerError::Sync(kind, e.to_string()))
+}
+
 fn no_strip<K>(_: &mut K) {}
 
 fn key(ns: &str, name: &str) -> String {
@@ -251,37 +263,13 @@ impl Provisioner {
     /// Waits until every watch has listed once.
     pub async fn synced(&self) -> Result<(), ProvisionerError> {
         let s = &self.stores;
-        let err =
-            |kind, e: reflector::store::WriterDropped| ProvisionerError::Sync(kind, e.to_string());
-        s.exposures
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("exposures", e))?;
-        s.services
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("services", e))?;
-        s.ingresses
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("ingresses", e))?;
-        s.pods
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("pods", e))?;
-        s.jobs
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("jobs", e))?;
-        s.statefulsets
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("statefulsets", e))?;
-        s.deployments
-            .wait_until_ready()
-            .await
-            .map_err(|e| err("deployments", e))?;
-        Ok(())
+        listed(&s.exposures, "exposures").await?;
+        listed(&s.services, "services").await?;
+        listed(&s.ingresses, "ingresses").await?;
+        listed(&s.pods, "pods").await?;
+        listed(&s.jobs, "jobs").await?;
+        listed(&s.statefulsets, "statefulsets").await?;
+        listed(&s.deployments, "deployments").await
     }
 
     /// Reconciles after every change (debounced) and when a retry falls due, until shutdown.
