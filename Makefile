@@ -5,7 +5,23 @@ TOOLS := $(CURDIR)/.tools
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
-.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench
+.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy
+
+# `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
+# the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
+# The image named in manifests/base/deployment.yaml must be pullable by the cluster.
+OVERLAY ?= self-managed
+deploy: kubectl
+	@"$(KUBECTL)" version --request-timeout=5s >/dev/null 2>&1 || { \
+	  echo "make deploy: no cluster answers (KUBECONFIG=$${KUBECONFIG:-~/.kube/config}, context: $$("$(KUBECTL)" config current-context 2>/dev/null || echo none)); nothing was applied" >&2; \
+	  exit 1; }
+	@if [ "$(OVERLAY)" = self-managed ] && [ ! -s manifests/overlays/self-managed/certs/tls.crt ]; then \
+	  $(CARGO) build -p portico --bin portico && \
+	  $(PORTICO) certs --service portico --namespace portico-system \
+	    --out manifests/overlays/self-managed/certs >/dev/null && \
+	  echo "certificates written to manifests/overlays/self-managed/certs/"; \
+	fi
+	"$(KUBECTL)" apply -k manifests/overlays/$(OVERLAY)
 
 # One profile (dev) for everything: the binaries the scripts run are the ones the tests use.
 build:
@@ -42,7 +58,7 @@ sandbox: build certs kubectl
 
 # Regenerate what is generated from the Rust types.
 manifests: build
-	$(PORTICO) crd > manifests/crd.yaml
+	$(PORTICO) crd > manifests/base/crd.yaml
 
 clean:
 	$(CARGO) clean

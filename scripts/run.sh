@@ -53,7 +53,7 @@ trap cleanup EXIT INT TERM
 
 # The webhook configurations exactly as shipped, with the development caBundle injected.
 ca="$(tr -d '\n' < "$certs/ca-bundle.b64")"
-sed "s|^\( *\)clientConfig:|&\n\1  caBundle: $ca|" manifests/webhooks.yaml > "$STATE/webhooks.yaml"
+sed "s|^\( *\)clientConfig:|&\n\1  caBundle: $ca|" manifests/base/webhooks.yaml > "$STATE/webhooks.yaml"
 cat > "$STATE/portico.yaml" <<CONFIG
 # Portico's configuration for the sandbox: the 'portal' context is a trusted submitter.
 identity:
@@ -68,7 +68,7 @@ say "starting the sandbox API server on 127.0.0.1:$API_PORT"
 "$SANDBOX" --listen "127.0.0.1:$API_PORT" --kubeconfig "$STATE/kubeconfig" \
   --service-endpoint "portico-system/portico=127.0.0.1:$WEBHOOK_PORT" \
   --namespace portico-system --namespace team \
-  --apply manifests/crd.yaml --apply "$STATE/webhooks.yaml" > "$STATE/sandbox.log" 2>&1 &
+  --apply manifests/base/crd.yaml --apply "$STATE/webhooks.yaml" > "$STATE/sandbox.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$STATE/kubeconfig" ] && break; sleep 0.1; done
 [ -s "$STATE/kubeconfig" ] || { echo "the sandbox did not start; see $STATE/sandbox.log" >&2; exit 1; }

@@ -176,7 +176,7 @@ pub struct Condition {
     pub message: String,
 }
 
-/// The CRD as YAML, for `portico crd` and `manifests/crd.yaml`.
+/// The CRD as YAML, for `portico crd` and `manifests/base/crd.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     serde_yaml::to_string(&Exposure::crd())

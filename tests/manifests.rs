@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/base")
 }
 
 fn documents() -> Vec<Value> {
@@ -148,7 +148,7 @@ fn shipped_configuration_passes_config_check() {
     let docs = documents();
     let cm = find(&docs, "ConfigMap", "portico-config");
     let yaml = cm["data"]["config.yaml"].as_str().unwrap();
-    portico::config::Config::from_yaml(yaml, "manifests/config.yaml").unwrap();
+    portico::config::Config::from_yaml(yaml, "manifests/base/config.yaml").unwrap();
 }
 
 #[test]
@@ -180,6 +180,6 @@ fn crd_manifest_is_generated_from_the_rust_types() {
     let generated = portico::api::crd_yaml().unwrap();
     assert!(
         on_disk == generated,
-        "manifests/crd.yaml is stale: run `portico crd > manifests/crd.yaml` (make manifests)"
+        "manifests/base/crd.yaml is stale: run `portico crd > manifests/base/crd.yaml` (make manifests)"
     );
 }

@@ -1,5 +1,5 @@
 //! A whole Portico loop on loopback: the sandbox API server, Portico's webhook (real TLS, its
-//! caBundle registered from `manifests/webhooks.yaml`) and Portico's provisioner, each reaching
+//! caBundle registered from `manifests/base/webhooks.yaml`) and Portico's provisioner, each reaching
 //! the other through ordinary kubeconfigs and webhook configurations — no test-only code path.
 #![allow(dead_code)]
 
@@ -109,7 +109,7 @@ impl Loop {
         let ca_bundle = bundle.ca_bundle();
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/manifests/webhooks.yaml"
+            "/manifests/base/webhooks.yaml"
         ))
         .expect("webhooks.yaml");
         for doc in serde_yaml::Deserializer::from_str(&text) {
