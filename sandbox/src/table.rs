@@ -19,27 +19,57 @@ fn col(name: &str, kind: &str, priority: i64) -> Value {
     json!({"name": name, "type": kind, "format": format, "description": name, "priority": priority})
 }
 
-/// Evaluates a simple JSONPath (`.a.b`, `.a[0].b`).
+/// Evaluates a simple JSONPath: `.a.b`, `.a[0].b`, and a filter `.a[?(@.type=="Ready")].b`
+/// (the first element that matches), as CRD printer columns use them.
 pub fn json_path(obj: &Value, path: &str) -> Value {
+    // Split on dots outside brackets, so `@.type` inside a filter stays whole.
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    let path = path.trim_start_matches('.');
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                parts.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&path[start..]);
     let mut cur = obj;
-    for part in path.trim_start_matches('.').split('.') {
+    for part in parts {
         if part.is_empty() {
             continue;
         }
-        let (key, idx) = match part.split_once('[') {
-            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, Some(rest.trim_end_matches(']'))),
             None => (part, None),
         };
         cur = match cur.get(key) {
             Some(v) => v,
             None => return Value::Null,
         };
-        if let Some(i) = idx {
-            cur = match cur.get(i) {
-                Some(v) => v,
-                None => return Value::Null,
-            };
-        }
+        let found = match index {
+            None => Some(cur),
+            Some(ix) => match ix.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                Some(filter) => {
+                    let (field, want) = filter.split_once("==").unwrap_or((filter, ""));
+                    let want = want.trim().trim_matches('"').trim_matches('\'');
+                    cur.as_array().and_then(|items| {
+                        items.iter().find(|item| {
+                            item.get(field.trim()).and_then(Value::as_str) == Some(want)
+                        })
+                    })
+                }
+                None => ix.parse::<usize>().ok().and_then(|i| cur.get(i)),
+            },
+        };
+        cur = match found {
+            Some(v) => v,
+            None => return Value::Null,
+        };
     }
     cur.clone()
 }
@@ -334,6 +364,15 @@ mod tests {
         let o = json!({"spec": {"ports": [{"port": 80}]}});
         assert_eq!(json_path(&o, ".spec.ports[0].port"), json!(80));
         assert_eq!(json_path(&o, ".spec.nope"), Value::Null);
+        let st = json!({"status": {"conditions": [{"type": "Conflict", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        assert_eq!(
+            json_path(&st, ".status.conditions[?(@.type==\"Ready\")].status"),
+            json!("True")
+        );
+        assert_eq!(
+            json_path(&st, ".status.conditions[?(@.type==\"Gone\")].status"),
+            Value::Null
+        );
         assert!(wants_table(
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         ));
