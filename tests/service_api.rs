@@ -139,6 +139,31 @@ async fn start_poll_until_running_then_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_kubeconfig_impersonating_the_trusted_submitter() {
+    // As `portico serve --api` runs it: api.kubeconfig, api.context and api.impersonate.
+    let env = ApiEnv::start_as(&shipped_descriptions(), |_| {}, true).await;
+    let r = env
+        .start_service("lab-5", "s1", "jupyterlab", "carol")
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let pod = env
+        .lp
+        .sandbox
+        .object("", "pods", NAMESPACE, "lab-5")
+        .unwrap();
+    let prefix = route_prefix(&env.config, "portal_carol");
+    assert_eq!(
+        pod["metadata"]["labels"]["jarvice-job-ipaddr"],
+        format!("{prefix}-lab-5")
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["portico.dev/user"],
+        "portal_carol"
+    );
+    env.poll_until("lab-5", "running", 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flask_template_with_its_own_exposure_gets_an_ingress_host() {
     let env = ApiEnv::start(&shipped_descriptions(), |_| {}).await;
     let r = env.start_service("web-1", "s1", "flask", "bob").await;

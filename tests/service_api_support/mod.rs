@@ -101,6 +101,16 @@ pub struct Reply {
 impl ApiEnv {
     /// Starts everything with templates from `descriptions`; `tweak` may change the config.
     pub async fn start(descriptions: &Path, tweak: impl FnOnce(&mut Config)) -> ApiEnv {
+        Self::start_as(descriptions, tweak, false).await
+    }
+
+    /// With `impersonating`, the API is started as `portico serve --api` starts it: from a
+    /// kubeconfig file (the sandbox's `admin` context) impersonating `portal`.
+    pub async fn start_as(
+        descriptions: &Path,
+        tweak: impl FnOnce(&mut Config),
+        impersonating: bool,
+    ) -> ApiEnv {
         init_logging();
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("portal.token");
@@ -156,10 +166,21 @@ impl ApiEnv {
         let files = bundle.write_to(&dir.path().join("certs")).unwrap();
         let mut opts = ApiOptions::new(&files.cert, &files.key);
         opts.listen = "127.0.0.1:0".parse().unwrap();
-        let kube = lp.client("portal").await;
-        let api = portico::service_api::start(opts, Arc::new(config.clone()), kube)
-            .await
-            .unwrap();
+        let api = if impersonating {
+            let kubeconfig = dir.path().join("kubeconfig");
+            lp.sandbox.write_kubeconfig(&kubeconfig).unwrap();
+            config.api.kubeconfig = Some(kubeconfig.display().to_string());
+            config.api.context = Some("admin".into());
+            config.api.impersonate = Some("portal".into());
+            portico::service_api::start_for_serve(opts, &config)
+                .await
+                .unwrap()
+        } else {
+            let kube = lp.client("portal").await;
+            portico::service_api::start(opts, Arc::new(config.clone()), kube)
+                .await
+                .unwrap()
+        };
         let mut roots = RootCertStore::empty();
         let ca = std::fs::read(files.ca.clone()).unwrap();
         for cert in CertificateDer::pem_slice_iter(&ca) {
