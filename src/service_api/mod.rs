@@ -159,6 +159,10 @@ pub async fn start(
 pub async fn start_for_serve(opts: ApiOptions, config: &Config) -> anyhow::Result<RunningApi> {
     use anyhow::Context as _;
     let api = &config.api;
+    if api.clients.is_empty() {
+        // Said before any cluster is looked for: it is the first thing to fix.
+        return Err(ApiStartError::NoClients.into());
+    }
     let options = kube::config::KubeConfigOptions {
         context: api.context.clone(),
         ..Default::default()
