@@ -275,6 +275,23 @@ async fn deployments_and_pod_logs() {
     let pod_name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
     assert!(pod_name.starts_with(rs[0]["metadata"]["name"].as_str().unwrap()));
     assert!(pods[0]["metadata"]["labels"]["pod-template-hash"].is_string());
+    // Logs and events of a failed pod: a lone pod, because a ReplicaSet replaces (and so
+    // deletes) a failed pod of its own at any moment, taking its log with it.
+    let solo = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo"},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+    assert_eq!(
+        post(&sb, "user1", &format!("/api/v1/namespaces/{ns}/pods"), solo)
+            .await
+            .code,
+        201
+    );
+    let nsc = ns.clone();
+    wait_for(Duration::from_secs(5), || {
+        h.object("", "pods", &nsc, "solo")
+            .filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    let pod_name = "solo".to_string();
     sb.fail_pod(&ns, &pod_name, "Error", "boom: out of cheese")
         .await
         .unwrap();
