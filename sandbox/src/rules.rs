@@ -302,8 +302,7 @@ pub fn bump_generation(old: &Value, new: &mut Value) {
 
 fn used_node_ports(store: &Store, except: (&str, &str)) -> BTreeSet<i64> {
     store
-        .list(&GroupResource::new("", "services"), None)
-        .iter()
+        .iter(&GroupResource::new("", "services"))
         .filter(|s| (meta_str(s, "namespace"), meta_str(s, "name")) != except)
         .flat_map(|s| {
             s.pointer("/spec/ports")
@@ -317,8 +316,7 @@ fn used_node_ports(store: &Store, except: (&str, &str)) -> BTreeSet<i64> {
 
 fn used_cluster_ips(store: &Store) -> BTreeSet<String> {
     store
-        .list(&GroupResource::new("", "services"), None)
-        .iter()
+        .iter(&GroupResource::new("", "services"))
         .filter_map(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str))
         .map(str::to_string)
         .collect()

@@ -158,6 +158,12 @@ impl Store {
         }
     }
 
+    /// Every object of a resource in all namespaces, borrowed (no clones: the allocation rules
+    /// read every Service on each Service write).
+    pub fn iter(&self, gr: &GroupResource) -> impl Iterator<Item = &Value> {
+        self.objects.get(gr).into_iter().flat_map(|b| b.values())
+    }
+
     /// Every stored object with its resource key.
     pub fn all(&self) -> impl Iterator<Item = (&GroupResource, &Value)> {
         self.objects

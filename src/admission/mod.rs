@@ -144,8 +144,10 @@ impl Webhook {
                 let patch = if edits.is_empty() {
                     None
                 } else {
-                    let object = request.object.as_ref().cloned().unwrap_or_default();
-                    Some(patch::build(&request.kind, &object, &edits))
+                    // Borrowed, not cloned: the patch only reads which maps exist.
+                    let none = core::Object::default();
+                    let object = request.object.as_ref().unwrap_or(&none);
+                    Some(patch::build(&request.kind, object, &edits))
                 };
                 Ok((patch, warnings))
             }

@@ -185,7 +185,7 @@ async fn run_scale(args: &Args, pods: usize, quiet_seconds: u64) -> anyhow::Resu
                 dir.join("portico.log").display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let converge_seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = cpu_time(pid)?.saturating_sub(cpu_before).as_secs_f64();
