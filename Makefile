@@ -5,7 +5,7 @@ TOOLS := $(CURDIR)/.tools
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
-.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy
+.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest
 
 # `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
 # the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
@@ -69,3 +69,8 @@ clean:
 # Prints the tables; results in target/bench/. See docs/performance.md.
 bench:
 	scripts/bench.sh
+
+# Fuzzing (cargo-fuzz, stable toolchain): each target for FUZZ_SECONDS (default 60). Findings
+# land in fuzz/artifacts/; see fuzz/README.md.
+fuzz:
+	fuzz/run.sh
