@@ -74,3 +74,10 @@ bench:
 # land in fuzz/artifacts/; see fuzz/README.md.
 fuzz:
 	fuzz/run.sh
+
+# Overload, certificate rotation and broken pairs against `portico serve --no-controller` (release
+# build, loopback only, about two minutes). Table in target/loadtest/report.md; see
+# docs/reliability.md. LOADTEST_RATE (default 100/s), LOADTEST_BURST, LOADTEST_SCALE tune it.
+loadtest:
+	$(CARGO) build --release --bin portico --example loadtest
+	target/release/examples/loadtest
