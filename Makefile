@@ -5,7 +5,7 @@ TOOLS := $(CURDIR)/.tools
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
-.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest
+.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest faults
 
 # `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
 # the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
@@ -81,3 +81,8 @@ fuzz:
 loadtest:
 	$(CARGO) build --release --bin portico --example loadtest
 	target/release/examples/loadtest
+
+# The provisioner under apiserver faults with the error storm and watch cutting held for a full
+# minute (make test runs the same tests for 10 s); prints the FIGURES lines.
+faults:
+	FAULTS_SECONDS=60 $(CARGO) test --test faults_controller -- --nocapture --test-threads 1

@@ -237,18 +237,17 @@ fn templates(webhook: &Webhook) -> anyhow::Result<Vec<Template>> {
     Ok(out)
 }
 
+/// A pooled HTTP/2 connection and when it was opened.
+type Pooled = (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    Instant,
+);
+
 /// The client side: trusted CAs (switchable), pooled HTTP/2 connections.
 struct Client {
     addr: SocketAddr,
     config: RwLock<Arc<ClientConfig>>,
-    pool: Vec<
-        tokio::sync::Mutex<
-            Option<(
-                hyper::client::conn::http2::SendRequest<Full<Bytes>>,
-                Instant,
-            )>,
-        >,
-    >,
+    pool: Vec<tokio::sync::Mutex<Option<Pooled>>>,
 }
 
 fn client_config(cas: &[&str], alpn: &[u8]) -> anyhow::Result<Arc<ClientConfig>> {
@@ -851,7 +850,7 @@ async fn main() -> anyhow::Result<()> {
     let server_switch = server_log
         .lines()
         .find(|l| l.contains("serving certificate reloaded") && l.contains(&new_sha))
-        .and_then(|l| log_time_of_day(l))
+        .and_then(log_time_of_day)
         .map(|t| t - time_of_day(written_wall));
     let rejected_lines = server_log
         .lines()

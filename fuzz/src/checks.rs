@@ -15,8 +15,10 @@ use serde_json::Value;
 /// Configurations every review input is judged under: the default, strict mode, and namespace
 /// identity.
 pub fn webhooks() -> Vec<Webhook> {
-    let mut strict = Config::default();
-    strict.strict = true;
+    let strict = Config {
+        strict: true,
+        ..Config::default()
+    };
     let mut namespace = Config::default();
     namespace.identity.mode = portico::config::IdentityMode::Namespace;
     vec![
