@@ -104,13 +104,31 @@ fn backoff(attempts: u32) -> Duration {
 
 /// Keeps only what a pass needs of a pod: metadata (no managed fields) and readiness.
 fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.finalizers = None;
+    meta.generate_name = None;
+    // Of the annotations only the completion index matters here; others (a
+    // last-applied-configuration, say) can be larger than the rest of the pod.
+    meta.annotations = meta.annotations.take().and_then(|mut a| {
+        let index = a.remove(desired_index::JOB_INDEX)?;
+        Some(std::collections::BTreeMap::from([(
+            desired_index::JOB_INDEX.to_string(),
+            index,
+        )]))
+    });
     pod.spec = None;
     if let Some(status) = pod.status.as_mut() {
-        let ready = status
-            .conditions
-            .take()
-            .map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect());
+        let ready = status.conditions.take().map(|c| {
+            c.into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    ..Default::default()
+                })
+                .collect()
+        });
         *status = k8s_openapi::api::core::v1::PodStatus {
             phase: status.phase.take(),
             conditions: ready,
@@ -119,13 +137,23 @@ fn strip_pod(pod: &mut Pod) {
     }
 }
 
+/// Dropped from workloads before they are stored: large, and never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 macro_rules! strip_workload {
     ($name:ident, $t:ty) => {
         fn $name(w: &mut $t) {
             w.metadata.managed_fields = None;
+            if let Some(a) = w.metadata.annotations.as_mut() {
+                a.remove(LAST_APPLIED);
+            }
             w.status = None;
             if let Some(spec) = w.spec.as_mut() {
                 spec.template.spec = None;
+                if let Some(m) = spec.template.metadata.as_mut() {
+                    m.annotations = None;
+                    m.managed_fields = None;
+                }
             }
         }
     };
