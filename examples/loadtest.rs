@@ -14,6 +14,7 @@
 //! | recovery | the expected rate again: latency must come back to the baseline's |
 //! | rotation | 5x, while the certificate files are replaced by a new key from a new CA (as the kubelet swaps a Secret volume: one atomic symlink switch); the client trusts old + new CA during the overlap, then the new CA only |
 //! | bad pairs | 2x, while a mismatched pair and then an expired pair land on disk: the server must keep the last good certificate, log an error and count `portico_certificate_reloads_total{result="failed"}` |
+//! | idle | 2,000 connections past their handshake and silent, held open while the expected rate flows |
 //!
 //! Every reply is checked: its `uid` must be the one sent, and the rest of the answer must equal
 //! what `Webhook::answer` gives for the same review (verdict, patch, warnings). Most traffic is
@@ -24,7 +25,8 @@
 //! Output: a table on stdout and `target/loadtest/report.md`; the server's log in
 //! `target/loadtest/server.log`. Exit status 1 when any request failed or was answered wrongly,
 //! or the rotation checks failed. Knobs (environment): `LOADTEST_RATE`, `LOADTEST_BURST`,
-//! `LOADTEST_SCALE` (multiplies every phase's duration, default 1), `PORTICO_BIN` (default: the
+//! `LOADTEST_SCALE` (multiplies every phase's duration, default 1), `LOADTEST_IDLE` (idle
+//! connections held open in the last phase, default 2,000), `PORTICO_BIN` (default: the
 //! `portico` next to this example).
 
 use std::collections::BTreeMap;
@@ -541,6 +543,22 @@ async fn ready(ops: SocketAddr) -> bool {
     matches!(sender.send_request(request).await, Ok(r) if r.status() == StatusCode::OK)
 }
 
+/// Raises this process's soft limit on open files (up to the hard limit) for the idle phase.
+fn raise_fd_limit(wanted: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let current = getrlimit(Resource::Nofile);
+    if current.current.is_some_and(|soft| soft < wanted) {
+        let target = current.maximum.map_or(wanted, |hard| hard.min(wanted));
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: current.maximum,
+            },
+        );
+    }
+}
+
 /// Seconds since midnight UTC.
 fn time_of_day(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -574,6 +592,9 @@ async fn main() -> anyhow::Result<()> {
     let rate: u64 = env_or("LOADTEST_RATE", 100);
     let burst: u64 = env_or("LOADTEST_BURST", 2000);
     let scale: f64 = env_or("LOADTEST_SCALE", 1.0);
+    let idle_n: usize = env_or("LOADTEST_IDLE", 2000);
+    // Before the server starts, so that it inherits the limit too.
+    raise_fd_limit(idle_n as u64 + 1024);
     let secs = |s: f64| Duration::from_secs_f64(s * scale);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = root.join("target/loadtest");
@@ -861,6 +882,37 @@ async fn main() -> anyhow::Result<()> {
             "bad pairs: {rejected_lines} error lines in the log, expected 2"
         ));
     }
+    // Idle connections: `LOADTEST_IDLE` (default 2,000) finished handshakes that then say nothing,
+    // held open while the expected rate flows: what each costs the server, and that it still
+    // answers in time.
+    let rss_before_idle = proc.status_kib("VmRSS:");
+    let mut idle = Vec::with_capacity(idle_n);
+    for i in 0..idle_n {
+        let alpn: &[u8] = if i % 2 == 0 { b"h2" } else { b"http/1.1" };
+        match client.tls(alpn).await {
+            Ok((tls, _)) => idle.push(tls),
+            Err(e) => {
+                problems.push(format!("idle connection {i}: {e}"));
+                break;
+            }
+        }
+    }
+    let rss_with_idle = proc.status_kib("VmRSS:");
+    let (r, count) = steady(1, secs(5.0));
+    let cpu0 = proc.cpu_ticks();
+    let t0 = Instant::now();
+    let tally = load
+        .run(count, |i| Duration::from_secs_f64(i as f64 / r as f64))
+        .await;
+    rows.push(run_phase(
+        format!("{} idle connections open ({r}/s)", idle.len()),
+        tally,
+        count,
+        t0.elapsed().as_secs_f64(),
+        cpu0,
+    ));
+    let idle_open = idle.len();
+    drop(idle);
     if !ready(ops).await {
         problems.push("/readyz fails at the end".into());
     }
@@ -906,6 +958,11 @@ async fn main() -> anyhow::Result<()> {
         rss_idle as f64 / 1024.0,
         rss_end as f64 / 1024.0,
         hwm as f64 / 1024.0
+    ));
+    report.push_str(&format!(
+        "idle connections: {idle_open} open added {:.1} MiB to the server's RSS ({:.1} KiB each; HTTP/1 ones are closed after the 10 s header timeout, HTTP/2 ones after the 90 s idle timeout)\n",
+        (rss_with_idle as f64 - rss_before_idle as f64) / 1024.0,
+        (rss_with_idle as f64 - rss_before_idle as f64) / idle_open.max(1) as f64
     ));
     report.push_str(&format!(
         "rotation: new certificate (new key, new CA) served {} after the files changed; reloads ok={ok_after_rotation}, failed={failed_after_rotation} (before: {failed_before})\n",
