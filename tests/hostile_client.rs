@@ -1081,9 +1081,11 @@ async fn two_thousand_idle_connections() {
     const IDLE: usize = 2_000;
     let limit = raise_fd_limit(2 * IDLE as u64 + 512);
     assert!(
-        limit >= 2 * IDLE as u64 + 256,
+        // Both ends of 2,000 connections, plus a margin for the rest of this binary's tests
+        // (a 4,096 hard limit, common on CI machines, is enough).
+        limit >= 2 * IDLE as u64 + 64,
         "this test needs {} open files; the hard limit allows {limit}",
-        2 * IDLE + 256
+        2 * IDLE + 64
     );
     let ts = TestServer::start_with(Limits {
         // Long enough that none of the 2,000 is closed for idleness while the rest open.
