@@ -941,6 +941,50 @@ pub fn verb_of(
     }
 }
 
+/// `limit` and `continue`, as clients page through large lists (kube-rs asks for 500 at a time).
+/// The token is `<resourceVersion>:<offset>`; every page reports the first page's
+/// resourceVersion, so a watch that follows replays whatever changed while paging (the real
+/// apiserver serves all pages from one snapshot instead).
+fn paginate(list: &mut Value, query: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let Some(limit) = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+    else {
+        return Ok(());
+    };
+    let (rv, offset) = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let parsed = token
+                .split_once(':')
+                .and_then(|(rv, off)| Some((rv.to_string(), off.parse::<usize>().ok()?)));
+            parsed
+                .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))?
+        }
+        None => (
+            list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .to_string(),
+            0,
+        ),
+    };
+    let items = list["items"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
+    let next = offset + page.len();
+    list["items"] = Value::Array(page);
+    list["metadata"]["resourceVersion"] = json!(rv);
+    if next < total {
+        list["metadata"]["continue"] = json!(format!("{rv}:{next}"));
+        list["metadata"]["remainingItemCount"] = json!(total - next);
+    }
+    Ok(())
+}
+
 fn selectors(query: &BTreeMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
@@ -1043,7 +1087,9 @@ async fn handle(
         "list" => {
             let (l, f) = selectors(q)?;
             let scope = t.namespace.as_deref();
-            Ok(Reply::ok(200, list(shared, info, scope, &l, &f), vec![]))
+            let mut out = list(shared, info, scope, &l, &f);
+            paginate(&mut out, q)?;
+            Ok(Reply::ok(200, out, vec![]))
         }
         "watch" => {
             let (mut l, mut f) = selectors(q)?;

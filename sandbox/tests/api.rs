@@ -722,3 +722,57 @@ async fn discovery_documents() {
     assert!(o3.body["paths"]["api/v1"]["serverRelativeURL"].is_string());
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn lists_page_with_limit_and_continue() {
+    let sb = start().await;
+    let ns = sb.create_namespace("page").await.unwrap();
+    for i in 0..7 {
+        let cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}});
+        let r = sb
+            .request(
+                "admin",
+                "POST",
+                &format!("/api/v1/namespaces/{ns}/configmaps"),
+                Some(cm),
+            )
+            .await;
+        assert_eq!(r.code, 201);
+    }
+    let mut names = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    let mut first_rv = None;
+    loop {
+        let path = format!("/api/v1/namespaces/{ns}/configmaps?limit=3&continue={token}");
+        let r = sb.request("admin", "GET", &path, None).await;
+        assert_eq!(r.code, 200, "{}", r.body);
+        pages += 1;
+        let rv = r.body["metadata"]["resourceVersion"].clone();
+        assert_eq!(
+            *first_rv.get_or_insert(rv.clone()),
+            rv,
+            "pages share one resourceVersion"
+        );
+        for item in r.body["items"].as_array().unwrap() {
+            names.push(item["metadata"]["name"].as_str().unwrap().to_string());
+        }
+        match r.body["metadata"]["continue"].as_str() {
+            Some(next) => token = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    let bad = sb
+        .request(
+            "admin",
+            "GET",
+            &format!("/api/v1/namespaces/{ns}/configmaps?limit=3&continue=nonsense"),
+            None,
+        )
+        .await;
+    assert_eq!(bad.code, 400);
+    sb.shutdown().await;
+}
