@@ -1,8 +1,8 @@
 //! The provisioner: watches → in-memory stores → desired state → one writer.
 //!
 //! It watches only what it needs — Exposures, the Services and Ingresses Portico manages (by
-//! label), pods that carry a routing label (by label selector; only their metadata and readiness
-//! are kept), and workloads (metadata and template labels only) — and after every change runs one
+//! label), pods that carry a routing label (by label selector; only a compact entry of their
+//! route value, owner and readiness is kept: [`pods`]), and workloads (metadata and template labels only) — and after every change runs one
 //! reconcile pass over everything. A pass computes desired objects with [`crate::core::desired`],
 //! compares them with what it saw, and writes only the difference: server-side apply under
 //! Portico's field manager for Services and Ingresses, a status patch for Exposures, a label patch
@@ -12,6 +12,7 @@
 
 pub mod lease;
 pub mod metrics;
+pub mod pods;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -73,7 +74,7 @@ struct Stores {
     exposures: Store<Exposure>,
     services: Store<Service>,
     ingresses: Store<Ingress>,
-    pods: Store<Pod>,
+    pods: pods::PodCache,
     jobs: Store<Job>,
     statefulsets: Store<StatefulSet>,
     deployments: Store<Deployment>,
@@ -100,41 +101,6 @@ fn backoff(attempts: u32) -> Duration {
     MIN_BACKOFF
         .saturating_mul(1u32 << attempts.min(7))
         .min(MAX_BACKOFF)
-}
-
-/// Keeps only what a pass needs of a pod: metadata (no managed fields) and readiness.
-fn strip_pod(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    meta.finalizers = None;
-    meta.generate_name = None;
-    // Of the annotations only the completion index matters here; others (a
-    // last-applied-configuration, say) can be larger than the rest of the pod.
-    meta.annotations = meta.annotations.take().and_then(|mut a| {
-        let index = a.remove(desired_index::JOB_INDEX)?;
-        Some(std::collections::BTreeMap::from([(
-            desired_index::JOB_INDEX.to_string(),
-            index,
-        )]))
-    });
-    pod.spec = None;
-    if let Some(status) = pod.status.as_mut() {
-        let ready = status.conditions.take().map(|c| {
-            c.into_iter()
-                .filter(|c| c.type_ == "Ready")
-                .map(|c| k8s_openapi::api::core::v1::PodCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    ..Default::default()
-                })
-                .collect()
-        });
-        *status = k8s_openapi::api::core::v1::PodStatus {
-            phase: status.phase.take(),
-            conditions: ready,
-            ..Default::default()
-        };
-    }
 }
 
 /// Dropped from workloads before they are stored: large, and never read.
@@ -256,7 +222,12 @@ impl Provisioner {
                 notify.clone(),
             ),
             ingresses: spawn_watch(Api::all(client.clone()), managed, no_strip, notify.clone()),
-            pods: spawn_watch(Api::all(client.clone()), routed, strip_pod, notify.clone()),
+            pods: pods::PodCache::spawn(
+                Api::all(client.clone()),
+                routed,
+                policy.clone(),
+                notify.clone(),
+            ),
             jobs: spawn_watch(
                 Api::all(client.clone()),
                 watcher::Config::default(),
@@ -294,7 +265,10 @@ impl Provisioner {
         listed(&s.exposures, "exposures").await?;
         listed(&s.services, "services").await?;
         listed(&s.ingresses, "ingresses").await?;
-        listed(&s.pods, "pods").await?;
+        s.pods
+            .listed()
+            .await
+            .map_err(|e| ProvisionerError::Sync("pods", e.to_string()))?;
         listed(&s.jobs, "jobs").await?;
         listed(&s.statefulsets, "statefulsets").await?;
         listed(&s.deployments, "deployments").await
@@ -475,11 +449,17 @@ impl Provisioner {
             .passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
-        let pods = self.stores.pods.state();
-        let counts = PodIndex::new(&self.policy, &pods);
+        let policy = self.policy.clone();
+        let (counts, facts, pod_count) = self.stores.pods.read(|pods| {
+            (
+                PodIndex::new(&policy, pods.values()),
+                pod0_facts(pods.values()),
+                pods.len(),
+            )
+        });
         self.exposures(&counts).await;
         self.jobs().await;
-        self.pod0(&pods).await;
+        self.pod0(facts).await;
         let services = self.stores.services.state();
         let node_ports = services
             .iter()
@@ -490,7 +470,7 @@ impl Provisioner {
             exposures: self.stores.exposures.state().len(),
             services: services.len(),
             ingresses: self.stores.ingresses.state().len(),
-            pods: pods.len(),
+            pods: pod_count,
             node_ports,
             pending_retries: self.failures.len(),
         };
@@ -906,47 +886,8 @@ impl Provisioner {
     }
 
     /// The pod0 election for jobs without indices.
-    async fn pod0(&mut self, pods: &[Arc<Pod>]) {
+    async fn pod0(&mut self, facts: Vec<(PodFacts, String)>) {
         let policy = self.policy.clone();
-        let facts: Vec<(PodFacts, String)> = pods
-            .iter()
-            .filter_map(|p| {
-                let labels = p.metadata.labels.as_ref()?;
-                let route = labels.get(policy.job_label())?;
-                let controller = p
-                    .metadata
-                    .owner_references
-                    .as_ref()?
-                    .iter()
-                    .find(|o| o.controller == Some(true))?;
-                let annotations = p.metadata.annotations.as_ref();
-                let indexed = labels.contains_key(desired_index::POD_INDEX)
-                    || labels.contains_key(desired_index::JOB_INDEX)
-                    || annotations.is_some_and(|a| a.contains_key(desired_index::JOB_INDEX));
-                let status = p.status.as_ref();
-                let ready = status.and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                        c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    });
-                Some((
-                    PodFacts {
-                        name: p.name_any(),
-                        group: (controller.uid.clone(), route.clone()),
-                        indexed,
-                        has_pod0: labels.contains_key(policy.pod0_label()),
-                        ready,
-                        deleting: p.metadata.deletion_timestamp.is_some(),
-                        created: p
-                            .metadata
-                            .creation_timestamp
-                            .as_ref()
-                            .map(|t| t.0.to_rfc3339())
-                            .unwrap_or_default(),
-                    },
-                    p.namespace().unwrap_or_default(),
-                ))
-            })
-            .collect();
         // Groups are per namespace too: elect within each.
         let mut by_ns: BTreeMap<String, Vec<PodFacts>> = BTreeMap::new();
         for (f, ns) in facts {
@@ -983,7 +924,24 @@ impl Provisioner {
     }
 }
 
-use crate::core::decision as desired_index;
+/// The election's view of each pod that a controller owns, with its namespace.
+fn pod0_facts<'a>(pods: impl Iterator<Item = &'a pods::PodEntry>) -> Vec<(PodFacts, String)> {
+    pods.filter_map(|p| {
+        Some((
+            PodFacts {
+                name: p.name.clone(),
+                group: (p.controller.clone()?, p.route.clone()),
+                indexed: p.indexed,
+                has_pod0: p.has_pod0,
+                ready: p.ready,
+                deleting: p.deleting,
+                created: p.created.clone(),
+            },
+            p.namespace.clone(),
+        ))
+    })
+    .collect()
+}
 
 fn owner_of<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Owner {
     Owner {
@@ -1014,22 +972,23 @@ struct PodIndex {
 }
 
 impl PodIndex {
-    fn new(policy: &Policy, pods: &[Arc<Pod>]) -> Self {
+    fn new<'a>(policy: &Policy, pods: impl Iterator<Item = &'a pods::PodEntry>) -> Self {
         let mut counts = HashMap::new();
-        for p in pods {
-            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                && p.metadata.deletion_timestamp.is_none();
-            let (Some(labels), true) = (p.metadata.labels.as_ref(), running) else {
-                continue;
+        for p in pods.filter(|p| p.running && !p.deleting) {
+            let owner = p.owner.clone().unwrap_or_default();
+            let mut count = |key: &str| {
+                *counts
+                    .entry((
+                        p.namespace.clone(),
+                        key.to_string(),
+                        p.route.clone(),
+                        owner.clone(),
+                    ))
+                    .or_insert(0) += 1;
             };
-            let owner = labels.get(&policy.owner_label).cloned().unwrap_or_default();
-            let ns = p.namespace().unwrap_or_default();
-            for key in [policy.job_label(), policy.pod0_label()] {
-                if let Some(v) = labels.get(key) {
-                    *counts
-                        .entry((ns.clone(), key.to_string(), v.clone(), owner.clone()))
-                        .or_insert(0) += 1;
-                }
+            count(policy.job_label());
+            if p.has_pod0 {
+                count(policy.pod0_label());
             }
         }
         PodIndex {
