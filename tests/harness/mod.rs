@@ -40,11 +40,6 @@ impl RunningProvisioner {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
-
-    /// Stops without releasing the Lease (a crash).
-    pub fn kill(self) {
-        self.task.abort();
-    }
 }
 
 pub struct Loop {
