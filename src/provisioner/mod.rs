@@ -708,41 +708,19 @@ impl Provisioner {
                 .cloned()
         };
         let mut work: Vec<(ObjectMeta, Owner, Map)> = Vec::new();
-        for j in self.stores.jobs.state() {
-            let labels = j
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            work.push((j.metadata.clone(), owner_of::<Job>(&j.metadata), labels));
-        }
-        for s in self.stores.statefulsets.state() {
-            let labels = s
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            work.push((
-                s.metadata.clone(),
-                owner_of::<StatefulSet>(&s.metadata),
-                labels,
-            ));
-        }
-        for d in self.stores.deployments.state() {
-            let labels = d
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            work.push((
-                d.metadata.clone(),
-                owner_of::<Deployment>(&d.metadata),
-                labels,
-            ));
-        }
+        work.extend(
+            self.stores
+                .jobs
+                .state()
+                .iter()
+                .map(|j| workload_entry::<Job>(&j.metadata, j.spec.as_ref().map(|s| &s.template))),
+        );
+        work.extend(self.stores.statefulsets.state().iter().map(|s| {
+            workload_entry::<StatefulSet>(&s.metadata, s.spec.as_ref().map(|s| &s.template))
+        }));
+        work.extend(self.stores.deployments.state().iter().map(|d| {
+            workload_entry::<Deployment>(&d.metadata, d.spec.as_ref().map(|s| &s.template))
+        }));
         for (meta, owner, labels) in work {
             let request = JobExposureRequest {
                 expose: ann(&meta, "expose"),
@@ -941,6 +919,19 @@ fn pod0_facts<'a>(pods: impl Iterator<Item = &'a pods::PodEntry>) -> Vec<(PodFac
         ))
     })
     .collect()
+}
+
+/// A workload as per-job exposure reads it: its metadata, itself as an owner, and the labels
+/// Portico stamped on its pod template.
+fn workload_entry<K: Resource<DynamicType = ()>>(
+    meta: &ObjectMeta,
+    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
+) -> (ObjectMeta, Owner, Map) {
+    let labels = template
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    (meta.clone(), owner_of::<K>(meta), labels)
 }
 
 fn owner_of<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Owner {
