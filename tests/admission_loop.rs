@@ -3,33 +3,13 @@
 //! with Portico down, `failurePolicy: Fail` refuses the pod. And `make run`'s scene plays.
 
 mod harness;
+mod kubectl_bin;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use harness::{eventually, Loop};
-
-/// The kubectl `make test` installs (`KUBECTL`), or `.tools/`. Missing is a failure under CI.
-fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl/bin/kubectl")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "kubectl missing at {}: `make test` installs it (make kubectl)",
-        path.display()
-    );
-    eprintln!(
-        "kubectl not installed ({}); run `make kubectl` — skipping",
-        path.display()
-    );
-    None
-}
+use kubectl_bin::kubectl;
 
 struct Kubectl {
     bin: PathBuf,
@@ -39,32 +19,8 @@ struct Kubectl {
 impl Kubectl {
     /// Runs kubectl as `context`; returns (success, stdout, stderr).
     fn run(&self, context: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        use std::io::Write;
-        let mut child = Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--context", context, "-n", "team", "--request-timeout=10s"])
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write stdin");
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().expect("kubectl output");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let r = kubectl_bin::run(&self.bin, &self.kubeconfig, context, args, stdin);
+        (r.ok, r.out, r.err)
     }
 }
 

@@ -5,30 +5,15 @@
 //! document is reproduced by this test rather than written by hand.
 
 mod harness;
+mod kubectl_bin;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use harness::{eventually, test_config, Loop};
+use kubectl_bin::kubectl;
 use portico::config::AuditMode;
-
-fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl/bin/kubectl")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "kubectl missing: make kubectl"
-    );
-    eprintln!("kubectl not installed; run `make kubectl` — skipping");
-    None
-}
 
 /// One kubectl run as it appears in the transcript.
 struct Step {
@@ -46,31 +31,11 @@ struct Session {
 impl Session {
     /// Runs `kubectl --context <as> -n team ARGS` (stdin optional) and records it.
     fn run(&mut self, who: &str, args: &[&str], stdin: Option<&str>) -> Step {
-        use std::io::Write;
-        let mut child = Command::new(&self.bin)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--context", who, "-n", "team", "--request-timeout=10s"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("stdin");
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().expect("kubectl");
+        let ran = kubectl_bin::run(&self.bin, &self.kubeconfig, who, args, stdin);
         let step = Step {
-            ok: out.status.success(),
-            out: String::from_utf8_lossy(&out.stdout).into_owned(),
-            err: String::from_utf8_lossy(&out.stderr).into_owned(),
+            ok: ran.ok,
+            out: ran.out,
+            err: ran.err,
         };
         let shown = args.join(" ");
         let _ = writeln!(self.transcript, "```console");

@@ -3,6 +3,8 @@
 //! the Dockerfile builds a non-root image of the one binary, the NetworkPolicy example is valid,
 //! and `make deploy` refuses clearly when no cluster answers.
 
+mod kubectl_bin;
+use kubectl_bin::kubectl;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,21 +17,6 @@ fn root() -> PathBuf {
 }
 
 /// The kubectl `make test` installs; missing is a failure under CI.
-fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".tools/kubectl/bin/kubectl"));
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "kubectl missing: make kubectl"
-    );
-    eprintln!("kubectl not installed; run `make kubectl` — skipping");
-    None
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir") {
