@@ -574,6 +574,65 @@ pub struct JobExposureRequest {
     pub headless: bool,
 }
 
+impl JobExposureRequest {
+    /// Reads the request from a workload's annotations (`<domain>/expose`, `/ports`,
+    /// `/node-port`, `/headless`).
+    pub fn from_annotations(domain: &str, annotations: Option<&Map>) -> JobExposureRequest {
+        let get = |k: &str| {
+            annotations
+                .and_then(|a| a.get(&format!("{domain}/{k}")))
+                .cloned()
+        };
+        JobExposureRequest {
+            expose: get("expose"),
+            ports: get("ports"),
+            node_port: get("node-port"),
+            headless: get("headless").is_some_and(|v| v == "true"),
+        }
+    }
+
+    /// Whether the workload asks for anything at all.
+    pub fn is_requested(&self) -> bool {
+        self.expose.is_some() || self.headless
+    }
+}
+
+/// The `name=port,…` summary of a Service's node ports, written back onto its workload; `None`
+/// until the cluster has assigned one.
+pub fn node_ports_summary(service: &Service) -> Option<String> {
+    let assigned: Vec<String> = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some(format!("{}={}", p.name.as_deref()?, p.node_port?)))
+        .collect();
+    (!assigned.is_empty()).then(|| assigned.join(","))
+}
+
+/// A problem an Exposure's new status shows that its old one did not (a conflict, a refusal, an
+/// unusable spec) — reported once, as an Event, when it appears. Waiting states are no problem.
+pub fn new_problem(before: &ExposureStatus, after: &ExposureStatus) -> Option<(String, String)> {
+    let problem = |s: &ExposureStatus| {
+        s.conditions
+            .iter()
+            .find(|c| {
+                c.type_ == "Ready"
+                    && c.status == "False"
+                    && !matches!(
+                        c.reason.as_str(),
+                        "Provisioning" | "NoPods" | "WaitingForAddress"
+                    )
+            })
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    match (problem(before), problem(after)) {
+        (old, Some(new)) if old.as_ref().map(|o| &o.0) != Some(&new.0) => Some(new),
+        _ => None,
+    }
+}
+
 /// The Services (and Ingress) a workload annotated for per-job exposure should own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPlan {
@@ -1030,6 +1089,62 @@ mod tests {
                 .contains("carry no jarvice-job-ipaddr"),
             "{unstamped}"
         );
+    }
+
+    #[test]
+    fn per_job_request_reads_the_annotations_and_node_ports_are_summarised() {
+        let ann = Map::from([
+            ("portico.dev/expose".into(), "NodePort".into()),
+            ("portico.dev/headless".into(), "true".into()),
+            ("other/expose".into(), "LoadBalancer".into()),
+        ]);
+        let r = JobExposureRequest::from_annotations("portico.dev", Some(&ann));
+        assert_eq!(
+            (r.expose.as_deref(), r.headless, r.ports.as_deref()),
+            (Some("NodePort"), true, None)
+        );
+        assert!(r.is_requested());
+        assert!(!JobExposureRequest::from_annotations("portico.dev", None).is_requested());
+        let plan = exposure_plan(
+            &Policy::default(),
+            "team",
+            &owner("web"),
+            &spec("x", ServiceType::NodePort),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            node_ports_summary(&plan.service).as_deref(),
+            Some("http=30080")
+        );
+        let mut unassigned = plan.service.clone();
+        unassigned.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = None;
+        assert_eq!(node_ports_summary(&unassigned), None);
+    }
+
+    #[test]
+    fn a_problem_is_reported_once_when_it_appears() {
+        let with = |reason: &str| ExposureStatus {
+            conditions: vec![condition(
+                "Ready",
+                false,
+                reason,
+                format!("{reason} happened"),
+            )],
+            ..ExposureStatus::default()
+        };
+        let healthy = ExposureStatus::default();
+        assert_eq!(
+            new_problem(&healthy, &with("Conflict")),
+            Some(("Conflict".into(), "Conflict happened".into()))
+        );
+        assert_eq!(new_problem(&with("Conflict"), &with("Conflict")), None);
+        assert_eq!(
+            new_problem(&with("Conflict"), &with("ApiError")).map(|p| p.0),
+            Some("ApiError".into())
+        );
+        assert_eq!(new_problem(&healthy, &with("NoPods")), None);
+        assert_eq!(new_problem(&with("Conflict"), &healthy), None);
     }
 
     #[test]

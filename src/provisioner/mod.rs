@@ -34,7 +34,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::api::{Exposure, ExposureStatus};
 use crate::core::desired::{
-    elect_pod0, exposure_plan, exposure_status, host_conflicts, ingress_matches, job_plan,
+    self, elect_pod0, exposure_plan, exposure_status, host_conflicts, ingress_matches, job_plan,
     service_matches, JobExposureRequest, Observed, Owner, Pod0Change, PodFacts, MANAGED_BY,
     MANAGER,
 };
@@ -617,26 +617,7 @@ impl Provisioner {
         if !self.due(&k, &fingerprint) {
             return;
         }
-        // Events report problems (a conflict, a refusal, an unusable spec) once, when they appear.
-        let problem = |s: &ExposureStatus| {
-            s.conditions
-                .iter()
-                .find(|c| {
-                    c.type_ == "Ready"
-                        && c.status == "False"
-                        && !matches!(
-                            c.reason.as_str(),
-                            "Provisioning" | "NoPods" | "WaitingForAddress"
-                        )
-                })
-                .map(|c| (c.reason.clone(), c.message.clone()))
-        };
-        let event = match (problem(&current), problem(&status)) {
-            (before, Some((reason, message))) if before.as_ref().map(|b| &b.0) != Some(&reason) => {
-                Some((false, reason, message))
-            }
-            _ => None,
-        };
+        let problem = desired::new_problem(&current, &status);
         let api: Api<Exposure> = Api::namespaced(self.client.clone(), &ns);
         let patch: json_patch::Patch = match serde_json::from_value(
             json!([{"op": "add", "path": "/status", "value": status}]),
@@ -653,7 +634,7 @@ impl Provisioner {
             .map(|_| ());
         self.wrote();
         if self.record(&k, fingerprint, result).is_ok() {
-            if let Some((ok, reason, message)) = event {
+            if let Some((reason, message)) = problem {
                 let reference = ObjectReference {
                     api_version: Some("portico.dev/v1alpha1".into()),
                     kind: Some("Exposure".into()),
@@ -662,9 +643,29 @@ impl Provisioner {
                     uid: ex.metadata.uid.clone(),
                     ..ObjectReference::default()
                 };
-                self.event(reference, ok, &reason, &message).await;
+                self.event(reference, false, &reason, &message).await;
             }
         }
+    }
+
+    /// A merge patch on a namespaced object.
+    async fn merge_patch<K>(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
     }
 
     /// A core/v1 Event on an object Portico changed or could not change.
@@ -701,12 +702,6 @@ impl Provisioner {
     async fn jobs(&mut self) {
         let policy = self.policy.clone();
         let domain = &policy.config.annotation_domain;
-        let ann = |m: &ObjectMeta, k: &str| {
-            m.annotations
-                .as_ref()
-                .and_then(|a| a.get(&format!("{domain}/{k}")))
-                .cloned()
-        };
         let mut work: Vec<(ObjectMeta, Owner, Map)> = Vec::new();
         work.extend(
             self.stores
@@ -722,13 +717,8 @@ impl Provisioner {
             workload_entry::<Deployment>(&d.metadata, d.spec.as_ref().map(|s| &s.template))
         }));
         for (meta, owner, labels) in work {
-            let request = JobExposureRequest {
-                expose: ann(&meta, "expose"),
-                ports: ann(&meta, "ports"),
-                node_port: ann(&meta, "node-port"),
-                headless: ann(&meta, "headless").is_some_and(|v| v == "true"),
-            };
-            if request.expose.is_none() && !request.headless {
+            let request = JobExposureRequest::from_annotations(domain, meta.annotations.as_ref());
+            if !request.is_requested() {
                 continue;
             }
             let ns = meta.namespace.clone().unwrap_or_default();
@@ -809,42 +799,24 @@ impl Provisioner {
                 .first()
                 .and_then(|s| s.metadata.name.clone())
                 .and_then(|n| self.stores.services.get(&ObjectRef::new(&n).within(&ns)));
-            let assigned: Vec<String> = exposed
-                .as_deref()
-                .and_then(|s| s.spec.as_ref())
-                .and_then(|s| s.ports.as_ref())
-                .map(|ports| {
-                    ports
-                        .iter()
-                        .filter_map(|p| Some(format!("{}={}", p.name.as_deref()?, p.node_port?)))
-                        .collect()
-                })
-                .unwrap_or_default();
             let annotation = format!("{domain}/node-ports");
-            let current = meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(&annotation))
-                .cloned()
-                .unwrap_or_default();
-            if !assigned.is_empty() && assigned.join(",") != current && self.leadership.is_leader()
+            let current = meta.annotations.as_ref().and_then(|a| a.get(&annotation));
+            let assigned = exposed.as_deref().and_then(desired::node_ports_summary);
+            if let Some(value) =
+                assigned.filter(|v| Some(v) != current && self.leadership.is_leader())
             {
-                let value = assigned.join(",");
                 let patch =
                     json!({"metadata": {"annotations": {annotation.clone(): value.clone()}}});
                 let result = match owner.kind.as_str() {
-                    "Job" => Api::<Job>::namespaced(self.client.clone(), &ns)
-                        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ()),
-                    "StatefulSet" => Api::<StatefulSet>::namespaced(self.client.clone(), &ns)
-                        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ()),
-                    _ => Api::<Deployment>::namespaced(self.client.clone(), &ns)
-                        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                        .map(|_| ()),
+                    "Job" => self.merge_patch::<Job>(&ns, &owner.name, &patch).await,
+                    "StatefulSet" => {
+                        self.merge_patch::<StatefulSet>(&ns, &owner.name, &patch)
+                            .await
+                    }
+                    _ => {
+                        self.merge_patch::<Deployment>(&ns, &owner.name, &patch)
+                            .await
+                    }
                 };
                 self.wrote();
                 if self
@@ -876,7 +848,6 @@ impl Provisioner {
                 if !self.leadership.is_leader() {
                     return;
                 }
-                let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
                 let label = policy.pod0_label().to_string();
                 let (pod, patch) = match &change {
                     Pod0Change::Add { pod, route } => {
@@ -891,10 +862,7 @@ impl Provisioner {
                 if !self.due(&k, &fp) {
                     continue;
                 }
-                let result = api
-                    .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map(|_| ());
+                let result = self.merge_patch::<Pod>(&ns, &pod, &patch).await;
                 self.wrote();
                 let _ = self.record(&k, fp, result);
             }
