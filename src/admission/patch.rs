@@ -14,14 +14,16 @@ use crate::core::decision::{Edit, Place};
 use crate::core::object::{Kind, Meta, Object};
 
 /// The path tokens of a place's metadata for this kind.
-fn base_tokens(kind: &Kind, place: Place) -> &'static [&'static str] {
-    match (place, kind) {
-        (Place::Object, _) => &["metadata"],
-        (Place::Template, Kind::CronJob) => {
-            &["spec", "jobTemplate", "spec", "template", "metadata"]
-        }
-        (Place::Template, _) => &["spec", "template", "metadata"],
-    }
+fn base_tokens(kind: &Kind, place: Place) -> Vec<&'static str> {
+    let mut tokens = match place {
+        Place::Object => Vec::new(),
+        Place::Template => kind
+            .pod_template_path()
+            .unwrap_or(&["spec", "template"])
+            .to_vec(),
+    };
+    tokens.push("metadata");
+    tokens
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {
@@ -108,23 +110,23 @@ pub fn build(kind: &Kind, object: &Object, edits: &[Edit]) -> Patch {
                 // The template has no metadata at all: add it with this map inside.
                 template_added = true;
                 let inner = JsonMap::from_iter([(field.to_string(), as_json(group.set))]);
-                ops.push(add(pointer(base), Value::Object(inner)));
+                ops.push(add(pointer(&base), Value::Object(inner)));
             } else {
-                let mut tokens = base.to_vec();
+                let mut tokens = base.clone();
                 tokens.push(field);
                 ops.push(add(pointer(&tokens), as_json(group.set)));
             }
             continue;
         }
         for key in &group.remove {
-            let mut tokens = base.to_vec();
+            let mut tokens = base.clone();
             tokens.extend([field, key.as_str()]);
             ops.push(PatchOperation::Remove(RemoveOperation {
                 path: pointer(&tokens),
             }));
         }
         for (key, value) in group.set {
-            let mut tokens = base.to_vec();
+            let mut tokens = base.clone();
             tokens.extend([field, key.as_str()]);
             ops.push(add(pointer(&tokens), Value::String(value)));
         }

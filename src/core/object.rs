@@ -71,6 +71,16 @@ impl Kind {
         )
     }
 
+    /// Where this kind keeps the template of the pods it makes, as path tokens (`None` for kinds
+    /// without one).
+    pub fn pod_template_path(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Kind::CronJob => Some(&["spec", "jobTemplate", "spec", "template"]),
+            k if k.is_workload() => Some(&["spec", "template"]),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Kind::Pod => "Pod",

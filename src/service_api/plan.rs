@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::ServiceType;
 use crate::config::Config;
+use crate::core::object::Kind;
 
 /// Why the template's objects cannot be created as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -288,13 +289,17 @@ fn stamp_object(keys: &Keys, input: &PlanInput<'_>, object: &mut Value) {
     }
 }
 
-/// Where a kind keeps the metadata of the pods it makes.
-fn pod_template_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Job" | "Deployment" | "StatefulSet" | "ReplicaSet" | "DaemonSet" => Some("/spec/template"),
-        "CronJob" => Some("/spec/jobTemplate/spec/template"),
-        _ => None,
-    }
+/// Where a kind keeps the template of the pods it makes, as a JSON pointer (the core's
+/// [`Kind::pod_template_path`]).
+fn pod_template_pointer(object: &Value) -> Option<String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let group = api_version
+        .rsplit_once('/')
+        .map(|(g, _)| g)
+        .unwrap_or_default();
+    let kind = Kind::from_group_kind(group, object["kind"].as_str().unwrap_or_default());
+    kind.pod_template_path()
+        .map(|tokens| format!("/{}", tokens.join("/")))
 }
 
 fn stamp_pods(keys: &Keys, input: &PlanInput<'_>, object: &mut Value) -> Result<(), String> {
@@ -302,13 +307,13 @@ fn stamp_pods(keys: &Keys, input: &PlanInput<'_>, object: &mut Value) -> Result<
     if kind == "Pod" {
         return stamp_meta(keys, input, &mut object["metadata"], true);
     }
-    let Some(pointer) = pod_template_pointer(&kind) else {
+    let Some(pointer) = pod_template_pointer(object) else {
         return Ok(());
     };
     // The workload itself carries the tag too: the webhook reads it from either place.
     stamp_meta(keys, input, &mut object["metadata"], true)?;
     let template = object
-        .pointer_mut(pointer)
+        .pointer_mut(&pointer)
         .and_then(Value::as_object_mut)
         .ok_or_else(|| format!("{} is missing", pointer[1..].replace('/', ".")))?;
     let meta = template.entry("metadata").or_insert_with(|| json!({}));
@@ -324,7 +329,7 @@ fn pod_spec(object: &Value) -> Option<&Value> {
     if kind == "Pod" {
         return object.get("spec");
     }
-    object.pointer(pod_template_pointer(kind)?)?.get("spec")
+    object.pointer(&pod_template_pointer(object)?)?.get("spec")
 }
 
 /// The ports of the first container that declares any, named as the Exposure needs them.
