@@ -19,6 +19,7 @@ use crate::api::Exposure;
 use crate::config::IdentityMode;
 use crate::core::decision::{JOB_INDEX, POD_INDEX};
 use crate::core::desired::{exposure_plan, Owner, MANAGED_BY, MANAGER};
+use crate::core::object::Kind;
 use crate::core::route::RouteValue;
 use crate::core::Policy;
 
@@ -237,15 +238,17 @@ fn reference(v: &Value) -> ObjectRef {
     }
 }
 
-/// The pod template's metadata of a workload.
+/// The pod template's metadata of a workload (where [`Kind::pod_template_path`] says it is).
 fn template_meta(w: &Value) -> Option<&Value> {
-    let spec = w.get("spec")?;
-    let template = if s(w, &["kind"]) == Some("CronJob") {
-        spec.get("jobTemplate")?.get("spec")?.get("template")?
-    } else {
-        spec.get("template")?
-    };
-    template.get("metadata")
+    let group = s(w, &["apiVersion"])
+        .and_then(|v| v.rsplit_once('/'))
+        .map(|(g, _)| g)
+        .unwrap_or_default();
+    let kind = Kind::from_group_kind(group, s(w, &["kind"]).unwrap_or_default());
+    let path = kind.pod_template_path().unwrap_or(&["spec", "template"]);
+    path.iter()
+        .try_fold(w, |v, token| v.get(token))?
+        .get("metadata")
 }
 
 /// The controller owner reference of an object: (kind, name, uid).
