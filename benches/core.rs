@@ -67,16 +67,16 @@ fn core_decision(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
     group.bench_function("decode_pod_create", |b| {
         b.iter(|| {
-            let review: ReviewIn<'_> = serde_json::from_str(black_box(POD_CREATE)).expect("review");
-            to_request(&review.request.expect("request")).expect("decodable")
+            let review = ReviewIn::parse(black_box(POD_CREATE.as_bytes())).expect("review");
+            to_request(review.request.expect("request")).expect("decodable")
         })
     });
     // The floor for any serde_json decoder: one pass over the body that keeps nothing.
     group.bench_function("skip_pod_create", |b| {
         b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(POD_CREATE)))
     });
-    let review: ReviewIn<'_> = serde_json::from_str(POD_CREATE).expect("review");
-    let request = to_request(&review.request.expect("request")).expect("decodable");
+    let review = ReviewIn::parse(POD_CREATE.as_bytes()).expect("review");
+    let request = to_request(review.request.expect("request")).expect("decodable");
     group.bench_function("mutate_pod_create", |b| {
         b.iter(|| core::mutate(&policy, black_box(&request)))
     });
@@ -99,8 +99,8 @@ fn patches(c: &mut Criterion) {
     let policy = Policy::new(Config::default());
     let mut group = c.benchmark_group("patch");
     for (name, body) in [("pod_create", POD_CREATE), ("job_create", JOB_CREATE)] {
-        let review: ReviewIn<'_> = serde_json::from_str(body).expect("review");
-        let request = to_request(&review.request.expect("request")).expect("decodable");
+        let review = ReviewIn::parse(body.as_bytes()).expect("review");
+        let request = to_request(review.request.expect("request")).expect("decodable");
         let decision = core::mutate(&policy, &request);
         let edits = decision.edits().to_vec();
         let object = request.object.clone().expect("object");

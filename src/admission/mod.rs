@@ -89,7 +89,7 @@ impl Webhook {
     /// Answers one review body. `Err` only when the body is not a review at all; a review that
     /// cannot be decided is answered `allowed: false` with the reason.
     pub fn answer(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
-        let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| classify(body, e))?;
+        let review = ReviewIn::parse(body).map_err(|e| classify(body, e))?;
         let api_version = match review.api_version.as_deref() {
             Some(v @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")) => v,
             Some(other) => return Err(BadReview::NotAReview(format!("apiVersion is {other:?}"))),
@@ -118,7 +118,7 @@ impl Webhook {
             dry_run: input.dry_run.unwrap_or(false),
             ..Summary::default()
         };
-        let request = match to_request(&input) {
+        let request = match to_request(input) {
             Ok(r) => r,
             Err(e) => {
                 let message = format!("portico cannot decide this request: {e}");

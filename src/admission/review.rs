@@ -1,24 +1,53 @@
 //! The AdmissionReview wire format: decoding only the parts decisions need, and encoding replies.
 //!
-//! Objects are decoded lazily: the request keeps `object` and `oldObject` as raw JSON and only
-//! their metadata (and, per kind, the pod template's metadata, a Service's selector or an
-//! Exposure's tag and user) are parsed; everything else is skipped.
+//! Decoding is one pass over the body. The apiserver writes `request.kind` before
+//! `request.object`, so by the time the object arrives its kind is known and only what a decision
+//! about that kind reads is kept (metadata, and per kind the pod template's metadata, a Service's
+//! selector or an Exposure's tag and user); everything else is skipped without being built.
+//!
+//! When that single pass fails, the body is read again with the objects kept as raw JSON
+//! ([`ReviewIn::parse`]): an envelope that is not a review is then told apart (HTTP 400) from a
+//! review whose object cannot be read as its kind (answered inside the review, `allowed: false`).
+//! A review whose `object` comes before its `kind` is decoded from the raw JSON afterwards.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::core::object::{ExposureView, Kind, Map, Meta, Object, Operation, Request, Requester};
 
 /// The envelope of a review as it arrives.
-#[derive(Deserialize)]
 pub struct ReviewIn<'a> {
-    #[serde(rename = "apiVersion")]
     pub api_version: Option<String>,
     pub kind: Option<String>,
-    #[serde(borrow)]
     pub request: Option<RequestIn<'a>>,
+}
+
+impl<'a> ReviewIn<'a> {
+    /// Reads a review body: one pass when it can, a second (objects kept raw) when that fails,
+    /// so the error returned is always the envelope's own.
+    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        Self::parse_with(body, Objects::Eager).or_else(|_| Self::parse_with(body, Objects::Raw))
+    }
+
+    fn parse_with(body: &'a [u8], objects: Objects) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let review = de.deserialize_map(ReviewVisitor { objects })?;
+        de.end()?;
+        Ok(review)
+    }
+}
+
+/// How the objects of a request are read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Objects {
+    /// Decoded as they are read when the request's kind is already known.
+    Eager,
+    /// Kept as raw JSON, decoded by [`to_request`].
+    Raw,
 }
 
 #[derive(Deserialize)]
@@ -37,25 +66,239 @@ pub struct UserInfo {
     pub groups: Option<Vec<String>>,
 }
 
+/// `request.object` or `request.oldObject`: already decoded, or raw JSON still to decode.
+pub enum ObjectIn<'a> {
+    Decoded(Object),
+    Raw(&'a RawValue),
+}
+
 /// `request` of an AdmissionReview.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct RequestIn<'a> {
     pub uid: String,
     pub kind: Option<GroupVersionKind>,
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub namespace: Option<String>,
     pub operation: String,
-    #[serde(default)]
     pub user_info: UserInfo,
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub old_object: Option<&'a RawValue>,
-    #[serde(default)]
+    pub object: Option<ObjectIn<'a>>,
+    pub old_object: Option<ObjectIn<'a>>,
     pub dry_run: Option<bool>,
+}
+
+/// Matches an object key against the fields a visitor knows, without allocating it.
+struct FieldOf(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldOf {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for FieldOf {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|known| *known == v))
+    }
+}
+
+/// Remembers which fields were seen: a field given twice is an error, as serde's derived
+/// decoders make it.
+#[derive(Default)]
+struct Seen(u32);
+
+impl Seen {
+    fn first<E: de::Error>(&mut self, fields: &'static [&'static str], i: usize) -> Result<(), E> {
+        let bit = 1 << i;
+        if self.0 & bit != 0 {
+            return Err(E::duplicate_field(fields[i]));
+        }
+        self.0 |= bit;
+        Ok(())
+    }
+}
+
+const REVIEW_FIELDS: &[&str] = &["apiVersion", "kind", "request"];
+
+struct ReviewVisitor {
+    objects: Objects,
+}
+
+impl<'de> Visitor<'de> for ReviewVisitor {
+    type Value = ReviewIn<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an AdmissionReview object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Seen::default();
+        let mut review = ReviewIn {
+            api_version: None,
+            kind: None,
+            request: None,
+        };
+        while let Some(field) = map.next_key_seed(FieldOf(REVIEW_FIELDS))? {
+            let Some(i) = field else {
+                map.next_value::<de::IgnoredAny>()?;
+                continue;
+            };
+            seen.first::<A::Error>(REVIEW_FIELDS, i)?;
+            match i {
+                0 => review.api_version = map.next_value()?,
+                1 => review.kind = map.next_value()?,
+                _ => {
+                    review.request = map.next_value_seed(Nullable(RequestVisitor {
+                        objects: self.objects,
+                    }))?
+                }
+            }
+        }
+        Ok(review)
+    }
+}
+
+const REQUEST_FIELDS: &[&str] = &[
+    "uid",
+    "kind",
+    "name",
+    "namespace",
+    "operation",
+    "userInfo",
+    "object",
+    "oldObject",
+    "dryRun",
+];
+
+struct RequestVisitor {
+    objects: Objects,
+}
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = RequestIn<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an admission request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = Seen::default();
+        let (mut uid, mut operation) = (None, None);
+        let mut request = RequestIn {
+            uid: String::new(),
+            kind: None,
+            name: None,
+            namespace: None,
+            operation: String::new(),
+            user_info: UserInfo::default(),
+            object: None,
+            old_object: None,
+            dry_run: None,
+        };
+        while let Some(field) = map.next_key_seed(FieldOf(REQUEST_FIELDS))? {
+            let Some(i) = field else {
+                map.next_value::<de::IgnoredAny>()?;
+                continue;
+            };
+            seen.first::<A::Error>(REQUEST_FIELDS, i)?;
+            match i {
+                0 => uid = Some(map.next_value::<String>()?),
+                1 => request.kind = map.next_value()?,
+                2 => request.name = map.next_value()?,
+                3 => request.namespace = map.next_value()?,
+                4 => operation = Some(map.next_value::<String>()?),
+                5 => request.user_info = map.next_value()?,
+                6 | 7 => {
+                    let object = match (&request.kind, self.objects) {
+                        (Some(gvk), Objects::Eager) => {
+                            let kind = Kind::from_group_kind(&gvk.group, &gvk.kind);
+                            map.next_value_seed(Nullable(ObjectSeed(&kind)))?
+                                .map(ObjectIn::Decoded)
+                        }
+                        _ => map.next_value::<Option<&RawValue>>()?.map(ObjectIn::Raw),
+                    };
+                    if i == 6 {
+                        request.object = object;
+                    } else {
+                        request.old_object = object;
+                    }
+                }
+                _ => request.dry_run = map.next_value()?,
+            }
+        }
+        request.uid = uid.ok_or_else(|| de::Error::missing_field("uid"))?;
+        request.operation = operation.ok_or_else(|| de::Error::missing_field("operation"))?;
+        Ok(request)
+    }
+}
+
+/// `null` or what the inner seed reads.
+struct Nullable<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for Nullable<S> {
+    type Value = Option<S::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("null or an object")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for RequestVisitor {
+    type Value = RequestIn<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+/// Reads an object of a known kind; only a JSON object is accepted (serde would read a struct
+/// from an array too, by position, and the apiserver never sends one).
+struct ObjectSeed<'k>(&'k Kind);
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = Object;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = Object;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {} object", self.0.name())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        decode_object_from(self.0, de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -176,14 +419,21 @@ fn name_of(meta: &MetaIn) -> String {
 
 /// Decodes the parts of `raw` that a decision about `kind` needs.
 pub fn decode_object(kind: &Kind, raw: &RawValue) -> Result<Object, serde_json::Error> {
-    let text = raw.get();
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let object = decode_object_from(kind, &mut de)?;
+    de.end()?;
+    Ok(object)
+}
+
+/// Decodes the parts of an object that a decision about `kind` needs, skipping the rest.
+fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Object, D::Error> {
     let split = |meta: Option<MetaIn>| {
         let meta = meta.unwrap_or_default();
         (name_of(&meta), meta.into_meta())
     };
     Ok(match kind {
         Kind::Job | Kind::StatefulSet | Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet => {
-            let w: Workload = serde_json::from_str(text)?;
+            let w = Workload::deserialize(d)?;
             let (name, meta) = split(w.metadata);
             let template = w
                 .spec
@@ -198,7 +448,7 @@ pub fn decode_object(kind: &Kind, raw: &RawValue) -> Result<Object, serde_json::
             }
         }
         Kind::CronJob => {
-            let c: CronJob = serde_json::from_str(text)?;
+            let c = CronJob::deserialize(d)?;
             let (name, meta) = split(c.metadata);
             let template = c
                 .spec
@@ -215,7 +465,7 @@ pub fn decode_object(kind: &Kind, raw: &RawValue) -> Result<Object, serde_json::
             }
         }
         Kind::Service => {
-            let s: Service = serde_json::from_str(text)?;
+            let s = Service::deserialize(d)?;
             let (name, meta) = split(s.metadata);
             Object {
                 name,
@@ -225,7 +475,7 @@ pub fn decode_object(kind: &Kind, raw: &RawValue) -> Result<Object, serde_json::
             }
         }
         Kind::Exposure => {
-            let e: Exposure = serde_json::from_str(text)?;
+            let e = Exposure::deserialize(d)?;
             let (name, meta) = split(e.metadata);
             let exposure = e
                 .spec
@@ -242,7 +492,7 @@ pub fn decode_object(kind: &Kind, raw: &RawValue) -> Result<Object, serde_json::
             }
         }
         Kind::Pod | Kind::Other(_) => {
-            let o: WithMeta = serde_json::from_str(text)?;
+            let o = WithMeta::deserialize(d)?;
             let (name, meta) = split(o.metadata);
             Object {
                 name,
@@ -269,7 +519,7 @@ pub enum Undecidable {
 }
 
 /// Reduces a decoded request to the plain [`Request`] decisions take.
-pub fn to_request(input: &RequestIn<'_>) -> Result<Request, Undecidable> {
+pub fn to_request(input: RequestIn<'_>) -> Result<Request, Undecidable> {
     let operation = match input.operation.as_str() {
         "CREATE" => Operation::Create,
         "UPDATE" => Operation::Update,
@@ -283,21 +533,24 @@ pub fn to_request(input: &RequestIn<'_>) -> Result<Request, Undecidable> {
         .map(|k| Kind::from_group_kind(&k.group, &k.kind))
         .unwrap_or_else(|| Kind::Other(String::new()));
     let decode =
-        |field: &'static str, raw: Option<&RawValue>| -> Result<Option<Object>, Undecidable> {
+        |field: &'static str, object: Option<ObjectIn>| -> Result<Option<Object>, Undecidable> {
             // DELETE and CONNECT carry objects that no decision reads (and CONNECT's is not the pod).
             if matches!(operation, Operation::Delete | Operation::Connect) {
                 return Ok(None);
             }
-            match raw {
+            match object {
                 None => Ok(None),
-                Some(raw) if raw.get() == "null" => Ok(None),
+                Some(ObjectIn::Decoded(object)) => Ok(Some(object)),
+                Some(ObjectIn::Raw(raw)) if raw.get() == "null" => Ok(None),
                 // serde reads a struct from a JSON array too (fields by position); the apiserver
                 // only ever sends objects, so anything else is not the object it stores.
-                Some(raw) if !raw.get().starts_with('{') => Err(Undecidable::NotAnObject {
-                    field,
-                    kind: kind.name().to_string(),
-                }),
-                Some(raw) => {
+                Some(ObjectIn::Raw(raw)) if !raw.get().starts_with('{') => {
+                    Err(Undecidable::NotAnObject {
+                        field,
+                        kind: kind.name().to_string(),
+                    })
+                }
+                Some(ObjectIn::Raw(raw)) => {
                     decode_object(&kind, raw)
                         .map(Some)
                         .map_err(|source| Undecidable::Object {
@@ -310,10 +563,10 @@ pub fn to_request(input: &RequestIn<'_>) -> Result<Request, Undecidable> {
         };
     Ok(Request {
         operation,
-        namespace: input.namespace.clone().unwrap_or_default(),
+        namespace: input.namespace.unwrap_or_default(),
         requester: Requester {
-            username: input.user_info.username.clone(),
-            groups: input.user_info.groups.clone().unwrap_or_default(),
+            username: input.user_info.username,
+            groups: input.user_info.groups.unwrap_or_default(),
         },
         dry_run: input.dry_run.unwrap_or(false),
         object: decode("object", input.object)?,
@@ -354,4 +607,250 @@ pub struct StatusOut {
     pub code: u16,
     pub message: String,
     pub reason: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// What a body decodes to along one path: the request, or why it is undecidable, or why it
+    /// is not a review. Errors compare by message.
+    fn decided(body: &[u8], objects: Objects) -> Result<Result<Request, String>, String> {
+        let review = ReviewIn::parse_with(body, objects).map_err(|e| e.to_string())?;
+        let request = review.request.ok_or("no request")?;
+        Ok(to_request(request).map_err(|e| e.to_string()))
+    }
+
+    fn parsed(body: &Value) -> Result<Request, String> {
+        let text = body.to_string();
+        let review = ReviewIn::parse(text.as_bytes()).map_err(|e| format!("bad review: {e}"))?;
+        to_request(review.request.ok_or("no request")?).map_err(|e| e.to_string())
+    }
+
+    fn review(request: Value) -> Value {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+    }
+
+    fn pod(labels: Value) -> Value {
+        json!({"metadata": {"name": "p", "labels": labels}, "spec": {"containers": []}})
+    }
+
+    fn pod_request(object: Value) -> Value {
+        json!({
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "userInfo": {"username": "user1"},
+            "object": object,
+        })
+    }
+
+    fn fixture_bodies() -> Vec<(String, Vec<u8>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut out = Vec::new();
+        for dir in ["../shared/fixtures/admission-reviews", "benches/data"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("fixture directory") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|x| x == "json") {
+                    let body = std::fs::read(&path).expect("fixture");
+                    out.push((path.display().to_string(), body));
+                }
+            }
+        }
+        assert!(out.len() >= 17, "fixtures found: {}", out.len());
+        out
+    }
+
+    #[test]
+    fn the_single_pass_decodes_every_fixture_as_the_raw_pass_does() {
+        for (name, body) in fixture_bodies() {
+            let eager = decided(&body, Objects::Eager);
+            let raw = decided(&body, Objects::Raw);
+            assert!(eager.is_ok(), "{name}: {eager:?}");
+            assert_eq!(eager, raw, "{name}");
+        }
+    }
+
+    #[test]
+    fn fixtures_decode_their_objects_in_the_single_pass() {
+        for (name, body) in fixture_bodies() {
+            let review = ReviewIn::parse_with(&body, Objects::Eager).expect("a review");
+            let request = review.request.expect("a request");
+            for object in [&request.object, &request.old_object].into_iter().flatten() {
+                assert!(matches!(object, ObjectIn::Decoded(_)), "{name}: kept raw");
+            }
+        }
+    }
+
+    #[test]
+    fn an_object_before_its_kind_is_decoded_afterwards() {
+        let body = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "object":{"metadata":{"name":"p","labels":{"a":"b"}}},
+            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
+            "operation":"CREATE","userInfo":{"username":"user1"}}}"#;
+        let review = ReviewIn::parse(body.as_bytes()).expect("a review");
+        let request = review.request.expect("a request");
+        assert!(matches!(request.object, Some(ObjectIn::Raw(_))));
+        let request = to_request(request).expect("decidable");
+        assert_eq!(request.kind, Kind::Pod);
+        let object = request.object.expect("object");
+        assert_eq!(object.name, "p");
+        assert_eq!(object.meta.label("a"), Some("b"));
+    }
+
+    #[test]
+    fn escaped_field_names_are_the_fields_they_spell() {
+        let body = br#"{"api\u0056ersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE",
+            "userInfo":{"username":"user1"},"obj\u0065ct":{"metadata":{"l\u0061bels":{"a":"b"}}}}}"#;
+        let review = ReviewIn::parse(body).expect("a review");
+        assert_eq!(review.api_version.as_deref(), Some("admission.k8s.io/v1"));
+        let request = to_request(review.request.expect("a request")).expect("decidable");
+        assert_eq!(request.object.expect("object").meta.label("a"), Some("b"));
+    }
+
+    #[test]
+    fn an_object_that_is_not_a_json_object_is_undecidable_not_a_bad_review() {
+        for object in [
+            json!([{"metadata": {}}]),
+            json!("pod"),
+            json!(7),
+            json!(true),
+        ] {
+            let got = parsed(&review(pod_request(object.clone())));
+            let message = got.expect_err("undecidable");
+            assert!(message.contains("not a JSON object"), "{object}: {message}");
+        }
+    }
+
+    #[test]
+    fn an_object_of_the_wrong_shape_is_undecidable_not_a_bad_review() {
+        for labels in [json!(5), json!(["a"]), json!({"a": 1}), json!({"a": null})] {
+            let got = parsed(&review(pod_request(pod(labels.clone()))));
+            let message = got.expect_err("undecidable");
+            assert!(
+                message.starts_with("request.object could not be read as a Pod"),
+                "{labels}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_object_is_no_object() {
+        let request = parsed(&review(pod_request(Value::Null))).expect("decidable");
+        assert_eq!(request.object, None);
+    }
+
+    #[test]
+    fn delete_and_connect_ignore_objects_they_cannot_read() {
+        for operation in ["DELETE", "CONNECT"] {
+            let mut request = pod_request(pod(json!(5)));
+            request["operation"] = operation.into();
+            request["oldObject"] = json!([1, 2]);
+            let request = parsed(&review(request)).expect("decidable");
+            assert_eq!(
+                (request.object, request.old_object),
+                (None, None),
+                "{operation}"
+            );
+        }
+    }
+
+    #[test]
+    fn fields_given_twice_or_missing_make_it_no_review() {
+        let base =
+            r#""uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE""#;
+        let cases = [
+            (
+                format!(
+                    r#"{{"apiVersion":"admission.k8s.io/v1","apiVersion":"x","request":{{{base}}}}}"#
+                ),
+                "duplicate field `apiVersion`",
+            ),
+            (
+                format!(r#"{{"request":{{{base},"object":{{}},"object":{{}}}}}}"#),
+                "duplicate field `object`",
+            ),
+            (
+                format!(r#"{{"request":{{{base},"uid":"u2"}}}}"#),
+                "duplicate field `uid`",
+            ),
+            (
+                r#"{"request":{"operation":"CREATE"}}"#.to_string(),
+                "missing field `uid`",
+            ),
+            (
+                r#"{"request":{"uid":"u1"}}"#.to_string(),
+                "missing field `operation`",
+            ),
+            (
+                r#"{"request":{"uid":"u1","operation":"CREATE","userInfo":null}}"#.to_string(),
+                "invalid type: null",
+            ),
+            (
+                r#"["admission.k8s.io/v1","AdmissionReview",{}]"#.to_string(),
+                "invalid type: sequence",
+            ),
+            (format!(r#"{{"request":[{base}]}}"#), "expected"),
+        ];
+        for (body, expected) in cases {
+            let err = match ReviewIn::parse(body.as_bytes()) {
+                Ok(_) => panic!("{body}: read as a review"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    /// Any key order, any labels (escapes included), any of the kinds whose objects differ: both
+    /// paths agree.
+    fn arb_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9./-]{0,12}",
+            any::<String>().prop_map(|s| s.chars().take(12).collect()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_single_pass_agrees_with_the_raw_pass(
+            labels in proptest::collection::btree_map(arb_string(), arb_string(), 0..4),
+            kind in prop_oneof![Just("Pod"), Just("Job"), Just("Service"), Just("CronJob"), Just("Exposure"), Just("Widget")],
+            object_first in any::<bool>(),
+            with_old in any::<bool>(),
+            operation in prop_oneof![Just("CREATE"), Just("UPDATE"), Just("DELETE"), Just("PATCH")],
+            wrong_shape in any::<bool>(),
+        ) {
+            let labels = if wrong_shape { json!([labels]) } else { json!(labels) };
+            let meta = json!({"name": "o", "labels": labels, "annotations": {"portico.dev/ipaddr": "t"}});
+            let object = json!({
+                "metadata": meta,
+                "spec": {"selector": labels, "tag": "t", "template": {"metadata": meta},
+                         "jobTemplate": {"spec": {"template": {"metadata": meta}}}},
+            });
+            let group = if kind == "Exposure" { "portico.dev" } else { "" };
+            let gvk = json!({"group": group, "version": "v1", "kind": kind});
+            let mut fields = vec![
+                format!(r#""uid":"u1","operation":{},"userInfo":{{"username":"user1"}}"#, json!(operation)),
+                format!(r#""object":{object}"#),
+            ];
+            if with_old {
+                fields.push(format!(r#""oldObject":{object}"#));
+            }
+            let kind_field = format!(r#""kind":{gvk}"#);
+            if object_first { fields.push(kind_field) } else { fields.insert(0, kind_field) }
+            let body = format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{{}}}}}"#,
+                fields.join(",")
+            );
+            let raw = decided(body.as_bytes(), Objects::Raw);
+            prop_assert!(raw.is_ok(), "{body}: {raw:?}");
+            let single = ReviewIn::parse(body.as_bytes())
+                .map_err(|e| e.to_string())
+                .map(|r| to_request(r.request.expect("request")).map_err(|e| e.to_string()));
+            prop_assert_eq!(single, raw, "{}", body);
+        }
+    }
 }
