@@ -226,19 +226,59 @@ pub fn list(
     labels: &LabelSelector,
     fields: &FieldSelector,
 ) -> Value {
+    list_page(shared, info, ns, labels, fields, None)
+}
+
+/// Where a LIST page starts: the continue token's resourceVersion (None on the first page), the
+/// offset into the matching objects, and the page size.
+struct Page {
+    rv: Option<String>,
+    offset: usize,
+    limit: usize,
+}
+
+/// LIST objects, one page of them when `page` is set (`limit`/`continue`). The matching objects
+/// are counted borrowed; only those on the page are cloned.
+fn list_page(
+    shared: &Shared,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+    page: Option<Page>,
+) -> Value {
     let store = shared.store();
-    let items: Vec<Value> = store
-        .list(&info.key(), ns)
-        .into_iter()
+    let (offset, limit) = page
+        .as_ref()
+        .map_or((0, usize::MAX), |p| (p.offset, p.limit));
+    let mut total = 0;
+    let mut items: Vec<Value> = Vec::new();
+    for o in store
+        .list_ref(&info.key(), ns)
         .filter(|o| labels.matches(&crate::util::labels(o)) && fields.matches(o))
-        .map(|o| present(info, o))
-        .collect();
-    json!({
+    {
+        if total >= offset && items.len() < limit {
+            items.push(present(info, o.clone()));
+        }
+        total += 1;
+    }
+    let rv = page
+        .as_ref()
+        .and_then(|p| p.rv.clone())
+        .unwrap_or_else(|| store.rv().to_string());
+    let mut out = json!({
         "kind": format!("{}List", info.kind),
         "apiVersion": info.api_version(),
-        "metadata": {"resourceVersion": store.rv().to_string()},
-        "items": items,
-    })
+        "metadata": {"resourceVersion": rv},
+        "items": [],
+    });
+    let next = offset.min(total) + items.len();
+    if page.is_some() && next < total {
+        out["metadata"]["continue"] = json!(format!("{rv}:{next}"));
+        out["metadata"]["remainingItemCount"] = json!(total - next);
+    }
+    out["items"] = Value::Array(items);
+    out
 }
 
 /// CREATE.
@@ -945,44 +985,28 @@ pub fn verb_of(
 /// The token is `<resourceVersion>:<offset>`; every page reports the first page's
 /// resourceVersion, so a watch that follows replays whatever changed while paging (the real
 /// apiserver serves all pages from one snapshot instead).
-fn paginate(list: &mut Value, query: &BTreeMap<String, String>) -> Result<(), ApiError> {
+/// The page a LIST asks for with `limit` and `continue` (None: no `limit`, the whole list).
+fn page(query: &BTreeMap<String, String>) -> Result<Option<Page>, ApiError> {
     let Some(limit) = query
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0)
     else {
-        return Ok(());
+        return Ok(None);
     };
     let (rv, offset) = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let parsed = token
                 .split_once(':')
                 .and_then(|(rv, off)| Some((rv.to_string(), off.parse::<usize>().ok()?)));
-            parsed
-                .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))?
+            let (rv, offset) = parsed.ok_or_else(|| {
+                ApiError::bad_request(format!("invalid continue token {token:?}"))
+            })?;
+            (Some(rv), offset)
         }
-        None => (
-            list["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("0")
-                .to_string(),
-            0,
-        ),
+        None => (None, 0),
     };
-    let items = list["items"]
-        .as_array_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
-    let next = offset + page.len();
-    list["items"] = Value::Array(page);
-    list["metadata"]["resourceVersion"] = json!(rv);
-    if next < total {
-        list["metadata"]["continue"] = json!(format!("{rv}:{next}"));
-        list["metadata"]["remainingItemCount"] = json!(total - next);
-    }
-    Ok(())
+    Ok(Some(Page { rv, offset, limit }))
 }
 
 fn selectors(query: &BTreeMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
@@ -1087,8 +1111,7 @@ async fn handle(
         "list" => {
             let (l, f) = selectors(q)?;
             let scope = t.namespace.as_deref();
-            let mut out = list(shared, info, scope, &l, &f);
-            paginate(&mut out, q)?;
+            let out = list_page(shared, info, scope, &l, &f, page(q)?);
             Ok(Reply::ok(200, out, vec![]))
         }
         "watch" => {

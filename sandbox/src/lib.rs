@@ -347,6 +347,21 @@ impl SandboxHandle {
         st.list(&resources::GroupResource::new(group, resource), ns)
     }
 
+    /// Calls `f` with each object of a resource in a namespace (or all namespaces), borrowed
+    /// under the store's lock (for checks that read many objects often; `f` must not call back
+    /// into the sandbox).
+    pub fn for_each_object(
+        &self,
+        group: &str,
+        resource: &str,
+        ns: Option<&str>,
+        mut f: impl FnMut(&Value),
+    ) {
+        let st = self.shared().store();
+        st.list_ref(&resources::GroupResource::new(group, resource), ns)
+            .for_each(&mut f);
+    }
+
     /// Fake container log lines of a pod.
     pub fn pod_logs(&self, ns: &str, name: &str) -> Vec<String> {
         api::lock(&self.shared().pod_logs)

@@ -3,11 +3,12 @@
 //! semantics, Service ClusterIP and NodePort allocation, and validations beyond labels.
 
 use crate::error::FieldError;
-use crate::resources::{GroupResource, ResourceInfo};
+use crate::resources::ResourceInfo;
 use crate::store::Store;
 use crate::util::{as_object_mut, meta_mut, meta_str, now_rfc3339};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
 /// Knobs the rules need.
 #[derive(Debug, Clone)]
@@ -300,26 +301,24 @@ pub fn bump_generation(old: &Value, new: &mut Value) {
     meta_mut(new).insert("generation".into(), json!(next));
 }
 
-fn used_node_ports(store: &Store, except: (&str, &str)) -> BTreeSet<i64> {
-    store
-        .iter(&GroupResource::new("", "services"))
-        .filter(|s| (meta_str(s, "namespace"), meta_str(s, "name")) != except)
-        .flat_map(|s| {
-            s.pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
-        .collect()
-}
-
-fn used_cluster_ips(store: &Store) -> BTreeSet<String> {
-    store
-        .iter(&GroupResource::new("", "services"))
-        .filter_map(|s| s.pointer("/spec/clusterIP").and_then(Value::as_str))
-        .map(str::to_string)
-        .collect()
+/// The lowest free cluster IP: `a.b.0.10` onwards, then `.1`–`.254` of each next /24. Walks the
+/// store's sorted index of IPv4 cluster IPs alongside the candidates (integer steps, no clones).
+fn lowest_free_cluster_ip(store: &Store, base: [u8; 2]) -> Option<String> {
+    let at = |third: u8, fourth: u8| u32::from(Ipv4Addr::new(base[0], base[1], third, fourth));
+    let mut used = store.used_ipv4(at(0, 0)..=at(255, 255)).peekable();
+    for third in 0..=255u8 {
+        for fourth in 1..=254u8 {
+            if third == 0 && fourth < 10 {
+                continue;
+            }
+            let cand = at(third, fourth);
+            while used.next_if(|&u| u < cand).is_some() {}
+            if used.peek() != Some(&cand) {
+                return Some(Ipv4Addr::from(cand).to_string());
+            }
+        }
+    }
+    None
 }
 
 fn wants_node_ports(spec: &Value) -> bool {
@@ -368,24 +367,7 @@ pub fn service_allocate(
     if ty == "ExternalName" {
         ip.clear();
     } else if ip.is_empty() {
-        let used = used_cluster_ips(store);
-        let mut found = None;
-        'outer: for third in 0..=255u16 {
-            for fourth in 1..=254u16 {
-                if third == 0 && fourth < 10 {
-                    continue;
-                }
-                let cand = format!(
-                    "{}.{}.{}.{}",
-                    cfg.cluster_ip_base[0], cfg.cluster_ip_base[1], third, fourth
-                );
-                if !used.contains(&cand) {
-                    found = Some(cand);
-                    break 'outer;
-                }
-            }
-        }
-        match found {
+        match lowest_free_cluster_ip(store, cfg.cluster_ip_base) {
             Some(c) => ip = c,
             None => errs.push(FieldError::invalid_str(
                 "spec.clusterIPs",
@@ -395,12 +377,9 @@ pub fn service_allocate(
         }
     } else if ip != "None" && old_ip.as_deref() != Some(ip.as_str()) {
         let taken = store
-            .list(&GroupResource::new("", "services"), None)
+            .cluster_ip_holders(&ip)
             .iter()
-            .any(|s| {
-                s.pointer("/spec/clusterIP").and_then(Value::as_str) == Some(ip.as_str())
-                    && (meta_str(s, "namespace"), meta_str(s, "name")) != (&ns, &name)
-            });
+            .any(|(n, m)| (n, m) != (&ns, &name));
         if taken {
             errs.push(FieldError::invalid_raw(
                 "spec.clusterIPs",
@@ -416,7 +395,13 @@ pub fn service_allocate(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut used = used_node_ports(store, (&ns, &name));
+    // Held by another Service (this one's own ports may be kept or moved).
+    let used = |n: i64| {
+        store
+            .node_port_holders(n)
+            .iter()
+            .any(|(a, b)| (a, b) != (&ns, &name))
+    };
     let (lo, hi) = (cfg.node_port_range.0 as i64, cfg.node_port_range.1 as i64);
     let mut new_ports = Vec::new();
     let mut seen = BTreeSet::new();
@@ -452,7 +437,7 @@ pub fn service_allocate(
                         n.to_string(),
                         format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
                     ));
-                } else if used.contains(&n) || seen.contains(&n) {
+                } else if used(n) || seen.contains(&n) {
                     errs.push(FieldError::invalid_raw(
                         format!("spec.ports[{i}].nodePort"),
                         n.to_string(),
@@ -478,7 +463,7 @@ pub fn service_allocate(
                         let start = crate::util::rand_u64() % span;
                         let free = (0..span)
                             .map(|k| lo + ((start + k) % span) as i64)
-                            .find(|c| !used.contains(c) && !seen.contains(c));
+                            .find(|&c| !used(c) && !seen.contains(&c));
                         if free.is_none() {
                             errs.push(FieldError::invalid_raw(
                                 format!("spec.ports[{i}].nodePort"),
@@ -493,7 +478,6 @@ pub fn service_allocate(
         };
         if let Some(n) = np {
             seen.insert(n);
-            used.insert(n);
             pm.insert("nodePort".into(), json!(n));
         }
         new_ports.push(p);
@@ -581,6 +565,7 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::GroupResource;
 
     fn cfg() -> RuleConfig {
         RuleConfig {
@@ -623,5 +608,64 @@ mod tests {
             "spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
         service_allocate(&store, &cfg(), &mut headless, None).unwrap();
         assert_eq!(headless["spec"]["clusterIP"], "None");
+    }
+
+    #[test]
+    fn allocations_follow_puts_and_removes() {
+        let mut store = Store::new(100);
+        let gr = GroupResource::new("", "services");
+        let svc = |name: &str, node_port: i64| {
+            json!({"metadata": {"name": name, "namespace": "n"},
+                "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": node_port}]}})
+        };
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let mut s = svc(name, 30000 + i as i64);
+            service_allocate(&store, &cfg(), &mut s, None).unwrap();
+            assert_eq!(s["spec"]["clusterIP"], format!("10.96.0.{}", 10 + i));
+            store.put(&gr, s);
+        }
+        // A removed Service frees its address and node port: the lowest free address is reused.
+        store.remove(&gr, "n", "b");
+        let mut d = svc("d", 30001);
+        service_allocate(&store, &cfg(), &mut d, None).unwrap();
+        assert_eq!(d["spec"]["clusterIP"], "10.96.0.11");
+        store.put(&gr, d.clone());
+        let mut e =
+            json!({"metadata": {"name": "e", "namespace": "n"}, "spec": {"ports": [{"port": 80}]}});
+        service_allocate(&store, &cfg(), &mut e, None).unwrap();
+        assert_eq!(e["spec"]["clusterIP"], "10.96.0.13");
+        // Another Service's address is refused; a Service keeps its own on update.
+        let mut f = json!({"metadata": {"name": "f", "namespace": "n"},
+            "spec": {"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}});
+        let errs = service_allocate(&store, &cfg(), &mut f, None).unwrap_err();
+        assert!(errs[0]
+            .to_string()
+            .contains("provided IP is already allocated"));
+        let mut d2 = svc("d", 30001);
+        d2["spec"]["clusterIP"] = json!("10.96.0.11");
+        service_allocate(&store, &cfg(), &mut d2, Some(&d)).unwrap();
+        // An update that moves a node port releases the old one.
+        let mut d3 = svc("d", 30005);
+        service_allocate(&store, &cfg(), &mut d3, Some(&d)).unwrap();
+        store.put(&gr, d3);
+        let mut g = svc("g", 30001);
+        service_allocate(&store, &cfg(), &mut g, None).unwrap();
+        let mut h = svc("h", 30005);
+        let errs = service_allocate(&store, &cfg(), &mut h, None).unwrap_err();
+        assert!(errs[0]
+            .to_string()
+            .contains("provided port is already allocated"));
+        // After the /24's last address comes the next /24.
+        let mut big = Store::new(100);
+        for fourth in 10..=254 {
+            big.put(
+                &gr,
+                json!({"metadata": {"name": format!("s{fourth}"), "namespace": "n"},
+                    "spec": {"clusterIP": format!("10.96.0.{fourth}")}}),
+            );
+        }
+        let mut next = json!({"metadata": {"name": "next", "namespace": "n"}, "spec": {"ports": [{"port": 80}]}});
+        service_allocate(&big, &cfg(), &mut next, None).unwrap();
+        assert_eq!(next["spec"]["clusterIP"], "10.96.1.1");
     }
 }

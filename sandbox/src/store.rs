@@ -1,11 +1,15 @@
 //! The object store: every object as a `serde_json::Value`, keyed by group/resource, namespace and
 //! name; one global resourceVersion counter; the bounded event log that watches resume from (older
-//! resourceVersions answer 410); and the broadcast channel live watches listen on.
+//! resourceVersions answer 410); the broadcast channel live watches listen on; and an index of
+//! the cluster IPs and node ports Services hold, so that allocating them on a Service write does
+//! not read every stored Service.
 
 use crate::resources::{self, GroupResource, ResourceInfo};
 use crate::util::{meta_mut, meta_str};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -50,6 +54,93 @@ pub struct WatchEvent {
 
 type Bucket = BTreeMap<(String, String), Value>;
 
+/// A Service's namespace and name.
+pub type ServiceKey = (String, String);
+
+/// Which Services hold each cluster IP and node port, kept up to date by every `put` and
+/// `remove` of a Service (several holders are possible: objects written straight into the store
+/// skip the allocation rules).
+#[derive(Default)]
+struct ServiceAllocations {
+    /// `spec.clusterIP` as written (`None` included) → its holders.
+    cluster_ips: BTreeMap<String, Vec<ServiceKey>>,
+    /// The IPv4 cluster IPs as numbers → how many Services hold each (for the lowest-free walk).
+    ipv4: BTreeMap<u32, usize>,
+    /// `spec.ports[].nodePort` → its holders (a Service using a port twice is listed twice).
+    node_ports: BTreeMap<i64, Vec<ServiceKey>>,
+}
+
+impl ServiceAllocations {
+    fn add(&mut self, svc: &Value) {
+        let key = (
+            meta_str(svc, "namespace").to_string(),
+            meta_str(svc, "name").to_string(),
+        );
+        if let Some(ip) = cluster_ip(svc) {
+            if let Ok(v4) = ip.parse::<Ipv4Addr>() {
+                *self.ipv4.entry(u32::from(v4)).or_insert(0) += 1;
+            }
+            self.cluster_ips
+                .entry(ip.to_string())
+                .or_default()
+                .push(key.clone());
+        }
+        for port in node_ports(svc) {
+            self.node_ports.entry(port).or_default().push(key.clone());
+        }
+    }
+
+    fn remove(&mut self, svc: &Value) {
+        let key = (meta_str(svc, "namespace"), meta_str(svc, "name"));
+        let is_key = |k: &ServiceKey| (k.0.as_str(), k.1.as_str()) == key;
+        if let Some(ip) = cluster_ip(svc) {
+            if let Ok(v4) = ip.parse::<Ipv4Addr>() {
+                let n = u32::from(v4);
+                if let Some(count) = self.ipv4.get_mut(&n) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.ipv4.remove(&n);
+                    }
+                }
+            }
+            if let Some(holders) = self.cluster_ips.get_mut(ip) {
+                if let Some(i) = holders.iter().position(is_key) {
+                    holders.swap_remove(i);
+                }
+                if holders.is_empty() {
+                    self.cluster_ips.remove(ip);
+                }
+            }
+        }
+        for port in node_ports(svc) {
+            if let Some(holders) = self.node_ports.get_mut(&port) {
+                if let Some(i) = holders.iter().position(is_key) {
+                    holders.swap_remove(i);
+                }
+                if holders.is_empty() {
+                    self.node_ports.remove(&port);
+                }
+            }
+        }
+    }
+}
+
+fn cluster_ip(svc: &Value) -> Option<&str> {
+    svc.pointer("/spec/clusterIP").and_then(Value::as_str)
+}
+
+fn node_ports(svc: &Value) -> impl Iterator<Item = i64> + '_ {
+    svc.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+}
+
+fn is_services(gr: &GroupResource) -> bool {
+    gr.group.is_empty() && gr.resource == "services"
+}
+
 /// All state that survives a restart.
 pub struct Store {
     objects: BTreeMap<GroupResource, Bucket>,
@@ -60,6 +151,7 @@ pub struct Store {
     window: usize,
     resources: Vec<ResourceInfo>,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    allocations: ServiceAllocations,
 }
 
 impl Store {
@@ -74,6 +166,7 @@ impl Store {
             window: window.max(1),
             resources: resources::builtins(),
             tx,
+            allocations: ServiceAllocations::default(),
         }
     }
 
@@ -100,7 +193,9 @@ impl Store {
 
     /// Logged events newer than `rv`.
     pub fn events_since(&self, rv: u64) -> Vec<Arc<WatchEvent>> {
-        self.log.iter().filter(|e| e.rv > rv).cloned().collect()
+        // The log is in resourceVersion order.
+        let first = self.log.partition_point(|e| e.rv <= rv);
+        self.log.range(first..).cloned().collect()
     }
 
     /// All servable resources.
@@ -145,21 +240,52 @@ impl Store {
 
     /// Objects of a resource, in one namespace or all.
     pub fn list(&self, gr: &GroupResource, ns: Option<&str>) -> Vec<Value> {
+        self.list_ref(gr, ns).cloned().collect()
+    }
+
+    /// Objects of a resource, in one namespace or all, borrowed (callers that filter clone only
+    /// what they keep).
+    pub fn list_ref<'a>(
+        &'a self,
+        gr: &GroupResource,
+        ns: Option<&'a str>,
+    ) -> Box<dyn Iterator<Item = &'a Value> + 'a> {
         let Some(bucket) = self.objects.get(gr) else {
-            return Vec::new();
+            return Box::new(std::iter::empty());
         };
         match ns {
-            Some(ns) => bucket
-                .range((ns.to_string(), String::new())..)
-                .take_while(|((n, _), _)| n == ns)
-                .map(|(_, v)| v.clone())
-                .collect(),
-            None => bucket.values().cloned().collect(),
+            Some(ns) => Box::new(
+                bucket
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(move |((n, _), _)| n == ns)
+                    .map(|(_, v)| v),
+            ),
+            None => Box::new(bucket.values()),
         }
     }
 
-    /// Every object of a resource in all namespaces, borrowed (no clones: the allocation rules
-    /// read every Service on each Service write).
+    /// The Services whose `spec.clusterIP` is `ip` (as written).
+    pub fn cluster_ip_holders(&self, ip: &str) -> &[ServiceKey] {
+        self.allocations
+            .cluster_ips
+            .get(ip)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The IPv4 cluster IPs held by Services within `range`, ascending, each once.
+    pub fn used_ipv4(&self, range: RangeInclusive<u32>) -> impl Iterator<Item = u32> + '_ {
+        self.allocations.ipv4.range(range).map(|(ip, _)| *ip)
+    }
+
+    /// The Services whose ports use node port `port`.
+    pub fn node_port_holders(&self, port: i64) -> &[ServiceKey] {
+        self.allocations
+            .node_ports
+            .get(&port)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every object of a resource in all namespaces, borrowed.
     pub fn iter(&self, gr: &GroupResource) -> impl Iterator<Item = &Value> {
         self.objects.get(gr).into_iter().flat_map(|b| b.values())
     }
@@ -192,6 +318,12 @@ impl Store {
         let name = meta_str(&obj, "name").to_string();
         let bucket = self.objects.entry(gr.clone()).or_default();
         let old = bucket.insert((ns.clone(), name), obj.clone());
+        if is_services(gr) {
+            if let Some(old) = &old {
+                self.allocations.remove(old);
+            }
+            self.allocations.add(&obj);
+        }
         let kind = if old.is_some() {
             EventType::Modified
         } else {
@@ -217,6 +349,9 @@ impl Store {
             .objects
             .get_mut(gr)?
             .remove(&(ns.to_string(), name.to_string()))?;
+        if is_services(gr) {
+            self.allocations.remove(&obj);
+        }
         self.rv += 1;
         let rv = self.rv;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(rv.to_string()));

@@ -79,9 +79,9 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
         let mut gone = None;
         match requested {
             None => {
-                for o in st.list(&spec.info.key(), spec.namespace.as_deref()) {
-                    if matches(&spec, &o) {
-                        initial.push(line("ADDED", present(&spec.info, o)));
+                for o in st.list_ref(&spec.info.key(), spec.namespace.as_deref()) {
+                    if matches(&spec, o) {
+                        initial.push(line("ADDED", present(&spec.info, o.clone())));
                     }
                 }
                 if spec.send_initial {
@@ -93,9 +93,9 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
                     gone = Some(ApiError::expired(rv, st.compacted().max(st.rv())));
                 } else {
                     if spec.send_initial {
-                        for o in st.list(&spec.info.key(), spec.namespace.as_deref()) {
-                            if matches(&spec, &o) {
-                                initial.push(line("ADDED", present(&spec.info, o)));
+                        for o in st.list_ref(&spec.info.key(), spec.namespace.as_deref()) {
+                            if matches(&spec, o) {
+                                initial.push(line("ADDED", present(&spec.info, o.clone())));
                             }
                         }
                         initial.push(bookmark(&spec, st.rv(), true));
