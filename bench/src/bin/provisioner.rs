@@ -336,45 +336,45 @@ async fn create_exposure(sb: &SandboxHandle, t: usize) -> anyhow::Result<()> {
 }
 
 /// How many Services exist with the right selector, and how many Exposure statuses are right.
+/// Reads the store borrowed: the check runs every 200 ms while the sandbox serves Portico in this
+/// process, and cloning every Service and Exposure each time would compete with it.
 fn progress(
     sb: &SandboxHandle,
     tags: usize,
     expected_pods: impl Fn(usize) -> usize,
 ) -> (usize, usize) {
-    let services: BTreeMap<String, Value> = sb
-        .objects("", "services", Some(NS))
-        .into_iter()
-        .filter_map(|s| Some((s["metadata"]["name"].as_str()?.to_string(), s)))
-        .collect();
-    let exposures: BTreeMap<String, Value> = sb
-        .objects("portico.dev", "exposures", Some(NS))
-        .into_iter()
-        .filter_map(|e| Some((e["metadata"]["name"].as_str()?.to_string(), e)))
-        .collect();
+    let tag_of = |o: &Value| -> Option<usize> {
+        let t = o["metadata"]["name"]
+            .as_str()?
+            .strip_prefix("tag")?
+            .parse()
+            .ok()?;
+        (t < tags).then_some(t)
+    };
     let mut services_ok = 0;
-    let mut statuses_ok = 0;
-    for t in 0..tags {
-        let tag = tag_name(t);
-        let route = format!("user1-{tag}");
-        if services.get(&tag).is_some_and(|s| {
-            s["spec"]["selector"]["jarvice-job-ipaddr"] == route.as_str()
-                && s["spec"]["ports"][0]["nodePort"].is_number()
-        }) {
+    sb.for_each_object("", "services", Some(NS), |s| {
+        let Some(t) = tag_of(s) else { return };
+        if s["spec"]["selector"]["jarvice-job-ipaddr"] == format!("user1-{}", tag_name(t))
+            && s["spec"]["ports"][0]["nodePort"].is_number()
+        {
             services_ok += 1;
         }
-        if exposures.get(&tag).is_some_and(|e| {
-            let status = &e["status"];
-            status["service"] == tag.as_str()
-                && status["pods"].as_u64() == Some(expected_pods(t) as u64)
-                && status["nodePorts"]["http"].is_number()
-                && status["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        }) {
+    });
+    let mut statuses_ok = 0;
+    sb.for_each_object("portico.dev", "exposures", Some(NS), |e| {
+        let Some(t) = tag_of(e) else { return };
+        let status = &e["status"];
+        if status["service"] == tag_name(t)
+            && status["pods"].as_u64() == Some(expected_pods(t) as u64)
+            && status["nodePorts"]["http"].is_number()
+            && status["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        {
             statuses_ok += 1;
         }
-    }
+    });
     (services_ok, statuses_ok)
 }
 
