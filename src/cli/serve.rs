@@ -95,8 +95,9 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 
     /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter such
-    /// as `info,portico::server=debug`. One line per admission decision is logged at `info`;
-    /// request and reply bodies only at `trace`.
+    /// as `info,portico::server=debug`. Denied admission requests are logged at `info`, allowed
+    /// ones at `debug` (every decision is in the audit trail); request and reply bodies only at
+    /// `trace`.
     #[arg(
         long,
         value_name = "FILTER",

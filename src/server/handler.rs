@@ -309,28 +309,41 @@ async fn discard_if_small(
     let _ = tokio::time::timeout_at(deadline, discard).await;
 }
 
+/// Denials (and warn mode's would-be denials) are logged at `info`: they are what an operator
+/// looks for. Allowed decisions are logged at `debug`: the audit trail already has one line for
+/// every decision, and a line per pod on stderr would cost more than the decision itself.
 fn log_decision(endpoint: &str, answer: &Answer, elapsed: Duration) {
     let s = &answer.summary;
-    tracing::info!(
-        endpoint,
-        uid = %s.uid,
-        user = %s.user,
-        operation = %s.operation,
-        kind = %s.kind,
-        namespace = %s.namespace,
-        name = %s.name,
-        tag = s.tag.as_deref().unwrap_or(""),
-        route = s.route.as_deref().unwrap_or(""),
-        allowed = s.allowed,
-        mutated = s.mutated,
-        dry_run = s.dry_run,
-        would_deny = s.would_deny,
-        patch_bytes = s.patch_bytes,
-        reason = s.reason.as_deref().unwrap_or(""),
-        message = s.message.as_deref().unwrap_or(""),
-        micros = elapsed.as_micros() as u64,
-        "admission decision"
-    );
+    macro_rules! decision {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                endpoint,
+                uid = %s.uid,
+                user = %s.user,
+                operation = %s.operation,
+                kind = %s.kind,
+                namespace = %s.namespace,
+                name = %s.name,
+                tag = s.tag.as_deref().unwrap_or(""),
+                route = s.route.as_deref().unwrap_or(""),
+                allowed = s.allowed,
+                mutated = s.mutated,
+                dry_run = s.dry_run,
+                would_deny = s.would_deny,
+                patch_bytes = s.patch_bytes,
+                reason = s.reason.as_deref().unwrap_or(""),
+                message = s.message.as_deref().unwrap_or(""),
+                micros = elapsed.as_micros() as u64,
+                "admission decision"
+            )
+        };
+    }
+    if s.allowed && !s.would_deny {
+        decision!(tracing::Level::DEBUG);
+    } else {
+        decision!(tracing::Level::INFO);
+    }
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
