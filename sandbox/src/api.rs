@@ -353,7 +353,11 @@ pub async fn create(
     errs.extend(validation::object_label_errors(&obj));
     errs.extend(rules::validate(info, &obj));
     invalid_if(info, &name, errs)?;
+    // The Service as asked for, before allocation: allocated again at commit if what was
+    // allocated here was taken meanwhile by a concurrent create.
+    let mut requested = None;
     if info.is("", "services") {
+        requested = Some(obj.clone());
         let st = shared.store();
         if let Err(errs) = rules::service_allocate(&st, &shared.cfg.rules, &mut obj, None) {
             return Err(ApiError::invalid(info, &name, &errs));
@@ -373,10 +377,9 @@ pub async fn create(
         {
             return Err(ApiError::already_exists(info, &name));
         }
-        if info.is("", "services") {
-            if let Err(errs) = rules::service_allocate(&st, &shared.cfg.rules, &mut obj, None) {
-                return Err(ApiError::invalid(info, &name, &errs));
-            }
+        if let Some(requested) = requested {
+            rules::service_commit(&st, &shared.cfg.rules, &mut obj, &requested)
+                .map_err(|errs| ApiError::invalid(info, &name, &errs))?;
         }
         if info.namespaced && st.namespace(ns).is_none() {
             return Err(ApiError::namespace_not_found(ns));

@@ -287,6 +287,45 @@ fn spec_of(v: &Value) -> Value {
     v
 }
 
+/// The allocation check of a create at commit, under the store's lock. `obj` carries what
+/// [`service_allocate`] chose before admission; when a concurrent create has taken an address or
+/// node port chosen then (not one the client asked for), they are chosen again, as the apiserver's
+/// allocator never hands one out twice. `requested` is the Service before that first allocation.
+pub fn service_commit(
+    store: &Store,
+    cfg: &RuleConfig,
+    obj: &mut Value,
+    requested: &Value,
+) -> Result<(), Vec<FieldError>> {
+    // On error `obj` is left as it was.
+    if service_allocate(store, cfg, obj, None).is_ok() {
+        return Ok(());
+    }
+    let asked = requested.get("spec");
+    let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+    for k in ["clusterIP", "clusterIPs"] {
+        match asked.and_then(|s| s.get(k)) {
+            Some(v) => spec.insert(k.into(), v.clone()),
+            None => spec.remove(k),
+        };
+    }
+    let asked_ports = asked.and_then(|s| s.get("ports")).and_then(Value::as_array);
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for (i, p) in ports.iter_mut().enumerate() {
+            let np = asked_ports
+                .and_then(|a| a.get(i))
+                .and_then(|p| p.get("nodePort"))
+                .cloned();
+            let pm = as_object_mut(p);
+            match np {
+                Some(v) => pm.insert("nodePort".into(), v),
+                None => pm.remove("nodePort"),
+            };
+        }
+    }
+    service_allocate(store, cfg, obj, None)
+}
+
 /// Bumps `metadata.generation` when anything but metadata and status changed.
 pub fn bump_generation(old: &Value, new: &mut Value) {
     let gen = old
@@ -667,5 +706,41 @@ mod tests {
         let mut next = json!({"metadata": {"name": "next", "namespace": "n"}, "spec": {"ports": [{"port": 80}]}});
         service_allocate(&big, &cfg(), &mut next, None).unwrap();
         assert_eq!(next["spec"]["clusterIP"], "10.96.1.1");
+    }
+
+    #[test]
+    fn commit_chooses_again_what_a_concurrent_create_took() {
+        let mut store = Store::new(100);
+        let gr = GroupResource::new("", "services");
+        let asked = json!({"metadata": {"name": "a", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"name": "w", "port": 80}, {"name": "x", "port": 81, "nodePort": 30100}]}});
+        let mut a = asked.clone();
+        service_allocate(&store, &cfg(), &mut a, None).unwrap();
+        let chosen = a["spec"]["ports"][0]["nodePort"].clone();
+        // Another create commits first with the same address and node port.
+        let mut b = json!({"metadata": {"name": "b", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": chosen}]}});
+        service_allocate(&store, &cfg(), &mut b, None).unwrap();
+        assert_eq!(b["spec"]["clusterIP"], a["spec"]["clusterIP"]);
+        store.put(&gr, b);
+        service_commit(&store, &cfg(), &mut a, &asked).unwrap();
+        assert_eq!(a["spec"]["clusterIP"], "10.96.0.11");
+        assert_eq!(a["spec"]["clusterIPs"], json!(["10.96.0.11"]));
+        assert_ne!(a["spec"]["ports"][0]["nodePort"], chosen);
+        assert_eq!(a["spec"]["ports"][1]["nodePort"], 30100);
+        // A node port the client asked for is refused, not moved.
+        let mut c = json!({"metadata": {"name": "c", "namespace": "n"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30200}]}});
+        let c_asked = c.clone();
+        service_allocate(&store, &cfg(), &mut c, None).unwrap();
+        store.put(
+            &gr,
+            json!({"metadata": {"name": "d", "namespace": "n"},
+                "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30200}]}}),
+        );
+        let errs = service_commit(&store, &cfg(), &mut c, &c_asked).unwrap_err();
+        assert!(errs[0]
+            .to_string()
+            .contains("provided port is already allocated"));
     }
 }
