@@ -195,10 +195,10 @@ fn reply(api_version: &str, mut summary: Summary, outcome: Outcome) -> Answer {
             if let Some(patch) = patch.filter(|p| !p.0.is_empty()) {
                 let json = serde_json::to_vec(&patch).unwrap_or_default();
                 summary.patch_bytes = json.len();
-                summary.patch = String::from_utf8(json.clone()).ok();
                 summary.mutated = true;
                 response.patch_type = Some("JSONPatch");
-                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+                response.patch = Some(base64::engine::general_purpose::STANDARD.encode(&json));
+                summary.patch = String::from_utf8(json).ok();
             }
             if let Some(route) = &summary.route {
                 response
@@ -223,7 +223,14 @@ fn reply(api_version: &str, mut summary: Summary, outcome: Outcome) -> Answer {
         kind: "AdmissionReview",
         response,
     };
-    let body = serde_json::to_vec(&out).unwrap_or_default();
+    // Sized for the envelope plus what varies, so encoding does not grow the buffer.
+    let varying = out.response.patch.as_ref().map_or(0, String::len)
+        + out.response.warnings.iter().map(String::len).sum::<usize>()
+        + out.response.status.as_ref().map_or(0, |s| s.message.len());
+    let mut body = Vec::with_capacity(256 + out.response.uid.len() + varying);
+    if serde_json::to_writer(&mut body, &out).is_err() {
+        body.clear();
+    }
     Answer { body, summary }
 }
 

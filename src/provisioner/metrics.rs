@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde_json::Value;
 
 use crate::core::Policy;
-use crate::server::audit_log::{now, AuditLog, AuditRecord, ObjectId};
+use crate::server::audit_log::{now, AuditLog, AuditRecord, Change, ObjectId};
 use crate::server::metrics::Metrics;
 
 /// Labels of the write and error counters.
@@ -216,7 +216,8 @@ impl Observe {
                 Some(v) => Some(v),
                 None if change.is_empty() => None,
                 None => Some(Value::String(change.to_string())),
-            },
+            }
+            .map(Change::Json),
             outcome: if error.is_some() { "failed" } else { "written" }.into(),
             reason: error.map(|_| "ApiError".to_string()),
             message: error.map(str::to_string),

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::admission::Summary;
@@ -48,7 +49,7 @@ pub struct AuditRecord {
     pub tag: Option<String>,
     /// The JSON Patch the webhook returned, or what the provisioner wrote.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub change: Option<Value>,
+    pub change: Option<Change>,
     /// `allowed`, `mutated`, `denied`, `would-deny` (warn mode) for admission; `written` or
     /// `failed` for provisioner writes.
     pub outcome: String,
@@ -76,10 +77,12 @@ impl AuditRecord {
         } else {
             "allowed"
         };
+        // The patch is already JSON text: it is written as it is, not parsed again.
         let change = s
             .patch
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<Value>(p).ok());
+            .as_ref()
+            .and_then(|p| RawValue::from_string(p.clone()).ok())
+            .map(Change::Raw);
         AuditRecord {
             time: now(),
             source: "admission",
@@ -102,6 +105,24 @@ impl AuditRecord {
             message: s.message.clone(),
             uid: Some(s.uid.clone()).filter(|u| !u.is_empty()),
             dry_run: s.dry_run,
+        }
+    }
+}
+
+/// What a record says was changed: a JSON value, or JSON text written as it is.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Change {
+    Json(Value),
+    Raw(Box<RawValue>),
+}
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Change::Json(a), Change::Json(b)) => a == b,
+            (Change::Raw(a), Change::Raw(b)) => a.get() == b.get(),
+            _ => false,
         }
     }
 }
