@@ -67,6 +67,8 @@ pub struct UserInfo {
 }
 
 /// `request.object` or `request.oldObject`: already decoded, or raw JSON still to decode.
+// Lives for one review on the stack; boxing the decoded object would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum ObjectIn<'a> {
     Decoded(Object),
     Raw(&'a RawValue),
