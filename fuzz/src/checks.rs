@@ -5,6 +5,7 @@
 //! A violated invariant panics: that is how libFuzzer (and the stable driver) learn of a finding.
 
 use base64::Engine as _;
+use portico::admission::review::{to_request, ReviewIn};
 use portico::admission::{Endpoint, Webhook};
 use portico::config::Config;
 use portico::core::label::validate_label_value;
@@ -37,6 +38,7 @@ pub fn webhooks() -> Vec<Webhook> {
 ///   label on the stored pod or pod template carries the requester's own prefix, and is a valid
 ///   label value.
 pub fn check_review(hooks: &[Webhook], data: &[u8]) {
+    check_single_pass(data);
     // The input as a JSON value, when it is one serde_json can hold (it has a depth limit that
     // the webhook's decoder does not need).
     let input: Option<Value> = serde_json::from_slice(data).ok();
@@ -95,6 +97,25 @@ pub fn check_review(hooks: &[Webhook], data: &[u8]) {
             );
         }
     }
+}
+
+/// The single-pass decoder comes to the same request (or the same reason it cannot) as the
+/// two-pass reference, and fails exactly when the reference does.
+fn check_single_pass(data: &[u8]) {
+    let decide = |review: Result<ReviewIn<'_>, serde_json::Error>| {
+        review.map_err(|e| e.to_string()).map(|r| {
+            r.request
+                .map(|q| to_request(q).map_err(|e| e.to_string()))
+        })
+    };
+    let single = decide(ReviewIn::parse(data));
+    let reference = decide(ReviewIn::parse_in_two_passes(data));
+    assert_eq!(
+        single,
+        reference,
+        "single pass and two passes disagree on {}",
+        String::from_utf8_lossy(data)
+    );
 }
 
 /// Routing and owner labels after a CREATE by an ordinary user carry that user's prefix.

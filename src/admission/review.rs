@@ -33,6 +33,13 @@ impl<'a> ReviewIn<'a> {
         Self::parse_with(body, Objects::Eager).or_else(|_| Self::parse_with(body, Objects::Raw))
     }
 
+    /// The reference reading: objects kept raw and decoded afterwards by [`to_request`]. The
+    /// single pass of [`ReviewIn::parse`] must always come to the same request (the tests and
+    /// the fuzz targets check it).
+    pub fn parse_in_two_passes(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        Self::parse_with(body, Objects::Raw)
+    }
+
     fn parse_with(body: &'a [u8], objects: Objects) -> Result<Self, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_slice(body);
         let review = de.deserialize_map(ReviewVisitor { objects })?;
