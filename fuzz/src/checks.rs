@@ -103,10 +103,9 @@ pub fn check_review(hooks: &[Webhook], data: &[u8]) {
 /// two-pass reference, and fails exactly when the reference does.
 fn check_single_pass(data: &[u8]) {
     let decide = |review: Result<ReviewIn<'_>, serde_json::Error>| {
-        review.map_err(|e| e.to_string()).map(|r| {
-            r.request
-                .map(|q| to_request(q).map_err(|e| e.to_string()))
-        })
+        review
+            .map_err(|e| e.to_string())
+            .map(|r| r.request.map(|q| to_request(q).map_err(|e| e.to_string())))
     };
     let single = decide(ReviewIn::parse(data));
     let reference = decide(ReviewIn::parse_in_two_passes(data));
