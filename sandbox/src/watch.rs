@@ -23,7 +23,13 @@ fn matches(spec: &WatchSpec, o: &Value) -> bool {
     spec.labels.matches(&labels(o)) && spec.fields.matches(o)
 }
 
-/// The line for a store event as seen by this watch, if any.
+/// A watch line around an object already encoded (the bytes `line` makes for it).
+fn encoded_line(kind: &str, object: &str) -> Bytes {
+    Bytes::from(format!("{{\"object\":{object},\"type\":\"{kind}\"}}\n"))
+}
+
+/// The line for a store event as seen by this watch, if any. An object stored with the
+/// apiVersion and kind this watch serves is encoded once per event, not once per watch.
 fn translate(spec: &WatchSpec, ev: &WatchEvent) -> Option<Bytes> {
     if ev.gr != spec.info.key() {
         return None;
@@ -33,18 +39,27 @@ fn translate(spec: &WatchSpec, ev: &WatchEvent) -> Option<Bytes> {
             return None;
         }
     }
-    let obj = || present(&spec.info, ev.object.clone());
+    let as_served = ev.object.get("apiVersion").and_then(Value::as_str)
+        == Some(spec.info.api_version().as_str())
+        && ev.object.get("kind").and_then(Value::as_str) == Some(spec.info.kind.as_str());
+    let send = |kind: &str| {
+        if as_served {
+            encoded_line(kind, ev.encoded.get_or_init(|| ev.object.to_string()))
+        } else {
+            line(kind, present(&spec.info, ev.object.clone()))
+        }
+    };
     match ev.kind {
         EventType::Added | EventType::Deleted => {
-            matches(spec, &ev.object).then(|| line(ev.kind.as_str(), obj()))
+            matches(spec, &ev.object).then(|| send(ev.kind.as_str()))
         }
         EventType::Modified => {
             let now = matches(spec, &ev.object);
             let before = ev.old.as_ref().is_some_and(|o| matches(spec, o));
             match (before, now) {
-                (true, true) => Some(line("MODIFIED", obj())),
-                (false, true) => Some(line("ADDED", obj())),
-                (true, false) => Some(line("DELETED", obj())),
+                (true, true) => Some(send("MODIFIED")),
+                (false, true) => Some(send("ADDED")),
+                (true, false) => Some(send("DELETED")),
                 (false, false) => None,
             }
         }
@@ -161,4 +176,19 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encoded_line_is_the_line() {
+        let object = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "b \"quoted\""}}, "spec": {"x": [1, 2]}});
+        assert_eq!(
+            encoded_line("MODIFIED", &object.to_string()),
+            line("MODIFIED", object)
+        );
+    }
 }
