@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Watch event type.
@@ -50,8 +50,6 @@ pub struct WatchEvent {
     pub object: Value,
     /// The object before a modification.
     pub old: Option<Value>,
-    /// `object` as JSON, made by the first watch that sends it as stored (the others reuse it).
-    pub encoded: OnceLock<String>,
 }
 
 type Bucket = BTreeMap<(String, String), Value>;
@@ -338,7 +336,6 @@ impl Store {
             kind,
             object: obj.clone(),
             old,
-            encoded: OnceLock::new(),
         });
         if gr.group == "apiextensions.k8s.io" {
             self.refresh_resources();
@@ -365,7 +362,6 @@ impl Store {
             kind: EventType::Deleted,
             object: obj.clone(),
             old: None,
-            encoded: OnceLock::new(),
         });
         if gr.group == "apiextensions.k8s.io" {
             self.refresh_resources();

@@ -29,7 +29,7 @@ fn encoded_line(kind: &str, object: &str) -> Bytes {
 }
 
 /// The line for a store event as seen by this watch, if any. An object stored with the
-/// apiVersion and kind this watch serves is encoded once per event, not once per watch.
+/// apiVersion and kind this watch serves is encoded as it is, without a copy.
 fn translate(spec: &WatchSpec, ev: &WatchEvent) -> Option<Bytes> {
     if ev.gr != spec.info.key() {
         return None;
@@ -44,7 +44,7 @@ fn translate(spec: &WatchSpec, ev: &WatchEvent) -> Option<Bytes> {
         && ev.object.get("kind").and_then(Value::as_str) == Some(spec.info.kind.as_str());
     let send = |kind: &str| {
         if as_served {
-            encoded_line(kind, ev.encoded.get_or_init(|| ev.object.to_string()))
+            encoded_line(kind, &ev.object.to_string())
         } else {
             line(kind, present(&spec.info, ev.object.clone()))
         }
