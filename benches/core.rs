@@ -76,7 +76,7 @@ fn core_decision(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let review = ReviewIn::parse(black_box(body.as_bytes())).expect("review");
+                let review = ReviewIn::parse(black_box(body)).expect("review");
                 let request = to_request(review.request.expect("request")).expect("decodable");
                 core::mutate(&policy, &request)
             })
@@ -84,7 +84,7 @@ fn core_decision(c: &mut Criterion) {
     }
     group.bench_function("decode_pod_create", |b| {
         b.iter(|| {
-            let review = ReviewIn::parse(black_box(POD_CREATE.as_bytes())).expect("review");
+            let review = ReviewIn::parse(black_box(POD_CREATE)).expect("review");
             to_request(review.request.expect("request")).expect("decodable")
         })
     });
@@ -92,7 +92,7 @@ fn core_decision(c: &mut Criterion) {
     group.bench_function("skip_pod_create", |b| {
         b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(POD_CREATE)))
     });
-    let review = ReviewIn::parse(POD_CREATE.as_bytes()).expect("review");
+    let review = ReviewIn::parse(POD_CREATE).expect("review");
     let request = to_request(review.request.expect("request")).expect("decodable");
     group.bench_function("mutate_pod_create", |b| {
         b.iter(|| core::mutate(&policy, black_box(&request)))
@@ -116,7 +116,7 @@ fn patches(c: &mut Criterion) {
     let policy = Policy::new(Config::default());
     let mut group = c.benchmark_group("patch");
     for (name, body) in [("pod_create", POD_CREATE), ("job_create", JOB_CREATE)] {
-        let review = ReviewIn::parse(body.as_bytes()).expect("review");
+        let review = ReviewIn::parse(body).expect("review");
         let request = to_request(review.request.expect("request")).expect("decodable");
         let decision = core::mutate(&policy, &request);
         let edits = decision.edits().to_vec();

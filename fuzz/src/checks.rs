@@ -102,6 +102,10 @@ pub fn check_review(hooks: &[Webhook], data: &[u8]) {
 /// The single-pass decoder comes to the same request (or the same reason it cannot) as the
 /// two-pass reference, and fails exactly when the reference does.
 fn check_single_pass(data: &[u8]) {
+    // Bodies that are not UTF-8 are refused before either reading.
+    let Ok(data) = std::str::from_utf8(data) else {
+        return;
+    };
     let decide = |review: Result<ReviewIn<'_>, serde_json::Error>| {
         review
             .map_err(|e| e.to_string())
@@ -110,10 +114,9 @@ fn check_single_pass(data: &[u8]) {
     let single = decide(ReviewIn::parse(data));
     let reference = decide(ReviewIn::parse_in_two_passes(data));
     assert_eq!(
-        single,
-        reference,
+        single, reference,
         "single pass and two passes disagree on {}",
-        String::from_utf8_lossy(data)
+        data
     );
 }
 

@@ -89,6 +89,9 @@ impl Webhook {
     /// Answers one review body. `Err` only when the body is not a review at all; a review that
     /// cannot be decided is answered `allowed: false` with the reason.
     pub fn answer(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
+        // JSON is UTF-8; checked once for the whole body, since decoding skips what no decision reads.
+        let body = std::str::from_utf8(body)
+            .map_err(|e| BadReview::NotJson(format!("it is not UTF-8 text: {e}")))?;
         let review = ReviewIn::parse(body).map_err(|e| classify(body, e))?;
         let api_version = match review.api_version.as_deref() {
             Some(v @ ("admission.k8s.io/v1" | "admission.k8s.io/v1beta1")) => v,
@@ -235,10 +238,10 @@ fn reply(api_version: &str, mut summary: Summary, outcome: Outcome) -> Answer {
 }
 
 /// A decode failure is either not JSON at all or JSON of the wrong shape.
-fn classify(body: &[u8], e: serde_json::Error) -> BadReview {
+fn classify(body: &str, e: serde_json::Error) -> BadReview {
     match e.classify() {
         serde_json::error::Category::Data => BadReview::NotAReview(e.to_string()),
-        _ if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+        _ if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() => {
             BadReview::NotAReview(e.to_string())
         }
         _ => BadReview::NotJson(e.to_string()),

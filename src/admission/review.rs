@@ -28,20 +28,21 @@ pub struct ReviewIn<'a> {
 
 impl<'a> ReviewIn<'a> {
     /// Reads a review body: one pass when it can, a second (objects kept raw) when that fails,
-    /// so the error returned is always the envelope's own.
-    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+    /// so the error returned is always the envelope's own. The body is text already checked to be
+    /// UTF-8 (skipped values are not checked again, so the check has to come first).
+    pub fn parse(body: &'a str) -> Result<Self, serde_json::Error> {
         Self::parse_with(body, Objects::Eager).or_else(|_| Self::parse_with(body, Objects::Raw))
     }
 
     /// The reference reading: objects kept raw and decoded afterwards by [`to_request`]. The
     /// single pass of [`ReviewIn::parse`] must always come to the same request (the tests and
     /// the fuzz targets check it).
-    pub fn parse_in_two_passes(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+    pub fn parse_in_two_passes(body: &'a str) -> Result<Self, serde_json::Error> {
         Self::parse_with(body, Objects::Raw)
     }
 
-    fn parse_with(body: &'a [u8], objects: Objects) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(body);
+    fn parse_with(body: &'a str, objects: Objects) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(body);
         let review = de.deserialize_map(ReviewVisitor { objects })?;
         de.end()?;
         Ok(review)
@@ -626,7 +627,7 @@ mod tests {
 
     /// What a body decodes to along one path: the request, or why it is undecidable, or why it
     /// is not a review. Errors compare by message.
-    fn decided(body: &[u8], objects: Objects) -> Result<Result<Request, String>, String> {
+    fn decided(body: &str, objects: Objects) -> Result<Result<Request, String>, String> {
         let review = ReviewIn::parse_with(body, objects).map_err(|e| e.to_string())?;
         let request = review.request.ok_or("no request")?;
         Ok(to_request(request).map_err(|e| e.to_string()))
@@ -634,7 +635,7 @@ mod tests {
 
     fn parsed(body: &Value) -> Result<Request, String> {
         let text = body.to_string();
-        let review = ReviewIn::parse(text.as_bytes()).map_err(|e| format!("bad review: {e}"))?;
+        let review = ReviewIn::parse(&text).map_err(|e| format!("bad review: {e}"))?;
         to_request(review.request.ok_or("no request")?).map_err(|e| e.to_string())
     }
 
@@ -656,14 +657,14 @@ mod tests {
         })
     }
 
-    fn fixture_bodies() -> Vec<(String, Vec<u8>)> {
+    fn fixture_bodies() -> Vec<(String, String)> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut out = Vec::new();
         for dir in ["../shared/fixtures/admission-reviews", "benches/data"] {
             for entry in std::fs::read_dir(root.join(dir)).expect("fixture directory") {
                 let path = entry.expect("entry").path();
                 if path.extension().is_some_and(|x| x == "json") {
-                    let body = std::fs::read(&path).expect("fixture");
+                    let body = std::fs::read_to_string(&path).expect("fixture");
                     out.push((path.display().to_string(), body));
                 }
             }
@@ -699,7 +700,7 @@ mod tests {
             "object":{"metadata":{"name":"p","labels":{"a":"b"}}},
             "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
             "operation":"CREATE","userInfo":{"username":"user1"}}}"#;
-        let review = ReviewIn::parse(body.as_bytes()).expect("a review");
+        let review = ReviewIn::parse(&body).expect("a review");
         let request = review.request.expect("a request");
         assert!(matches!(request.object, Some(ObjectIn::Raw(_))));
         let request = to_request(request).expect("decidable");
@@ -711,7 +712,7 @@ mod tests {
 
     #[test]
     fn escaped_field_names_are_the_fields_they_spell() {
-        let body = br#"{"api\u0056ersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+        let body = r#"{"api\u0056ersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
             "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE",
             "userInfo":{"username":"user1"},"obj\u0065ct":{"metadata":{"l\u0061bels":{"a":"b"}}}}}"#;
         let review = ReviewIn::parse(body).expect("a review");
@@ -743,6 +744,31 @@ mod tests {
                 message.starts_with("request.object could not be read as a Pod"),
                 "{labels}: {message}"
             );
+        }
+    }
+
+    /// Skipped values are not checked for UTF-8 by the decoder, so the whole body is checked
+    /// first: invalid bytes where no decision looks still make it not JSON (found by fuzzing).
+    #[test]
+    fn invalid_utf8_anywhere_is_not_json() {
+        use crate::admission::{BadReview, Endpoint, Webhook};
+        let webhook = Webhook::new(crate::config::Config::default());
+        let good = review(pod_request(pod(json!({"a": "b"})))).to_string();
+        assert!(webhook.answer(Endpoint::Mutate, good.as_bytes()).is_ok());
+        for (from, to) in [
+            ("\"containers\"", &b"\"contai\xffners\""[..]),
+            ("\"metadata\"", &b"\"met\xc3adata\""[..]),
+            ("\"user1\"", &b"\"user\xed\xa0\x80\""[..]),
+        ] {
+            let mut body = Vec::new();
+            let (before, after) = good.split_once(from).expect("needle in the body");
+            body.extend_from_slice(before.as_bytes());
+            body.extend_from_slice(to);
+            body.extend_from_slice(after.as_bytes());
+            match webhook.answer(Endpoint::Mutate, &body) {
+                Err(BadReview::NotJson(message)) => assert!(message.contains("UTF-8"), "{message}"),
+                other => panic!("{from}: {:?}", other.map(|a| a.summary)),
+            }
         }
     }
 
@@ -805,7 +831,7 @@ mod tests {
             (format!(r#"{{"request":[{base}]}}"#), "expected"),
         ];
         for (body, expected) in cases {
-            let err = match ReviewIn::parse(body.as_bytes()) {
+            let err = match ReviewIn::parse(&body) {
                 Ok(_) => panic!("{body}: read as a review"),
                 Err(e) => e.to_string(),
             };
@@ -854,9 +880,9 @@ mod tests {
                 r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{{}}}}}"#,
                 fields.join(",")
             );
-            let raw = decided(body.as_bytes(), Objects::Raw);
+            let raw = decided(&body, Objects::Raw);
             prop_assert!(raw.is_ok(), "{body}: {raw:?}");
-            let single = ReviewIn::parse(body.as_bytes())
+            let single = ReviewIn::parse(&body)
                 .map_err(|e| e.to_string())
                 .map(|r| to_request(r.request.expect("request")).map_err(|e| e.to_string()));
             prop_assert_eq!(single, raw, "{}", body);
