@@ -700,7 +700,7 @@ mod tests {
             "object":{"metadata":{"name":"p","labels":{"a":"b"}}},
             "uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
             "operation":"CREATE","userInfo":{"username":"user1"}}}"#;
-        let review = ReviewIn::parse(&body).expect("a review");
+        let review = ReviewIn::parse(body).expect("a review");
         let request = review.request.expect("a request");
         assert!(matches!(request.object, Some(ObjectIn::Raw(_))));
         let request = to_request(request).expect("decidable");
