@@ -118,19 +118,33 @@ impl Visitor<'_> for FieldOf {
     }
 }
 
-/// Remembers which fields were seen: a field given twice is an error, as serde's derived
-/// decoders make it.
-#[derive(Default)]
-struct Seen(u32);
+/// The fields of one JSON object being read: which are known, and which were seen (a field given
+/// twice is an error, as serde's derived decoders make it).
+struct Fields {
+    names: &'static [&'static str],
+    seen: u32,
+}
 
-impl Seen {
-    fn first<E: de::Error>(&mut self, fields: &'static [&'static str], i: usize) -> Result<(), E> {
-        let bit = 1 << i;
-        if self.0 & bit != 0 {
-            return Err(E::duplicate_field(fields[i]));
+impl Fields {
+    fn of(names: &'static [&'static str]) -> Self {
+        Self { names, seen: 0 }
+    }
+
+    /// The index in `names` of the next known field, skipping the values of unknown ones.
+    fn next<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<Option<usize>, A::Error> {
+        while let Some(field) = map.next_key_seed(FieldOf(self.names))? {
+            let Some(i) = field else {
+                map.next_value::<de::IgnoredAny>()?;
+                continue;
+            };
+            let bit = 1 << i;
+            if self.seen & bit != 0 {
+                return Err(de::Error::duplicate_field(self.names[i]));
+            }
+            self.seen |= bit;
+            return Ok(Some(i));
         }
-        self.0 |= bit;
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -148,18 +162,13 @@ impl<'de> Visitor<'de> for ReviewVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Seen::default();
+        let mut fields = Fields::of(REVIEW_FIELDS);
         let mut review = ReviewIn {
             api_version: None,
             kind: None,
             request: None,
         };
-        while let Some(field) = map.next_key_seed(FieldOf(REVIEW_FIELDS))? {
-            let Some(i) = field else {
-                map.next_value::<de::IgnoredAny>()?;
-                continue;
-            };
-            seen.first::<A::Error>(REVIEW_FIELDS, i)?;
+        while let Some(i) = fields.next(&mut map)? {
             match i {
                 0 => review.api_version = map.next_value()?,
                 1 => review.kind = map.next_value()?,
@@ -198,7 +207,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = Seen::default();
+        let mut fields = Fields::of(REQUEST_FIELDS);
         let (mut uid, mut operation) = (None, None);
         let mut request = RequestIn {
             uid: String::new(),
@@ -211,12 +220,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
             old_object: None,
             dry_run: None,
         };
-        while let Some(field) = map.next_key_seed(FieldOf(REQUEST_FIELDS))? {
-            let Some(i) = field else {
-                map.next_value::<de::IgnoredAny>()?;
-                continue;
-            };
-            seen.first::<A::Error>(REQUEST_FIELDS, i)?;
+        while let Some(i) = fields.next(&mut map)? {
             match i {
                 0 => uid = Some(map.next_value::<String>()?),
                 1 => request.kind = map.next_value()?,
