@@ -132,7 +132,7 @@ fn hook_matches(
         [object, a.old.as_ref()]
             .into_iter()
             .flatten()
-            .any(|o| ns_sel.matches(&labels(o)))
+            .any(|o| ns_sel.matches_object(o))
     } else if a.info.namespaced {
         ns_labels.is_none_or(|l| ns_sel.matches(l))
     } else {
@@ -142,7 +142,7 @@ fn hook_matches(
     let obj_ok = [object, a.old.as_ref()]
         .into_iter()
         .flatten()
-        .any(|o| obj_sel.matches(&labels(o)))
+        .any(|o| obj_sel.matches_object(o))
         || (object.is_none() && a.old.is_none());
     ns_ok && obj_ok
 }

@@ -255,7 +255,7 @@ fn list_page(
     let mut items: Vec<Value> = Vec::new();
     for o in store
         .list_ref(&info.key(), ns)
-        .filter(|o| labels.matches(&crate::util::labels(o)) && fields.matches(o))
+        .filter(|o| labels.matches_object(o) && fields.matches(o))
     {
         if total >= offset && items.len() < limit {
             items.push(present(info, o.clone()));
@@ -474,15 +474,14 @@ async fn finish_update(
     let mut st = shared.store();
     let cur = st
         .get(&info.key(), &ns, &name)
-        .cloned()
         .ok_or_else(|| ApiError::not_found(info, &name))?;
-    if meta_str(&cur, "resourceVersion") != meta_str(&old, "resourceVersion") {
+    if meta_str(cur, "resourceVersion") != meta_str(&old, "resourceVersion") {
         return Err(UpdateErr::Stale);
     }
-    if strip_volatile(&cur) == strip_volatile(&new) {
+    if strip_volatile(cur) == strip_volatile(&new) {
         return Ok(Outcome {
             code: 200,
-            object: present(info, cur),
+            object: present(info, cur.clone()),
             warnings,
         });
     }

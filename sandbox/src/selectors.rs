@@ -44,6 +44,15 @@ impl LabelSelector {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
     }
 
+    /// Whether an object's `metadata.labels` satisfy every requirement. The usual selector is
+    /// empty: it matches without copying the object's labels.
+    pub fn matches_object(&self, object: &serde_json::Value) -> bool {
+        if self.requirements.is_empty() {
+            return !self.nothing;
+        }
+        self.matches(&crate::util::labels(object))
+    }
+
     /// Parses the query-string form (`app=web,tier in (a,b),!legacy`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let mut requirements = Vec::new();

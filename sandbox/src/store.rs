@@ -7,7 +7,8 @@
 use crate::resources::{self, GroupResource, ResourceInfo};
 use crate::util::{meta_mut, meta_str};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -62,10 +63,10 @@ pub type ServiceKey = (String, String);
 /// skip the allocation rules).
 #[derive(Default)]
 struct ServiceAllocations {
-    /// `spec.clusterIP` as written (`None` included) → its holders.
+    /// `spec.clusterIP` as written → its holders (headless Services hold none).
     cluster_ips: BTreeMap<String, Vec<ServiceKey>>,
-    /// The IPv4 cluster IPs as numbers → how many Services hold each (for the lowest-free walk).
-    ipv4: BTreeMap<u32, usize>,
+    /// The IPv4 cluster IPs held, as numbers (for the lowest-free walk).
+    ipv4: BTreeSet<u32>,
     /// `spec.ports[].nodePort` → its holders (a Service using a port twice is listed twice).
     node_ports: BTreeMap<i64, Vec<ServiceKey>>,
 }
@@ -78,7 +79,7 @@ impl ServiceAllocations {
         );
         if let Some(ip) = cluster_ip(svc) {
             if let Ok(v4) = ip.parse::<Ipv4Addr>() {
-                *self.ipv4.entry(u32::from(v4)).or_insert(0) += 1;
+                self.ipv4.insert(u32::from(v4));
             }
             self.cluster_ips
                 .entry(ip.to_string())
@@ -94,39 +95,42 @@ impl ServiceAllocations {
         let key = (meta_str(svc, "namespace"), meta_str(svc, "name"));
         let is_key = |k: &ServiceKey| (k.0.as_str(), k.1.as_str()) == key;
         if let Some(ip) = cluster_ip(svc) {
-            if let Ok(v4) = ip.parse::<Ipv4Addr>() {
-                let n = u32::from(v4);
-                if let Some(count) = self.ipv4.get_mut(&n) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.ipv4.remove(&n);
-                    }
-                }
-            }
-            if let Some(holders) = self.cluster_ips.get_mut(ip) {
-                if let Some(i) = holders.iter().position(is_key) {
-                    holders.swap_remove(i);
-                }
-                if holders.is_empty() {
-                    self.cluster_ips.remove(ip);
+            // The parser refuses leading zeros, so one number is one address string.
+            if release(&mut self.cluster_ips, ip, is_key) {
+                if let Ok(v4) = ip.parse::<Ipv4Addr>() {
+                    self.ipv4.remove(&u32::from(v4));
                 }
             }
         }
         for port in node_ports(svc) {
-            if let Some(holders) = self.node_ports.get_mut(&port) {
-                if let Some(i) = holders.iter().position(is_key) {
-                    holders.swap_remove(i);
-                }
-                if holders.is_empty() {
-                    self.node_ports.remove(&port);
-                }
-            }
+            release(&mut self.node_ports, &port, is_key);
         }
     }
 }
 
+/// Takes one holder off `at`; true when nobody holds it any more.
+fn release<K: Ord + Borrow<Q>, Q: Ord + ?Sized>(
+    holders: &mut BTreeMap<K, Vec<ServiceKey>>,
+    at: &Q,
+    is_key: impl Fn(&ServiceKey) -> bool,
+) -> bool {
+    let Some(list) = holders.get_mut(at) else {
+        return false;
+    };
+    if let Some(i) = list.iter().position(is_key) {
+        list.swap_remove(i);
+    }
+    let empty = list.is_empty();
+    if empty {
+        holders.remove(at);
+    }
+    empty
+}
+
 fn cluster_ip(svc: &Value) -> Option<&str> {
-    svc.pointer("/spec/clusterIP").and_then(Value::as_str)
+    svc.pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .filter(|ip| !ip.is_empty() && *ip != "None")
 }
 
 fn node_ports(svc: &Value) -> impl Iterator<Item = i64> + '_ {
@@ -274,7 +278,7 @@ impl Store {
 
     /// The IPv4 cluster IPs held by Services within `range`, ascending, each once.
     pub fn used_ipv4(&self, range: RangeInclusive<u32>) -> impl Iterator<Item = u32> + '_ {
-        self.allocations.ipv4.range(range).map(|(ip, _)| *ip)
+        self.allocations.ipv4.range(range).copied()
     }
 
     /// The Services whose ports use node port `port`.
@@ -283,11 +287,6 @@ impl Store {
             .node_ports
             .get(&port)
             .map_or(&[], Vec::as_slice)
-    }
-
-    /// Every object of a resource in all namespaces, borrowed.
-    pub fn iter(&self, gr: &GroupResource) -> impl Iterator<Item = &Value> {
-        self.objects.get(gr).into_iter().flat_map(|b| b.values())
     }
 
     /// Every stored object with its resource key.

@@ -6,7 +6,6 @@
 use crate::api::{lock, present, Shared, WatchSpec};
 use crate::error::ApiError;
 use crate::store::{EventType, WatchEvent};
-use crate::util::labels;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -20,7 +19,7 @@ fn line(kind: &str, object: Value) -> Bytes {
 }
 
 fn matches(spec: &WatchSpec, o: &Value) -> bool {
-    spec.labels.matches(&labels(o)) && spec.fields.matches(o)
+    spec.labels.matches_object(o) && spec.fields.matches(o)
 }
 
 /// A watch line around an object already encoded (the bytes `line` makes for it).
