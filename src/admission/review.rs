@@ -353,6 +353,7 @@ impl MetaIn {
     }
 }
 
+/// An object, or a pod template, read for its metadata alone.
 #[derive(Deserialize)]
 struct WithMeta {
     #[serde(default)]
@@ -360,15 +361,9 @@ struct WithMeta {
 }
 
 #[derive(Deserialize)]
-struct TemplateIn {
-    #[serde(default)]
-    metadata: Option<MetaIn>,
-}
-
-#[derive(Deserialize)]
 struct WorkloadSpec {
     #[serde(default)]
-    template: Option<TemplateIn>,
+    template: Option<WithMeta>,
 }
 
 #[derive(Deserialize)]
