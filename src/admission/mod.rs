@@ -49,6 +49,22 @@ pub struct Summary {
     pub patch: Option<String>,
 }
 
+impl Summary {
+    /// What came of the review, as metrics and the audit trail name it: `would-deny` (warn
+    /// mode), `denied`, `mutated` or `allowed`.
+    pub fn outcome(&self) -> &'static str {
+        if self.would_deny {
+            "would-deny"
+        } else if !self.allowed {
+            "denied"
+        } else if self.mutated {
+            "mutated"
+        } else {
+            "allowed"
+        }
+    }
+}
+
 /// The answer to a review: an HTTP 200 body, plus what was decided.
 #[derive(Debug, Clone)]
 pub struct Answer {

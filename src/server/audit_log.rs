@@ -68,15 +68,6 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The record of one admission decision.
     pub fn admission(endpoint: &str, s: &Summary) -> Self {
-        let outcome = if s.would_deny {
-            "would-deny"
-        } else if !s.allowed {
-            "denied"
-        } else if s.mutated {
-            "mutated"
-        } else {
-            "allowed"
-        };
         // The patch is already JSON text: it is written as it is, not parsed again.
         let change = s
             .patch
@@ -100,7 +91,7 @@ impl AuditRecord {
             route: s.route.clone(),
             tag: s.tag.clone(),
             change,
-            outcome: outcome.to_string(),
+            outcome: s.outcome().to_string(),
             reason: s.reason.clone(),
             message: s.message.clone(),
             uid: Some(s.uid.clone()).filter(|u| !u.is_empty()),

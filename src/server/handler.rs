@@ -89,21 +89,12 @@ pub(crate) async fn handle(
                     summary,
                 ));
             }
-            let outcome = if summary.would_deny {
-                "would-deny"
-            } else if !summary.allowed {
-                "denied"
-            } else if summary.mutated {
-                "mutated"
-            } else {
-                "allowed"
-            };
             app.metrics.admission.observe(
                 AdmissionLabels {
                     endpoint: endpoint_name.to_owned(),
                     operation: summary.operation.clone(),
                     kind: summary.kind.clone(),
-                    outcome: outcome.to_owned(),
+                    outcome: summary.outcome().to_owned(),
                     reason: summary.reason.clone().unwrap_or_default(),
                 },
                 elapsed,
