@@ -259,7 +259,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let api = if args.api {
         let mut api_opts = crate::service_api::ApiOptions::new(&args.tls_cert, &args.tls_key);
         api_opts.listen = args.api_listen;
-        api_opts.metrics = opts.metrics.clone();
+        // The API watches the same certificate files with a watcher of its own; it keeps its
+        // metrics apart, or each rotation would be counted twice on the webhook's ops port.
         Some(crate::service_api::start_for_serve(api_opts, &config).await?)
     } else {
         None
