@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::identity::{identity_of, role_of, stamped_user, Identity, Role, Source};
-use super::object::{Kind, Meta, Object, Operation, Request};
+use super::object::{Kind, Map, Meta, Object, Operation, Request};
 use super::policy::Policy;
 use super::route::{route_value, RouteValue};
 
@@ -148,14 +148,19 @@ fn place_meta(object: &Object, place: Place) -> Option<&Meta> {
     }
 }
 
+/// A pod's index in its Indexed Job or StatefulSet, from the annotation or labels their
+/// controllers set.
+pub fn pod_index<'a>(labels: Option<&'a Map>, annotations: Option<&'a Map>) -> Option<&'a str> {
+    let get = |m: Option<&'a Map>, key: &str| m?.get(key).map(String::as_str);
+    get(annotations, JOB_INDEX)
+        .or_else(|| get(labels, JOB_INDEX))
+        .or_else(|| get(labels, POD_INDEX))
+}
+
 /// Whether a pod is the first of its job: index 0 of an Indexed Job or a StatefulSet, or a pod
 /// that no controller owns.
 pub fn is_first_pod(meta: &Meta) -> bool {
-    let index = meta
-        .annotation(JOB_INDEX)
-        .or_else(|| meta.label(JOB_INDEX))
-        .or_else(|| meta.label(POD_INDEX));
-    match index {
+    match pod_index(meta.labels.as_ref(), meta.annotations.as_ref()) {
         Some(i) => i == "0",
         None => meta.controller_kind.is_none(),
     }

@@ -15,7 +15,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use tokio::sync::{watch, Notify};
 
-use crate::core::decision::{JOB_INDEX, POD_INDEX};
+use crate::core::decision::pod_index;
 use crate::core::Policy;
 
 /// What a pass needs of one pod.
@@ -62,9 +62,7 @@ impl PodEntry {
                 .as_ref()
                 .and_then(|o| o.iter().find(|o| o.controller == Some(true)))
                 .map(|o| o.uid.clone()),
-            indexed: labels.contains_key(POD_INDEX)
-                || labels.contains_key(JOB_INDEX)
-                || annotations.is_some_and(|a| a.contains_key(JOB_INDEX)),
+            indexed: pod_index(Some(labels), annotations).is_some(),
             running,
             ready,
             deleting: pod.metadata.deletion_timestamp.is_some(),
