@@ -684,7 +684,7 @@ pub fn job_plan(
     request: &JobExposureRequest,
     template_labels: &Map,
 ) -> Result<Option<JobPlan>, PlanError> {
-    if request.expose.is_none() && !request.headless {
+    if !request.is_requested() {
         return Ok(None);
     }
     let (Some(route), Some(prefix)) = (

@@ -319,50 +319,48 @@ impl Provisioner {
         }
     }
 
+    /// Counts and records one write that was sent, successful or not; a refusal is remembered
+    /// for backoff and returned as its message.
     fn record(
         &mut self,
         key: &str,
         fingerprint: String,
         result: Result<(), kube::Error>,
     ) -> Result<(), String> {
-        let refusal = result.as_ref().err().map(describe);
-        self.observe
-            .write(&self.policy, key, &fingerprint, refusal.as_deref());
-        match result {
-            Ok(()) => {
-                self.failures.remove(key);
-                Ok(())
-            }
-            Err(e) => {
-                self.stats
-                    .errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let attempts = self
-                    .failures
-                    .get(key)
-                    .filter(|f| f.fingerprint == fingerprint)
-                    .map_or(0, |f| f.attempts + 1);
-                let message = describe(&e);
-                tracing::warn!(object = key, error = %message, attempts, "write refused; will retry with backoff");
-                self.failures.insert(
-                    key.to_string(),
-                    Failure {
-                        message: message.clone(),
-                        conflict: is_conflict(&e),
-                        attempts,
-                        retry_at: Instant::now() + backoff(attempts),
-                        fingerprint,
-                    },
-                );
-                Err(message)
-            }
-        }
-    }
-
-    fn wrote(&self) {
         self.stats
             .writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let refusal = result.err().map(|e| (describe(&e), is_conflict(&e)));
+        self.observe.write(
+            &self.policy,
+            key,
+            &fingerprint,
+            refusal.as_ref().map(|(message, _)| message.as_str()),
+        );
+        let Some((message, conflict)) = refusal else {
+            self.failures.remove(key);
+            return Ok(());
+        };
+        self.stats
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let attempts = self
+            .failures
+            .get(key)
+            .filter(|f| f.fingerprint == fingerprint)
+            .map_or(0, |f| f.attempts + 1);
+        tracing::warn!(object = key, error = %message, attempts, "write refused; will retry with backoff");
+        self.failures.insert(
+            key.to_string(),
+            Failure {
+                message: message.clone(),
+                conflict,
+                attempts,
+                retry_at: Instant::now() + backoff(attempts),
+                fingerprint,
+            },
+        );
+        Err(message)
     }
 
     async fn apply<K>(&mut self, key: String, desired: &K) -> Result<(), String>
@@ -396,7 +394,6 @@ impl Provisioner {
             .patch(&name, &params, &Patch::Apply(desired))
             .await
             .map(|_| ());
-        self.wrote();
         self.record(&key, fingerprint, result)
     }
 
@@ -467,9 +464,9 @@ impl Provisioner {
             .filter(|p| p.node_port.is_some())
             .count();
         let facts = metrics::PassFacts {
-            exposures: self.stores.exposures.state().len(),
+            exposures: self.stores.exposures.len(),
             services: services.len(),
-            ingresses: self.stores.ingresses.state().len(),
+            ingresses: self.stores.ingresses.len(),
             pods: pod_count,
             node_ports,
             pending_retries: self.failures.len(),
@@ -585,7 +582,6 @@ impl Provisioner {
                                 .delete(&name, &DeleteParams::background())
                                 .await
                                 .map(|_| ());
-                            self.wrote();
                             let _ = self.record(&ing_key, String::new(), result);
                         }
                         _ => {}
@@ -632,17 +628,9 @@ impl Provisioner {
             .patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
             .map(|_| ());
-        self.wrote();
         if self.record(&k, fingerprint, result).is_ok() {
             if let Some((reason, message)) = problem {
-                let reference = ObjectReference {
-                    api_version: Some("portico.dev/v1alpha1".into()),
-                    kind: Some("Exposure".into()),
-                    name: Some(name.clone()),
-                    namespace: Some(ns.clone()),
-                    uid: ex.metadata.uid.clone(),
-                    ..ObjectReference::default()
-                };
+                let reference = reference(&exposure_owner(ex), &ns);
                 self.event(reference, false, &reason, &message).await;
             }
         }
@@ -702,25 +690,17 @@ impl Provisioner {
     async fn jobs(&mut self) {
         let policy = self.policy.clone();
         let domain = &policy.config.annotation_domain;
-        let mut work: Vec<(ObjectMeta, Owner, Map)> = Vec::new();
-        work.extend(
-            self.stores
-                .jobs
-                .state()
-                .iter()
-                .map(|j| workload_entry::<Job>(&j.metadata, j.spec.as_ref().map(|s| &s.template))),
-        );
-        work.extend(self.stores.statefulsets.state().iter().map(|s| {
-            workload_entry::<StatefulSet>(&s.metadata, s.spec.as_ref().map(|s| &s.template))
+        let mut work = Vec::new();
+        work.extend(self.stores.jobs.state().iter().filter_map(|j| {
+            workload_entry::<Job>(domain, &j.metadata, j.spec.as_ref().map(|s| &s.template))
         }));
-        work.extend(self.stores.deployments.state().iter().map(|d| {
-            workload_entry::<Deployment>(&d.metadata, d.spec.as_ref().map(|s| &s.template))
+        work.extend(self.stores.statefulsets.state().iter().filter_map(|s| {
+            workload_entry::<StatefulSet>(domain, &s.metadata, s.spec.as_ref().map(|s| &s.template))
         }));
-        for (meta, owner, labels) in work {
-            let request = JobExposureRequest::from_annotations(domain, meta.annotations.as_ref());
-            if !request.is_requested() {
-                continue;
-            }
+        work.extend(self.stores.deployments.state().iter().filter_map(|d| {
+            workload_entry::<Deployment>(domain, &d.metadata, d.spec.as_ref().map(|s| &s.template))
+        }));
+        for (meta, owner, labels, request) in work {
             let ns = meta.namespace.clone().unwrap_or_default();
             let k = key(&ns, &owner.name);
             let plan = match job_plan(&policy, &ns, &owner, &request, &labels) {
@@ -818,7 +798,6 @@ impl Provisioner {
                             .await
                     }
                 };
-                self.wrote();
                 if self
                     .record(&format!("NodePorts:{k}"), value.clone(), result)
                     .is_ok()
@@ -863,7 +842,6 @@ impl Provisioner {
                     continue;
                 }
                 let result = self.merge_patch::<Pod>(&ns, &pod, &patch).await;
-                self.wrote();
                 let _ = self.record(&k, fp, result);
             }
         }
@@ -891,15 +869,22 @@ fn pod0_facts<'a>(pods: impl Iterator<Item = &'a pods::PodEntry>) -> Vec<(PodFac
 
 /// A workload as per-job exposure reads it: its metadata, itself as an owner, and the labels
 /// Portico stamped on its pod template.
+/// A workload that asks for per-job exposure, with what it asks for; `None` (before anything is
+/// copied) for the many that ask for nothing.
 fn workload_entry<K: Resource<DynamicType = ()>>(
+    domain: &str,
     meta: &ObjectMeta,
     template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
-) -> (ObjectMeta, Owner, Map) {
+) -> Option<(ObjectMeta, Owner, Map, JobExposureRequest)> {
+    let request = JobExposureRequest::from_annotations(domain, meta.annotations.as_ref());
+    if !request.is_requested() {
+        return None;
+    }
     let labels = template
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    (meta.clone(), owner_of::<K>(meta), labels)
+    Some((meta.clone(), owner_of::<K>(meta), labels, request))
 }
 
 fn owner_of<K: Resource<DynamicType = ()>>(meta: &ObjectMeta) -> Owner {
