@@ -87,19 +87,18 @@ fn route(state: &OpsState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
+            let webhook = state.ready.load(Ordering::SeqCst);
             let others = state.also_ready.as_ref().is_none_or(|r| *r.borrow());
-            if state.ready.load(Ordering::SeqCst) && !others {
-                text(
+            match (webhook, others) {
+                (true, true) => text(StatusCode::OK, "ready\n"),
+                (true, false) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: the provisioner's watches have not synced yet\n",
-                )
-            } else if state.ready.load(Ordering::SeqCst) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
+                ),
+                (false, _) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: the webhook listener is not serving (starting or shutting down)\n",
-                )
+                ),
             }
         }
         "/metrics" => match state.metrics.encode() {

@@ -262,7 +262,11 @@ async fn connection(
             // A request is bounded: a poll or a start that hangs on the cluster answers 504.
             match tokio::time::timeout(Duration::from_secs(60), rest::handle(app, req)).await {
                 Ok(r) => r,
-                Err(_) => Ok(timeout_reply()),
+                Err(_) => Ok(rest::error_reply(
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the cluster did not answer in time",
+                )),
             }
         }
     });
@@ -279,18 +283,4 @@ async fn connection(
             let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
         }
     }
-}
-
-fn timeout_reply() -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
-    let body =
-        serde_json::json!({"error": "timeout", "message": "the cluster did not answer in time"});
-    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-        body.to_string(),
-    )));
-    *r.status_mut() = http::StatusCode::GATEWAY_TIMEOUT;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
 }

@@ -56,7 +56,7 @@ fn json_reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-fn error_reply(
+pub(super) fn error_reply(
     status: StatusCode,
     code: &str,
     message: impl Into<String>,
