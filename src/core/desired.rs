@@ -210,19 +210,21 @@ pub fn exposure_plan(
     let type_ = spec.service.type_;
     let lb = spec.service.load_balancer.clone().unwrap_or_default();
     let is_lb = type_ == ServiceType::LoadBalancer;
+    // The Service and the Ingress differ only in their annotations.
+    let metadata = |annotations: Option<Map>| ObjectMeta {
+        name: Some(owner.name.clone()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(managed_labels(
+            policy,
+            &prefix,
+            ("portico.dev/exposure", &owner.name),
+        )),
+        annotations,
+        owner_references: Some(vec![owner.reference()]),
+        ..ObjectMeta::default()
+    };
     let service = Service {
-        metadata: ObjectMeta {
-            name: Some(owner.name.clone()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(managed_labels(
-                policy,
-                &prefix,
-                ("portico.dev/exposure", &owner.name),
-            )),
-            annotations: (is_lb && !lb.annotations.is_empty()).then(|| lb.annotations.clone()),
-            owner_references: Some(vec![owner.reference()]),
-            ..ObjectMeta::default()
-        },
+        metadata: metadata((is_lb && !lb.annotations.is_empty()).then(|| lb.annotations.clone())),
         spec: Some(K8sServiceSpec {
             type_: Some(type_.as_str().to_string()),
             selector: Some(selector_for(policy, &prefix, &route, spec.target)),
@@ -257,18 +259,7 @@ pub fn exposure_plan(
                 .tls_secret
                 .clone()
                 .or_else(|| ing.issuer.as_ref().map(|_| format!("{}-tls", owner.name)));
-            let metadata = ObjectMeta {
-                name: Some(owner.name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(managed_labels(
-                    policy,
-                    &prefix,
-                    ("portico.dev/exposure", &owner.name),
-                )),
-                annotations: (!annotations.is_empty()).then_some(annotations),
-                owner_references: Some(vec![owner.reference()]),
-                ..ObjectMeta::default()
-            };
+            let metadata = metadata((!annotations.is_empty()).then_some(annotations));
             let route = IngressRoute {
                 class: ing.ingress_class_name.clone(),
                 host: host.clone(),
