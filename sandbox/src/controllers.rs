@@ -10,6 +10,7 @@ use crate::auth::{self, UserInfo};
 use crate::error::ApiError;
 use crate::resources::{GroupResource, ResourceInfo};
 use crate::selectors::LabelSelector;
+use crate::store::Store;
 use crate::util::{labels, meta_str, now_rfc3339, rand_u64, string_map};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -32,9 +33,9 @@ fn opts(manager: &str) -> WriteOpts {
     }
 }
 
-fn owned_by<'a>(items: &'a [Value], uid: &str) -> Vec<&'a Value> {
-    items
-        .iter()
+/// Copies of the objects of `gr` in `ns` whose controller is `uid` (only those are copied).
+fn owned(st: &Store, gr: &GroupResource, ns: &str, uid: &str) -> Vec<Value> {
+    st.list_ref(gr, Some(ns))
         .filter(|p| {
             p.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
@@ -44,6 +45,7 @@ fn owned_by<'a>(items: &'a [Value], uid: &str) -> Vec<&'a Value> {
                     })
                 })
         })
+        .cloned()
         .collect()
 }
 
@@ -388,8 +390,7 @@ impl Controllers {
                         (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
                     })
                 });
-            let pods = shared.store().list(&pods_info.key(), Some(&ns));
-            let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
+            let mine = owned(&shared.store(), &pods_info.key(), &ns, &uid);
             let active: Vec<&Value> = mine
                 .iter()
                 .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
@@ -450,8 +451,7 @@ impl Controllers {
                 }
             }
             // Status.
-            let pods = shared.store().list(&pods_info.key(), Some(&ns));
-            let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
+            let mine = owned(&shared.store(), &pods_info.key(), &ns, &uid);
             let active_n = mine
                 .iter()
                 .filter(|p| !terminal(p) && p.pointer("/metadata/deletionTimestamp").is_none())
@@ -526,8 +526,7 @@ impl Controllers {
                 .pointer("/spec/podManagementPolicy")
                 .and_then(Value::as_str)
                 == Some("Parallel");
-            let pods = shared.store().list(&pods_info.key(), Some(&ns));
-            let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
+            let mine = owned(&shared.store(), &pods_info.key(), &ns, &uid);
             let by_ord: BTreeMap<i64, &Value> = mine
                 .iter()
                 .filter_map(|p| {
@@ -639,8 +638,7 @@ impl Controllers {
                 .unwrap_or(1);
             let hash = template_hash(&d);
             let rs_name = format!("{name}-{hash}");
-            let sets = shared.store().list(&rs_info.key(), Some(&ns));
-            let mine: Vec<Value> = owned_by(&sets, &uid).into_iter().cloned().collect();
+            let mine = owned(&shared.store(), &rs_info.key(), &ns, &uid);
             if !mine.iter().any(|r| meta_str(r, "name") == rs_name) {
                 let key = format!("{uid}/rs");
                 if !self.backing_off(&key) {
@@ -760,8 +758,7 @@ impl Controllers {
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            let pods = shared.store().list(&pods_info.key(), Some(&ns));
-            let mine: Vec<Value> = owned_by(&pods, &uid).into_iter().cloned().collect();
+            let mine = owned(&shared.store(), &pods_info.key(), &ns, &uid);
             let active: Vec<&Value> = mine.iter().filter(|p| !terminal(p)).collect();
             for p in mine.iter().filter(|p| terminal(p)) {
                 let _ = api::delete(
