@@ -240,11 +240,10 @@ fn reference(v: &Value) -> ObjectRef {
 
 /// The pod template's metadata of a workload (where [`Kind::pod_template_path`] says it is).
 fn template_meta(w: &Value) -> Option<&Value> {
-    let group = s(w, &["apiVersion"])
-        .and_then(|v| v.rsplit_once('/'))
-        .map(|(g, _)| g)
-        .unwrap_or_default();
-    let kind = Kind::from_group_kind(group, s(w, &["kind"]).unwrap_or_default());
+    let kind = Kind::from_api_version(
+        s(w, &["apiVersion"]).unwrap_or_default(),
+        s(w, &["kind"]).unwrap_or_default(),
+    );
     let path = kind.pod_template_path().unwrap_or(&["spec", "template"]);
     path.iter()
         .try_fold(w, |v, token| v.get(token))?

@@ -63,10 +63,7 @@ pub struct Actor<'a> {
 
 /// The resource (plural) and group of the kinds Portico reviews, for the synthetic request.
 fn resource_of(api_version: &str, kind: &str) -> (String, String) {
-    let group = api_version
-        .rsplit_once('/')
-        .map(|(g, _)| g.to_string())
-        .unwrap_or_default();
+    let group = crate::core::object::group_of(api_version).to_string();
     let plural = match kind {
         "Pod" => "pods",
         "Service" => "services",

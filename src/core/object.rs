@@ -43,6 +43,11 @@ pub enum Kind {
 
 impl Kind {
     /// From an AdmissionReview's `kind` (group, kind).
+    /// The kind an object's `apiVersion` and `kind` fields name.
+    pub fn from_api_version(api_version: &str, kind: &str) -> Kind {
+        Self::from_group_kind(group_of(api_version), kind)
+    }
+
     pub fn from_group_kind(group: &str, kind: &str) -> Kind {
         match (group, kind) {
             ("", "Pod") => Kind::Pod,
@@ -95,6 +100,11 @@ impl Kind {
             Kind::Other(k) => k,
         }
     }
+}
+
+/// The API group of an `apiVersion`: `apps/v1` → `apps`, `v1` → the core group (empty).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
 /// The metadata that routing depends on. `None` maps are absent from the object (a patch must
@@ -153,4 +163,27 @@ pub struct Request {
     pub dry_run: bool,
     pub object: Option<Object>,
     pub old_object: Option<Object>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_api_version_and_kind() {
+        assert_eq!(group_of("apps/v1"), "apps");
+        assert_eq!(group_of("v1"), "");
+        assert_eq!(group_of("portico.dev/v1alpha1"), "portico.dev");
+        assert_eq!(Kind::from_api_version("batch/v1", "CronJob"), Kind::CronJob);
+        assert_eq!(Kind::from_api_version("v1", "Pod"), Kind::Pod);
+        // The group matters: a Pod of another group is not a Pod.
+        assert_eq!(
+            Kind::from_api_version("example.com/v1", "Pod"),
+            Kind::Other("Pod".into())
+        );
+        assert_eq!(
+            Kind::from_api_version("batch/v1", "CronJob").pod_template_path(),
+            Some(&["spec", "jobTemplate", "spec", "template"][..])
+        );
+    }
 }

@@ -292,12 +292,10 @@ fn stamp_object(keys: &Keys, input: &PlanInput<'_>, object: &mut Value) {
 /// Where a kind keeps the template of the pods it makes, as a JSON pointer (the core's
 /// [`Kind::pod_template_path`]).
 fn pod_template_pointer(object: &Value) -> Option<String> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let group = api_version
-        .rsplit_once('/')
-        .map(|(g, _)| g)
-        .unwrap_or_default();
-    let kind = Kind::from_group_kind(group, object["kind"].as_str().unwrap_or_default());
+    let kind = Kind::from_api_version(
+        object["apiVersion"].as_str().unwrap_or_default(),
+        object["kind"].as_str().unwrap_or_default(),
+    );
     kind.pod_template_path()
         .map(|tokens| format!("/{}", tokens.join("/")))
 }
