@@ -151,7 +151,7 @@ impl Record {
 /// The service operations, shared by every request.
 pub struct Services {
     kube: kube::Client,
-    config: Arc<Config>,
+    /// Holds the configuration too (`policy.config`).
     policy: Policy,
     keys: Keys,
     kinds: Mutex<HashMap<(String, String), ApiResource>>,
@@ -200,13 +200,12 @@ impl Services {
             kube,
             policy: Policy::new((*config).clone()),
             keys: Keys::new(&config),
-            config,
             kinds: Mutex::new(HashMap::new()),
         }
     }
 
     fn records(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.kube.clone(), &self.config.api.state_namespace)
+        Api::namespaced(self.kube.clone(), &self.policy.config.api.state_namespace)
     }
 
     fn record_name(key: &str) -> String {
@@ -255,7 +254,7 @@ impl Services {
         })?;
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(Self::record_name(key));
-        cm.metadata.namespace = Some(self.config.api.state_namespace.clone());
+        cm.metadata.namespace = Some(self.policy.config.api.state_namespace.clone());
         cm.metadata.labels = Some(
             [
                 (self.keys.service.clone(), key.to_string()),
@@ -321,7 +320,7 @@ impl Services {
         header_user: Option<&str>,
         req: StartRequest,
     ) -> Result<(bool, ServiceStatus), Failure> {
-        let api = &self.config.api;
+        let api = &self.policy.config.api;
         let name = &client.config.name;
         if !valid_service_id(service_id) {
             return Err(Failure::bad(
@@ -453,7 +452,7 @@ impl Services {
             .map_err(template_error)?;
         let parsed = template::parse(&rendered, &file_name).map_err(template_error)?;
         let objects = plan::plan(
-            &self.config,
+            &self.keys,
             &PlanInput {
                 file: &file_name,
                 namespace: &namespace,
@@ -723,7 +722,7 @@ impl Services {
         let mut out = record.status(assessment.phase, assessment.reason.clone());
         out.address = assessment.address.clone();
         if assessment.phase == Phase::Failed {
-            let api = &self.config.api;
+            let api = &self.policy.config.api;
             if api.events > 0 {
                 let events: Api<Event> = Api::namespaced(self.kube.clone(), ns);
                 match events.list(&ListParams::default()).await {

@@ -137,11 +137,10 @@ impl std::fmt::Display for ObjectRef {
 /// The objects to create, in order: the env Secret, the template's objects, the Exposure last
 /// (so it is only made once what it exposes exists).
 pub fn plan(
-    config: &Config,
+    keys: &Keys,
     input: &PlanInput<'_>,
     objects: Vec<Value>,
 ) -> Result<Vec<Value>, PlanError> {
-    let keys = Keys::new(config);
     let file = input.file.to_string();
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(objects.len() + 2);
@@ -152,7 +151,7 @@ pub fn plan(
         "type": "Opaque",
         "stringData": input.env,
     });
-    stamp_object(&keys, input, &mut secret);
+    stamp_object(keys, input, &mut secret);
     seen.insert(ObjectRef::of(&secret));
     out.push(secret);
     let mut exposure: Option<Value> = None;
@@ -193,7 +192,7 @@ pub fn plan(
                 what: format!("{r}: metadata is not a mapping"),
             });
         }
-        stamp_object(&keys, input, &mut object);
+        stamp_object(keys, input, &mut object);
         if r.is_exposure() {
             if exposure.is_some() {
                 return Err(PlanError::TwoExposures { file });
@@ -211,7 +210,7 @@ pub fn plan(
             exposure = Some(object);
             continue;
         }
-        stamp_pods(&keys, input, &mut object).map_err(|what| PlanError::Invalid {
+        stamp_pods(keys, input, &mut object).map_err(|what| PlanError::Invalid {
             file: file.clone(),
             what: format!("{r}: {what}"),
         })?;
@@ -234,7 +233,7 @@ pub fn plan(
                     "service": {"type": input.service_type.as_str(), "ports": ports},
                 },
             });
-            stamp_object(&keys, input, &mut e);
+            stamp_object(keys, input, &mut e);
             if !seen.insert(ObjectRef::of(&e)) {
                 return Err(PlanError::Duplicate {
                     file,
@@ -390,7 +389,7 @@ mod tests {
     #[test]
     fn a_pod_gets_secret_stamp_and_generated_exposure() {
         let env: BTreeMap<String, String> = [("A".to_string(), "1".to_string())].into();
-        let out = plan(&Config::default(), &input(&env), vec![pod()]).unwrap();
+        let out = plan(&Keys::new(&Config::default()), &input(&env), vec![pod()]).unwrap();
         let refs: Vec<String> = out.iter().map(|o| ObjectRef::of(o).to_string()).collect();
         assert_eq!(refs, ["Secret/svc1-env", "Pod/svc1", "Exposure/svc1"]);
         assert_eq!(out[0]["stringData"]["A"], "1");
@@ -431,7 +430,12 @@ mod tests {
             "spec": {"jobTemplate": {"spec": {"template": {"metadata": null, "spec": {}}}}}});
         let exp = json!({"apiVersion": "portico.dev/v1alpha1", "kind": "Exposure", "metadata": {"name": "e"},
             "spec": {"tag": "other", "user": "someone", "service": {"type": "ClusterIP", "ports": []}}});
-        let out = plan(&Config::default(), &input(&env), vec![exp, job, cron]).unwrap();
+        let out = plan(
+            &Keys::new(&Config::default()),
+            &input(&env),
+            vec![exp, job, cron],
+        )
+        .unwrap();
         let refs: Vec<String> = out.iter().map(|o| ObjectRef::of(o).to_string()).collect();
         assert_eq!(
             refs,
@@ -489,7 +493,7 @@ mod tests {
             ),
         ];
         for (objects, needle) in cases {
-            let err = plan(&Config::default(), &input(&env), objects)
+            let err = plan(&Keys::new(&Config::default()), &input(&env), objects)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{needle}: {err}");
