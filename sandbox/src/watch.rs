@@ -12,19 +12,26 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
-fn line(kind: &str, object: Value) -> Bytes {
-    let mut s = json!({"type": kind, "object": object}).to_string();
-    s.push('\n');
-    Bytes::from(s)
+/// One watch line: `{"object":…,"type":…}` and a newline, the key order serde_json gives.
+fn line(kind: &str, object: &str) -> Bytes {
+    Bytes::from(format!("{{\"object\":{object},\"type\":\"{kind}\"}}\n"))
+}
+
+/// The line for a stored object as this watch serves it: encoded as it is when it is stored
+/// with the apiVersion and kind the watch serves, else presented first (a copy).
+fn object_line(spec: &WatchSpec, kind: &str, object: &Value) -> Bytes {
+    let as_served = object.get("apiVersion").and_then(Value::as_str)
+        == Some(spec.info.api_version().as_str())
+        && object.get("kind").and_then(Value::as_str) == Some(spec.info.kind.as_str());
+    if as_served {
+        line(kind, &object.to_string())
+    } else {
+        line(kind, &present(&spec.info, object.clone()).to_string())
+    }
 }
 
 fn matches(spec: &WatchSpec, o: &Value) -> bool {
     spec.labels.matches_object(o) && spec.fields.matches(o)
-}
-
-/// A watch line around an object already encoded (the bytes `line` makes for it).
-fn encoded_line(kind: &str, object: &str) -> Bytes {
-    Bytes::from(format!("{{\"object\":{object},\"type\":\"{kind}\"}}\n"))
 }
 
 /// The line for a store event as seen by this watch, if any. An object stored with the
@@ -38,16 +45,7 @@ fn translate(spec: &WatchSpec, ev: &WatchEvent) -> Option<Bytes> {
             return None;
         }
     }
-    let as_served = ev.object.get("apiVersion").and_then(Value::as_str)
-        == Some(spec.info.api_version().as_str())
-        && ev.object.get("kind").and_then(Value::as_str) == Some(spec.info.kind.as_str());
-    let send = |kind: &str| {
-        if as_served {
-            encoded_line(kind, &ev.object.to_string())
-        } else {
-            line(kind, present(&spec.info, ev.object.clone()))
-        }
-    };
+    let send = |kind: &str| object_line(spec, kind, &ev.object);
     match ev.kind {
         EventType::Added | EventType::Deleted => {
             matches(spec, &ev.object).then(|| send(ev.kind.as_str()))
@@ -70,10 +68,9 @@ fn bookmark(spec: &WatchSpec, rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    line(
-        "BOOKMARK",
-        json!({"kind": spec.info.kind, "apiVersion": spec.info.api_version(), "metadata": meta}),
-    )
+    let object =
+        json!({"kind": spec.info.kind, "apiVersion": spec.info.api_version(), "metadata": meta});
+    line("BOOKMARK", &object.to_string())
 }
 
 /// Starts a watch; returns the receiver of body chunks.
@@ -91,36 +88,30 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
             .map(|r| r.parse::<u64>().unwrap_or(0));
         let mut initial: Vec<Bytes> = Vec::new();
         let mut gone = None;
-        match requested {
-            None => {
-                for o in st.list_ref(&spec.info.key(), spec.namespace.as_deref()) {
-                    if matches(&spec, o) {
-                        initial.push(line("ADDED", present(&spec.info, o.clone())));
-                    }
+        // A watch from nothing, or asking for initial events, starts with the current objects;
+        // one from a resourceVersion still in the window replays what came after it.
+        let list = match requested {
+            None => true,
+            Some(rv) if faults.force_watch_gone || rv < st.compacted() => {
+                gone = Some(ApiError::expired(rv, st.compacted().max(st.rv())));
+                false
+            }
+            Some(rv) if !spec.send_initial => {
+                for ev in st.events_since(rv) {
+                    initial.extend(translate(&spec, &ev));
                 }
-                if spec.send_initial {
-                    initial.push(bookmark(&spec, st.rv(), true));
+                false
+            }
+            Some(_) => true,
+        };
+        if list {
+            for o in st.list_ref(&spec.info.key(), spec.namespace.as_deref()) {
+                if matches(&spec, o) {
+                    initial.push(object_line(&spec, "ADDED", o));
                 }
             }
-            Some(rv) => {
-                if faults.force_watch_gone || rv < st.compacted() {
-                    gone = Some(ApiError::expired(rv, st.compacted().max(st.rv())));
-                } else {
-                    if spec.send_initial {
-                        for o in st.list_ref(&spec.info.key(), spec.namespace.as_deref()) {
-                            if matches(&spec, o) {
-                                initial.push(line("ADDED", present(&spec.info, o.clone())));
-                            }
-                        }
-                        initial.push(bookmark(&spec, st.rv(), true));
-                    } else {
-                        for ev in st.events_since(rv) {
-                            if let Some(l) = translate(&spec, &ev) {
-                                initial.push(l);
-                            }
-                        }
-                    }
-                }
+            if spec.send_initial {
+                initial.push(bookmark(&spec, st.rv(), true));
             }
         }
         (events, st.rv(), initial, gone)
@@ -132,7 +123,7 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
             }
         }
         if let Some(e) = gone {
-            let _ = tx.send(line("ERROR", e.to_status())).await;
+            let _ = tx.send(line("ERROR", &e.to_status().to_string())).await;
             return;
         }
         let mut last_rv = start_rv;
@@ -181,13 +172,13 @@ pub fn start(shared: Arc<Shared>, spec: WatchSpec) -> mpsc::Receiver<Bytes> {
 mod tests {
     use super::*;
 
+    /// The line is what serde_json makes of `{"type": …, "object": …}`, byte for byte.
     #[test]
-    fn an_encoded_line_is_the_line() {
+    fn a_line_is_the_json_event() {
         let object = json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "p", "labels": {"a": "b \"quoted\""}}, "spec": {"x": [1, 2]}});
-        assert_eq!(
-            encoded_line("MODIFIED", &object.to_string()),
-            line("MODIFIED", object)
-        );
+        let mut expected = json!({"type": "MODIFIED", "object": object}).to_string();
+        expected.push('\n');
+        assert_eq!(line("MODIFIED", &object.to_string()), Bytes::from(expected));
     }
 }
