@@ -9,6 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::config::{AuditMode, Config};
+use crate::core::cluster::{ClusterView, NoView};
 use crate::core::{self, decision::Verdict, Policy};
 use review::{to_request, ResponseOut, ReviewIn, ReviewOut, StatusOut};
 
@@ -82,16 +83,34 @@ pub enum BadReview {
 }
 
 /// The webhook's decision engine: configuration in, answers out.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Webhook {
     policy: Arc<Policy>,
+    /// What the watches know of routed pods and Services; [`NoView`] until one is given.
+    view: Arc<dyn ClusterView + Send + Sync>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhook {
     pub fn new(config: Config) -> Self {
         Self {
             policy: Arc::new(Policy::new(config)),
+            view: Arc::new(NoView),
         }
+    }
+
+    /// The same webhook reading the cluster through `view` (watch-fed in the server, a snapshot
+    /// offline).
+    pub fn with_view(mut self, view: Arc<dyn ClusterView + Send + Sync>) -> Self {
+        self.view = view;
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -154,7 +173,7 @@ impl Webhook {
         }
         let decision = match endpoint {
             Endpoint::Mutate => core::mutate(&self.policy, &request),
-            Endpoint::Validate => core::validate(&self.policy, &request),
+            Endpoint::Validate => core::validate(&self.policy, &request, self.view.as_ref()),
         };
         summary.tag = decision.tag.clone();
         summary.route = decision.route.clone();

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::cluster::ClusterView;
 use super::identity::{identity_of, role_of, stamped_user, Identity, Role, Source};
 use super::object::{Kind, Map, Meta, Object, Operation, Request};
 use super::policy::Policy;
@@ -455,7 +456,8 @@ fn mutate_exposure(policy: &Policy, request: &Request) -> Decision {
 }
 
 /// The validating decision: Services and Exposures may select only their own user's route values.
-pub fn validate(policy: &Policy, request: &Request) -> Decision {
+pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> Decision {
+    let _ = view;
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Decision::allow();
     }

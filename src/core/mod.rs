@@ -2,6 +2,7 @@
 //! No IO, no clock, no async: every function here is a plain function of plain data, shared by
 //! the webhook, the provisioner and the offline commands.
 
+pub mod cluster;
 pub mod decision;
 pub mod desired;
 pub mod identity;
