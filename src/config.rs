@@ -136,8 +136,12 @@ pub struct IdentityConfig {
     pub workload_controllers: Principals,
     /// What a workload controller's object without a stamp gets.
     pub unstamped_fallback: Fallback,
-    /// May select or expose any user's route values.
+    /// May select or expose any user's route values, and update or delete any user's objects.
     pub administrators: Principals,
+    /// The cluster's own components (nodes, the scheduler, kube-system's controllers: garbage
+    /// collector, namespace, endpoint and disruption controllers, …). They may update and delete
+    /// any user's routed objects, as the cluster must; they never choose whose a route is.
+    pub cluster_components: Principals,
     /// Portico's own identity: the only one allowed to change routing labels on UPDATE.
     pub portico: String,
     /// Explicit user → prefix map; overrides the encoding. Mapped prefixes are reserved.
@@ -207,9 +211,24 @@ impl Default for LabelKeys {
     }
 }
 
+/// The cluster's own users: the scheduler and the controller manager when it runs without
+/// per-controller credentials.
+pub const DEFAULT_CLUSTER_COMPONENT_USERS: [&str; 3] = [
+    "system:kube-scheduler",
+    "system:kube-controller-manager",
+    "system:apiserver",
+];
+
+/// The nodes (kubelets) and kube-system's service accounts (the controllers run as these with
+/// `--use-service-account-credentials`). Whoever can act as a kube-system service account
+/// already administers the cluster.
+pub const DEFAULT_CLUSTER_COMPONENT_GROUPS: [&str; 2] =
+    ["system:nodes", "system:serviceaccounts:kube-system"];
+
 /// The kube-system controllers that create pods and workloads from templates.
-pub const DEFAULT_WORKLOAD_CONTROLLERS: [&str; 6] = [
+pub const DEFAULT_WORKLOAD_CONTROLLERS: [&str; 7] = [
     "system:serviceaccount:kube-system:job-controller",
+    "system:serviceaccount:kube-system:replication-controller",
     "system:serviceaccount:kube-system:cronjob-controller",
     "system:serviceaccount:kube-system:statefulset-controller",
     "system:serviceaccount:kube-system:replicaset-controller",
@@ -233,6 +252,16 @@ impl Default for IdentityConfig {
             administrators: Principals {
                 users: Vec::new(),
                 groups: vec!["system:masters".to_string()],
+            },
+            cluster_components: Principals {
+                users: DEFAULT_CLUSTER_COMPONENT_USERS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                groups: DEFAULT_CLUSTER_COMPONENT_GROUPS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
             },
             portico: "system:serviceaccount:portico-system:portico".to_string(),
             prefixes: BTreeMap::new(),

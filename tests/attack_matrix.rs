@@ -358,7 +358,8 @@ fn pod_created_by_the_job_controller_from_an_unstamped_job_is_refused_or_gets_th
     assert!(err.contains("never stamped"), "{err}");
     let w = webhook_with("identity:\n  unstampedFallback: namespace\n");
     let (stored, _) = create(&w, &user(JOB_CONTROLLER), &p).unwrap();
-    assert_eq!(labels_of(&stored.0["metadata"]).0, Some("team-foobar"));
+    // The namespace's own space: namespace `team` is not user `team`.
+    assert_eq!(labels_of(&stored.0["metadata"]).0, Some("ns.team-foobar"));
     // No tag, no stamp: nothing to decide, untouched.
     let plain = pod("j-x").owned_by("Job");
     let r = send(
@@ -387,7 +388,19 @@ fn trusted_submitter_names_the_user_and_must_name_one() {
 fn namespace_identity_mode_uses_the_namespace() {
     let w = webhook_with("identity:\n  mode: namespace\n");
     let (stored, _) = create(&w, &user("anyone"), &pod("p").tag("web")).unwrap();
-    assert_eq!(labels_of(&stored.0["metadata"]).0, Some("team-web"));
+    let (route, _, owner, who) = labels_of(&stored.0["metadata"]);
+    assert_eq!(
+        (route, owner, who),
+        (Some("ns.team-web"), Some("ns.team"), Some("system:namespace:team"))
+    );
+    // A user named like the namespace is in another space and cannot select it.
+    let (theirs, _) = create(&webhook(), &user("team"), &pod("q").tag("web")).unwrap();
+    assert_eq!(labels_of(&theirs.0["metadata"]).0, Some("team-web"));
+    let svc = service("s", json!({"jarvice-job-ipaddr": "ns.team-web"}));
+    assert!(create(&webhook(), &user("team"), &svc).is_err());
+    // Nobody may claim the namespace space by name.
+    let err = create(&webhook(), &user("system:namespace:team"), &pod("r").tag("web")).unwrap_err();
+    assert!(err.contains("reserves for namespace identities"), "{err}");
 }
 
 // --- Services ---

@@ -21,6 +21,7 @@ fn base_tokens(kind: &Kind, place: Place) -> Vec<&'static str> {
             .pod_template_path()
             .unwrap_or(&["spec", "template"])
             .to_vec(),
+        Place::JobTemplate => vec!["spec", "jobTemplate"],
     };
     tokens.push("metadata");
     tokens
@@ -85,6 +86,7 @@ pub fn build(kind: &Kind, object: &Object, edits: &[Edit]) -> Patch {
         let meta: Option<&Meta> = match place {
             Place::Object => Some(&object.meta),
             Place::Template => object.template.as_ref(),
+            Place::JobTemplate => object.job_template.as_ref(),
         };
         let base = base_tokens(kind, place);
         let field = if is_labels { "labels" } else { "annotations" };
@@ -191,6 +193,29 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&patch).unwrap(),
             r#"[{"op":"add","path":"/metadata/annotations/portico.dev~1user","value":"a~b"},{"op":"remove","path":"/metadata/labels/jarvice-pod0-job-ipaddr"},{"op":"add","path":"/metadata/labels/portico.dev~1owner","value":"user1"}]"#
+        );
+    }
+
+    #[test]
+    fn golden_patch_strips_a_cronjobs_job_metadata() {
+        let object = Object {
+            job_template: Some(Meta {
+                annotations: Some([("portico.dev/user".to_string(), "user1".to_string())].into()),
+                ..Meta::default()
+            }),
+            ..Object::default()
+        };
+        let patch = build(
+            &Kind::CronJob,
+            &object,
+            &[Edit::RemoveAnnotation {
+                place: Place::JobTemplate,
+                key: "portico.dev/user".into(),
+            }],
+        );
+        assert_eq!(
+            serde_json::to_string(&patch).unwrap(),
+            r#"[{"op":"remove","path":"/spec/jobTemplate/metadata/annotations/portico.dev~1user"}]"#
         );
     }
 

@@ -17,7 +17,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::core::object::{ExposureView, Kind, Map, Meta, Object, Operation, Request, Requester};
+use crate::core::object::{
+    EndpointView, ExposureView, IngressView, Kind, Map, Meta, Object, Operation, Request, Requester,
+};
 
 /// The envelope of a review as it arrives.
 pub struct ReviewIn<'a> {
@@ -93,6 +95,7 @@ pub struct RequestIn<'a> {
     pub object: Option<ObjectIn<'a>>,
     pub old_object: Option<ObjectIn<'a>>,
     pub dry_run: Option<bool>,
+    pub sub_resource: Option<String>,
 }
 
 /// Matches an object key against the fields a visitor knows, without allocating it.
@@ -193,6 +196,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "object",
     "oldObject",
     "dryRun",
+    "subResource",
 ];
 
 struct RequestVisitor {
@@ -219,6 +223,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
             object: None,
             old_object: None,
             dry_run: None,
+            sub_resource: None,
         };
         while let Some(i) = fields.next(&mut map)? {
             match i {
@@ -243,7 +248,8 @@ impl<'de> Visitor<'de> for RequestVisitor {
                         request.old_object = object;
                     }
                 }
-                _ => request.dry_run = map.next_value()?,
+                8 => request.dry_run = map.next_value()?,
+                _ => request.sub_resource = map.next_value()?,
             }
         }
         request.uid = uid.ok_or_else(|| de::Error::missing_field("uid"))?;
@@ -327,6 +333,8 @@ struct MetaIn {
     #[serde(default)]
     annotations: Option<Map>,
     #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
     owner_references: Option<Vec<OwnerIn>>,
 }
 
@@ -382,6 +390,126 @@ struct CronSpec {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceBackendIn {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BackendIn {
+    #[serde(default)]
+    service: Option<ServiceBackendIn>,
+}
+
+#[derive(Deserialize)]
+struct PathIn {
+    #[serde(default)]
+    backend: Option<BackendIn>,
+}
+
+#[derive(Deserialize)]
+struct HttpIn {
+    #[serde(default)]
+    paths: Option<Vec<PathIn>>,
+}
+
+#[derive(Deserialize)]
+struct RuleIn {
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    http: Option<HttpIn>,
+}
+
+#[derive(Deserialize)]
+struct TlsIn {
+    #[serde(default)]
+    hosts: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IngressSpecIn {
+    #[serde(default)]
+    default_backend: Option<BackendIn>,
+    #[serde(default)]
+    rules: Option<Vec<RuleIn>>,
+    #[serde(default)]
+    tls: Option<Vec<TlsIn>>,
+}
+
+#[derive(Deserialize)]
+struct IngressIn {
+    #[serde(default)]
+    metadata: Option<MetaIn>,
+    #[serde(default)]
+    spec: Option<IngressSpecIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetRefIn {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// An EndpointSlice endpoint (`addresses`) or an Endpoints address (`ip`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointIn {
+    #[serde(default)]
+    addresses: Option<Vec<String>>,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    target_ref: Option<TargetRefIn>,
+}
+
+#[derive(Deserialize)]
+struct SliceIn {
+    #[serde(default)]
+    metadata: Option<MetaIn>,
+    #[serde(default)]
+    endpoints: Option<Vec<EndpointIn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubsetIn {
+    #[serde(default)]
+    addresses: Option<Vec<EndpointIn>>,
+    #[serde(default)]
+    not_ready_addresses: Option<Vec<EndpointIn>>,
+}
+
+#[derive(Deserialize)]
+struct EndpointsIn {
+    #[serde(default)]
+    metadata: Option<MetaIn>,
+    #[serde(default)]
+    subsets: Option<Vec<SubsetIn>>,
+}
+
+fn endpoint_view(e: EndpointIn, namespace: &str) -> EndpointView {
+    let mut addresses = e.addresses.unwrap_or_default();
+    addresses.extend(e.ip);
+    let pod = e.target_ref.and_then(|r| {
+        (r.kind.as_deref() == Some("Pod")).then(|| {
+            (
+                r.namespace.unwrap_or_else(|| namespace.to_string()),
+                r.name.unwrap_or_default(),
+            )
+        })
+    });
+    EndpointView { addresses, pod }
+}
+
+#[derive(Deserialize)]
 struct CronJob {
     #[serde(default)]
     metadata: Option<MetaIn>,
@@ -390,9 +518,14 @@ struct CronJob {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ServiceSpec {
     #[serde(default)]
     selector: Option<Map>,
+    #[serde(default, rename = "type")]
+    type_: Option<String>,
+    #[serde(default)]
+    external_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -404,11 +537,19 @@ struct Service {
 }
 
 #[derive(Deserialize)]
+struct ExposureIngressIn {
+    #[serde(default)]
+    host: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct ExposureSpec {
     #[serde(default)]
     tag: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    ingress: Option<ExposureIngressIn>,
 }
 
 #[derive(Deserialize)]
@@ -441,7 +582,12 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
         (name_of(&meta), meta.into_meta())
     };
     Ok(match kind {
-        Kind::Job | Kind::StatefulSet | Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet => {
+        Kind::Job
+        | Kind::StatefulSet
+        | Kind::Deployment
+        | Kind::ReplicaSet
+        | Kind::DaemonSet
+        | Kind::ReplicationController => {
             let w = Workload::deserialize(d)?;
             let (name, meta) = split(w.metadata);
             let template = w
@@ -459,10 +605,12 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
         Kind::CronJob => {
             let c = CronJob::deserialize(d)?;
             let (name, meta) = split(c.metadata);
-            let template = c
-                .spec
-                .and_then(|s| s.job_template)
-                .and_then(|j| j.spec)
+            let job = c.spec.and_then(|s| s.job_template);
+            let (job_meta, job_spec) = match job {
+                Some(j) => (j.metadata, j.spec),
+                None => (None, None),
+            };
+            let template = job_spec
                 .and_then(|s| s.template)
                 .and_then(|t| t.metadata)
                 .map(MetaIn::into_meta);
@@ -470,16 +618,23 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
                 name,
                 meta,
                 template,
+                job_template: job_meta.map(MetaIn::into_meta),
                 ..Object::default()
             }
         }
         Kind::Service => {
             let s = Service::deserialize(d)?;
             let (name, meta) = split(s.metadata);
+            let (selector, service_type, external_name) = match s.spec {
+                Some(spec) => (spec.selector, spec.type_, spec.external_name),
+                None => (None, None, None),
+            };
             Object {
                 name,
                 meta,
-                selector: s.spec.and_then(|s| s.selector),
+                selector,
+                service_type,
+                external_name,
                 ..Object::default()
             }
         }
@@ -491,12 +646,87 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
                 .map(|s| ExposureView {
                     tag: s.tag,
                     user: s.user,
+                    host: s.ingress.and_then(|i| i.host),
                 })
                 .unwrap_or_default();
             Object {
                 name,
                 meta,
                 exposure: Some(exposure),
+                ..Object::default()
+            }
+        }
+        Kind::Ingress => {
+            let i = IngressIn::deserialize(d)?;
+            let (name, meta) = split(i.metadata);
+            let mut view = IngressView::default();
+            let mut backend = |b: Option<BackendIn>| {
+                if let Some(n) = b.and_then(|b| b.service).and_then(|s| s.name) {
+                    view.services.push(n);
+                }
+            };
+            let spec = i.spec.unwrap_or(IngressSpecIn {
+                default_backend: None,
+                rules: None,
+                tls: None,
+            });
+            backend(spec.default_backend);
+            let mut hosts = Vec::new();
+            for rule in spec.rules.unwrap_or_default() {
+                hosts.extend(rule.host);
+                for path in rule.http.and_then(|h| h.paths).unwrap_or_default() {
+                    backend(path.backend);
+                }
+            }
+            for tls in spec.tls.unwrap_or_default() {
+                hosts.extend(tls.hosts.unwrap_or_default());
+            }
+            view.hosts = hosts;
+            Object {
+                name,
+                meta,
+                ingress: Some(view),
+                ..Object::default()
+            }
+        }
+        Kind::EndpointSlice => {
+            let e = SliceIn::deserialize(d)?;
+            let ns = e.metadata.as_ref().and_then(|m| m.namespace.clone());
+            let ns = ns.unwrap_or_default();
+            let (name, meta) = split(e.metadata);
+            let endpoints = e
+                .endpoints
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| endpoint_view(e, &ns))
+                .collect();
+            Object {
+                name,
+                meta,
+                endpoints: Some(endpoints),
+                ..Object::default()
+            }
+        }
+        Kind::Endpoints => {
+            let e = EndpointsIn::deserialize(d)?;
+            let ns = e.metadata.as_ref().and_then(|m| m.namespace.clone());
+            let ns = ns.unwrap_or_default();
+            let (name, meta) = split(e.metadata);
+            let endpoints = e
+                .subsets
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|s| {
+                    let mut all = s.addresses.unwrap_or_default();
+                    all.extend(s.not_ready_addresses.unwrap_or_default());
+                    all
+                })
+                .map(|e| endpoint_view(e, &ns))
+                .collect();
+            Object {
+                name,
+                meta,
+                endpoints: Some(endpoints),
                 ..Object::default()
             }
         }
@@ -541,35 +771,38 @@ pub fn to_request(input: RequestIn<'_>) -> Result<Request, Undecidable> {
         .as_ref()
         .map(|k| Kind::from_group_kind(&k.group, &k.kind))
         .unwrap_or_else(|| Kind::Other(String::new()));
-    let decode =
-        |field: &'static str, object: Option<ObjectIn>| -> Result<Option<Object>, Undecidable> {
-            // DELETE and CONNECT carry objects that no decision reads (and CONNECT's is not the pod).
-            if matches!(operation, Operation::Delete | Operation::Connect) {
-                return Ok(None);
+    let decode = |field: &'static str,
+                  object: Option<ObjectIn>|
+     -> Result<Option<Object>, Undecidable> {
+        // CONNECT carries an options object, not the pod; DELETE's `object` is null or
+        // DeleteOptions-shaped, and only its `oldObject` (the stored object) is read, for who owns it.
+        if operation == Operation::Connect || (operation == Operation::Delete && field == "object")
+        {
+            return Ok(None);
+        }
+        match object {
+            None => Ok(None),
+            Some(ObjectIn::Decoded(object)) => Ok(Some(object)),
+            Some(ObjectIn::Raw(raw)) if raw.get() == "null" => Ok(None),
+            // serde reads a struct from a JSON array too (fields by position); the apiserver
+            // only ever sends objects, so anything else is not the object it stores.
+            Some(ObjectIn::Raw(raw)) if !raw.get().starts_with('{') => {
+                Err(Undecidable::NotAnObject {
+                    field,
+                    kind: kind.name().to_string(),
+                })
             }
-            match object {
-                None => Ok(None),
-                Some(ObjectIn::Decoded(object)) => Ok(Some(object)),
-                Some(ObjectIn::Raw(raw)) if raw.get() == "null" => Ok(None),
-                // serde reads a struct from a JSON array too (fields by position); the apiserver
-                // only ever sends objects, so anything else is not the object it stores.
-                Some(ObjectIn::Raw(raw)) if !raw.get().starts_with('{') => {
-                    Err(Undecidable::NotAnObject {
+            Some(ObjectIn::Raw(raw)) => {
+                decode_object(&kind, raw)
+                    .map(Some)
+                    .map_err(|source| Undecidable::Object {
                         field,
                         kind: kind.name().to_string(),
+                        source,
                     })
-                }
-                Some(ObjectIn::Raw(raw)) => {
-                    decode_object(&kind, raw)
-                        .map(Some)
-                        .map_err(|source| Undecidable::Object {
-                            field,
-                            kind: kind.name().to_string(),
-                            source,
-                        })
-                }
             }
-        };
+        }
+    };
     Ok(Request {
         operation,
         namespace: input.namespace.unwrap_or_default(),
@@ -577,6 +810,7 @@ pub fn to_request(input: RequestIn<'_>) -> Result<Request, Undecidable> {
             username: input.user_info.username,
             groups: input.user_info.groups.unwrap_or_default(),
         },
+        subresource: input.sub_resource.filter(|s| !s.is_empty()),
         dry_run: input.dry_run.unwrap_or(false),
         object: decode("object", input.object)?,
         old_object: decode("oldObject", input.old_object)?,
@@ -778,18 +1012,26 @@ mod tests {
     }
 
     #[test]
-    fn delete_and_connect_ignore_objects_they_cannot_read() {
-        for operation in ["DELETE", "CONNECT"] {
-            let mut request = pod_request(pod(json!(5)));
-            request["operation"] = operation.into();
-            request["oldObject"] = json!([1, 2]);
-            let request = parsed(&review(request)).expect("decidable");
-            assert_eq!(
-                (request.object, request.old_object),
-                (None, None),
-                "{operation}"
-            );
-        }
+    fn connect_ignores_objects_and_delete_reads_only_the_stored_one() {
+        // CONNECT's object is an options object, never read.
+        let mut request = pod_request(pod(json!(5)));
+        request["operation"] = "CONNECT".into();
+        request["oldObject"] = json!([1, 2]);
+        let request = parsed(&review(request)).expect("decidable");
+        assert_eq!((request.object, request.old_object), (None, None));
+        // DELETE: `object` is ignored, `oldObject` (the stored object, whose owner decides) is read.
+        let mut request = pod_request(json!(5));
+        request["operation"] = "DELETE".into();
+        request["oldObject"] = pod(json!({"portico.dev/owner": "user1"}));
+        let request = parsed(&review(request)).expect("decidable");
+        assert_eq!(request.object, None);
+        let old = request.old_object.expect("oldObject read");
+        assert_eq!(old.meta.label("portico.dev/owner"), Some("user1"));
+        // A stored object that cannot be read is undecidable (refused), not waved through.
+        let mut request = pod_request(json!(5));
+        request["operation"] = "DELETE".into();
+        request["oldObject"] = json!([1, 2]);
+        assert!(parsed(&review(request)).is_err());
     }
 
     #[test]

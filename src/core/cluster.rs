@@ -94,7 +94,11 @@ impl ClusterView for Routed {
         )
     }
     fn pod(&self, namespace: &str, name: &str) -> Known<Option<RoutedPod>> {
-        Known::Yes(self.pods.get(&(namespace.to_string(), name.to_string())).cloned())
+        Known::Yes(
+            self.pods
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned(),
+        )
     }
     fn pod_by_ip(&self, ip: &str) -> Known<Option<RoutedPod>> {
         Known::Yes(self.pod_ips.get(ip).cloned())

@@ -7,10 +7,15 @@
 
 use std::collections::BTreeMap;
 
+use super::claims;
 use super::cluster::ClusterView;
-use super::identity::{identity_of, role_of, stamped_user, Identity, Role, Source};
+use super::identity::{
+    identity_of, is_cluster_component, role_of, stamped_user, Identity, Role, Source,
+};
 use super::object::{Kind, Map, Meta, Object, Operation, Request};
+use super::ownership;
 use super::policy::Policy;
+use super::prefix::namespace_user;
 use super::route::{route_value, RouteValue};
 
 /// The indexed-Job annotation and label naming a pod's completion index.
@@ -18,11 +23,14 @@ pub const JOB_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 /// The StatefulSet label naming a pod's ordinal.
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 
-/// Where an edit applies: the object's own metadata, or its pod template's metadata.
+/// Where an edit applies: the object's own metadata, its pod template's metadata, or a CronJob's
+/// `spec.jobTemplate.metadata`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Place {
     Object,
     Template,
+    /// A CronJob's `spec.jobTemplate.metadata`, which the cronjob controller copies onto each Job.
+    JobTemplate,
 }
 
 /// One change to an object.
@@ -125,6 +133,7 @@ struct RoutingState<'a> {
     user: Option<&'a str>,
     tag: Option<&'a str>,
     object_tag: Option<&'a str>,
+    job_template_tag: Option<&'a str>,
 }
 
 fn routing_state<'a>(policy: &Policy, object: &'a Object, place: Place) -> RoutingState<'a> {
@@ -136,8 +145,15 @@ fn routing_state<'a>(policy: &Policy, object: &'a Object, place: Place) -> Routi
         user: meta.and_then(|m| m.annotation(&policy.user_annotation)),
         tag: meta.and_then(|m| m.annotation(&policy.tag_annotation)),
         object_tag: match place {
-            Place::Object => None,
             Place::Template => object.meta.annotation(&policy.tag_annotation),
+            Place::Object | Place::JobTemplate => None,
+        },
+        job_template_tag: match place {
+            Place::Template => object
+                .job_template
+                .as_ref()
+                .and_then(|m| m.annotation(&policy.tag_annotation)),
+            Place::Object | Place::JobTemplate => None,
         },
     }
 }
@@ -146,7 +162,103 @@ fn place_meta(object: &Object, place: Place) -> Option<&Meta> {
     match place {
         Place::Object => Some(&object.meta),
         Place::Template => object.template.as_ref(),
+        Place::JobTemplate => object.job_template.as_ref(),
     }
+}
+
+/// The metadata of a workload that a built-in controller copies onto the objects it makes: the
+/// workload's own (the deployment controller copies a Deployment's annotations onto its
+/// ReplicaSets) and a CronJob's `jobTemplate.metadata` (copied onto each Job). Identity never comes
+/// from there, and Portico's identity keys there are either what Portico stamps or removed, so
+/// that nothing downstream can mistake them for a stamp.
+fn copied_places(kind: &Kind) -> &'static [Place] {
+    match kind {
+        Kind::CronJob => &[Place::Object, Place::JobTemplate],
+        k if k.is_workload() => &[Place::Object],
+        _ => &[],
+    }
+}
+
+fn describe_place(kind: &Kind, place: Place) -> String {
+    match (kind, place) {
+        (Kind::CronJob, Place::JobTemplate) => {
+            "spec.jobTemplate.metadata, which the cronjob controller copies onto every Job".into()
+        }
+        (Kind::Deployment, Place::Object) => {
+            "the Deployment's metadata, whose annotations the deployment controller copies onto its ReplicaSets".into()
+        }
+        (k, Place::Object) => format!("the {}'s own metadata", k.name()),
+        (_, _) => "the pod template".into(),
+    }
+}
+
+/// The edits that clear Portico's identity keys from the copied metadata of a workload, given the
+/// user and prefix it is stamped for (`None` when it asks for no tag). A denial in strict mode.
+fn clear_copied(
+    policy: &Policy,
+    kind: &Kind,
+    object: &Object,
+    user: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<(Vec<Edit>, Vec<String>), (&'static str, String)> {
+    let (mut edits, mut warnings) = (Vec::new(), Vec::new());
+    for &place in copied_places(kind) {
+        let Some(meta) = place_meta(object, place) else {
+            continue;
+        };
+        let found = [
+            (
+                false,
+                policy.user_annotation.as_str(),
+                meta.annotation(&policy.user_annotation),
+                user,
+            ),
+            (
+                true,
+                policy.owner_label.as_str(),
+                meta.label(&policy.owner_label),
+                prefix,
+            ),
+            (
+                true,
+                policy.pod0_label(),
+                meta.label(policy.pod0_label()),
+                None,
+            ),
+        ];
+        for (label, key, current, allowed) in found {
+            let Some(current) = current else { continue };
+            if Some(current) == allowed {
+                continue;
+            }
+            let what = if label { "label" } else { "annotation" };
+            let why = format!(
+                "{what} {key}={current:?} in {} is not yours to set: identity comes only from the stamp Portico writes on the pod template",
+                describe_place(kind, place)
+            );
+            if policy.config.strict {
+                let code = if label {
+                    "forged-label"
+                } else {
+                    "forged-identity"
+                };
+                return Err((code, format!("{why}; remove it")));
+            }
+            warnings.push(format!("portico: removed {why}"));
+            edits.push(if label {
+                Edit::RemoveLabel {
+                    place,
+                    key: key.to_string(),
+                }
+            } else {
+                Edit::RemoveAnnotation {
+                    place,
+                    key: key.to_string(),
+                }
+            });
+        }
+    }
+    Ok((edits, warnings))
 }
 
 /// A pod's index in its Indexed Job or StatefulSet, from the annotation or labels their
@@ -192,26 +304,52 @@ pub fn mutate(policy: &Policy, request: &Request) -> Decision {
         if let Some(old) = &request.old_object {
             let unchanged =
                 routing_state(policy, old, place) == routing_state(policy, object, place);
-            if unchanged {
+            let copied_clean = || {
+                let template = object.template.as_ref();
+                let user = template.and_then(|t| t.annotation(&policy.user_annotation));
+                let prefix = template.and_then(|t| t.label(&policy.owner_label));
+                matches!(clear_copied(policy, &request.kind, object, user, prefix), Ok((e, _)) if e.is_empty())
+            };
+            if unchanged && (place == Place::Object || copied_clean()) {
                 return Decision::allow();
             }
             if place == Place::Object {
-                return Decision::deny(
-                    "routing-change",
-                    format!(
-                        "the routing labels ({}, {}, {}) and the {} and {} annotations of a pod are set by Portico at creation and cannot be changed afterwards (requested by {}); delete the pod and create it with the tag you want",
-                        policy.job_label(),
-                        policy.pod0_label(),
-                        policy.owner_label,
-                        policy.tag_annotation,
-                        policy.user_annotation,
-                        request.requester.username
-                    ),
-                );
+                if let Some(denial) = routing_change(policy, request, place) {
+                    return denial;
+                }
             }
         }
     }
     stamp(policy, request, object, place)
+}
+
+/// The refusal of an UPDATE (of a pod, or its `status`) that changes its routing labels or
+/// Portico's annotations; `None` when they are unchanged. Only Portico may change them (the
+/// caller decides that).
+fn routing_change(policy: &Policy, request: &Request, place: Place) -> Option<Decision> {
+    if request.operation != Operation::Update {
+        return None;
+    }
+    let (old, new) = (request.old_object.as_ref()?, request.object.as_ref()?);
+    if routing_state(policy, old, place) == routing_state(policy, new, place) {
+        return None;
+    }
+    let through = match &request.subresource {
+        Some(sub) => format!(" (through the {sub} subresource)"),
+        None => String::new(),
+    };
+    Some(Decision::deny(
+        "routing-change",
+        format!(
+            "the routing labels ({}, {}, {}) and the {} and {} annotations of a pod are set by Portico at creation and cannot be changed afterwards (requested by {}{through}); delete the pod and create it with the tag you want",
+            policy.job_label(),
+            policy.pod0_label(),
+            policy.owner_label,
+            policy.tag_annotation,
+            policy.user_annotation,
+            request.requester.username
+        ),
+    ))
 }
 
 /// What one key should be, compared with what it is.
@@ -229,8 +367,13 @@ fn stamp(policy: &Policy, request: &Request, object: &Object, place: Place) -> D
     let empty = Meta::default();
     let meta = place_meta(object, place).unwrap_or(&empty);
     let tag = match place {
-        Place::Template => object.meta.annotation(&policy.tag_annotation),
-        Place::Object => None,
+        Place::Template => object.meta.annotation(&policy.tag_annotation).or_else(|| {
+            object
+                .job_template
+                .as_ref()
+                .and_then(|m| m.annotation(&policy.tag_annotation))
+        }),
+        Place::Object | Place::JobTemplate => None,
     }
     .or_else(|| meta.annotation(&policy.tag_annotation))
     .or_else(|| meta.label(policy.job_label()));
@@ -389,10 +532,23 @@ fn stamp(policy: &Policy, request: &Request, object: &Object, place: Place) -> D
             },
         });
     }
-    if let (Some(route), false) = (&route, edits.is_empty()) {
+    let stamped = !edits.is_empty();
+    if place == Place::Template {
+        let prefix = route
+            .as_ref()
+            .and_then(|r| RouteValue::prefix_of(r.as_str()));
+        match clear_copied(policy, &request.kind, object, user, prefix) {
+            Ok((cleared, cleared_warnings)) => {
+                edits.extend(cleared);
+                warnings.extend(cleared_warnings);
+            }
+            Err((code, message)) => return Decision::deny(code, message).about(user, tag),
+        }
+    }
+    if let (Some(route), true) = (&route, stamped) {
         let whom = match place {
             Place::Object => "pod",
-            Place::Template => "pods of this workload",
+            Place::Template | Place::JobTemplate => "pods of this workload",
         };
         let mut msg = format!(
             "portico: {whom} labelled {}={route} for user {:?}",
@@ -457,27 +613,49 @@ fn mutate_exposure(policy: &Policy, request: &Request) -> Decision {
 
 /// The validating decision: Services and Exposures may select only their own user's route values.
 pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> Decision {
-    let _ = view;
-    if !matches!(request.operation, Operation::Create | Operation::Update) {
+    if request.operation == Operation::Connect {
         return Decision::allow();
     }
-    let Some(object) = &request.object else {
-        return Decision::allow();
-    };
     let role = role_of(policy, request);
     let privileged = matches!(role, Role::Portico | Role::Administrator);
     let user = match policy.config.identity.mode {
-        crate::config::IdentityMode::Namespace => request.namespace.clone(),
-        crate::config::IdentityMode::User => match role {
-            Role::Submitter => match stamped_user(policy, object) {
+        crate::config::IdentityMode::Namespace => namespace_user(&request.namespace),
+        crate::config::IdentityMode::User => match (role, &request.object) {
+            (Role::Submitter, Some(object)) => match stamped_user(policy, object) {
                 Some(u) => u.to_string(),
                 None => request.requester.username.clone(),
             },
             _ => request.requester.username.clone(),
         },
     };
+    let requester_prefix = policy.prefix_for(&user).ok();
+    let requester_prefix = requester_prefix.as_ref().map(|p| p.as_str());
+    if let Some(message) = ownership::check(policy, request, requester_prefix, view) {
+        return Decision::deny("not-owner", message).about(Some(&user), None);
+    }
+    if request.operation == Operation::Delete {
+        return Decision::allow();
+    }
+    if request.kind == Kind::Pod && role != Role::Portico {
+        if let Some(denial) = routing_change(policy, request, Place::Object) {
+            return denial;
+        }
+    }
+    let Some(object) = &request.object else {
+        return Decision::allow();
+    };
+    let refused =
+        |(code, message): claims::Refusal| Decision::deny(code, message).about(Some(&user), None);
+    let trusted_with_pointers = privileged || is_cluster_component(policy, request);
     match &request.kind {
         Kind::Service => {
+            if !privileged {
+                if let Err(r) =
+                    claims::external_name(&request.namespace, object, requester_prefix, view)
+                {
+                    return refused(r);
+                }
+            }
             let Some(selector) = &object.selector else {
                 return Decision::allow();
             };
@@ -485,6 +663,26 @@ pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> D
                 return Decision::allow();
             }
             check_selector(policy, &user, selector, "Service")
+        }
+        Kind::EndpointSlice | Kind::Endpoints if !trusted_with_pointers => {
+            match claims::endpoints(
+                &request.kind,
+                &request.namespace,
+                object,
+                requester_prefix,
+                view,
+            ) {
+                Ok(()) => Decision::allow().about(Some(&user), None),
+                Err(r) => refused(r),
+            }
+        }
+        Kind::Ingress if !privileged => {
+            if let Err(r) =
+                claims::ingress_backends(&request.namespace, object, requester_prefix, view)
+            {
+                return refused(r);
+            }
+            Decision::allow().about(Some(&user), None)
         }
         Kind::Exposure => {
             let Some(exposure) = &object.exposure else {

@@ -4,8 +4,9 @@
 
 use crate::config::{Fallback, IdentityMode};
 
-use super::object::{Object, Request};
+use super::object::{Kind, Object, Request};
 use super::policy::Policy;
+use super::prefix::{namespace_user, NAMESPACE_USER};
 
 /// Where an identity came from; it decides whether an identity annotation on the object is
 /// evidence or forgery.
@@ -43,6 +44,8 @@ pub enum IdentityError {
         requester: String,
         annotation: String,
     },
+    #[error("user {user:?} is in the space Portico reserves for namespace identities (\"{NAMESPACE_USER}<namespace>\"), so it cannot own routes; {why}")]
+    ReservedName { user: String, why: &'static str },
 }
 
 impl IdentityError {
@@ -50,6 +53,7 @@ impl IdentityError {
         match self {
             IdentityError::SubmitterNamedNoUser { .. } => "submitter-named-no-user",
             IdentityError::Unstamped { .. } => "unstamped-workload",
+            IdentityError::ReservedName { .. } => "reserved-user",
         }
     }
 }
@@ -81,8 +85,17 @@ pub fn role_of(policy: &Policy, request: &Request) -> Role {
     }
 }
 
-/// The identity annotation as written on an object: on the pod itself, or on a workload's pod
-/// template (where Portico stamps it), else on the workload's own metadata.
+/// Whether the requester is part of the cluster itself (nodes, the scheduler, kube-system's
+/// controllers such as the garbage collector and the namespace and endpoint controllers). They
+/// may update and delete any user's objects; they never choose whose a route is.
+pub fn is_cluster_component(policy: &Policy, request: &Request) -> bool {
+    let id = &policy.config.identity;
+    let (name, groups) = (&request.requester.username, &request.requester.groups);
+    id.cluster_components.contains(name, groups) || id.workload_controllers.contains(name, groups)
+}
+
+/// The identity annotation as a trusted submitter wrote it: on the pod itself, or on a workload's
+/// pod template, else on the workload's own metadata.
 pub fn stamped_user<'a>(policy: &Policy, object: &'a Object) -> Option<&'a str> {
     let key = &policy.user_annotation;
     object
@@ -90,6 +103,30 @@ pub fn stamped_user<'a>(policy: &Policy, object: &'a Object) -> Option<&'a str> 
         .as_ref()
         .and_then(|t| t.annotation(key))
         .or_else(|| object.meta.annotation(key))
+}
+
+/// The stamp a workload controller's object carries: Portico's own, on the pod template a
+/// workload was stamped through (or, for a pod, on the pod, which its controller copied from such
+/// a template). Never the object's own metadata: controllers copy that from places any user can
+/// write (a CronJob's `jobTemplate.metadata`, a Deployment's annotations).
+fn controller_stamp<'a>(policy: &Policy, kind: &Kind, object: &'a Object) -> Option<&'a str> {
+    let key = &policy.user_annotation;
+    if kind.is_workload() {
+        object.template.as_ref().and_then(|t| t.annotation(key))
+    } else {
+        object.meta.annotation(key)
+    }
+}
+
+/// A user name that a requester or submitter may not have: the namespace identities' space.
+fn check_not_reserved(user: &str, why: &'static str) -> Result<(), IdentityError> {
+    if user.starts_with(NAMESPACE_USER) {
+        return Err(IdentityError::ReservedName {
+            user: user.to_string(),
+            why,
+        });
+    }
+    Ok(())
 }
 
 /// The user of `object` in `request`. `Ok(None)` when a controller's object has no stamp and
@@ -103,13 +140,13 @@ pub fn identity_of(
     let id = &policy.config.identity;
     if id.mode == IdentityMode::Namespace {
         return Ok(Some(Identity {
-            user: request.namespace.clone(),
+            user: namespace_user(&request.namespace),
             source: Source::Namespace,
         }));
     }
     let requester = &request.requester.username;
     match role_of(policy, request) {
-        Role::Controller => match stamped_user(policy, object) {
+        Role::Controller => match controller_stamp(policy, &request.kind, object) {
             Some(user) if !user.is_empty() => Ok(Some(Identity {
                 user: user.to_string(),
                 source: Source::Stamp,
@@ -121,25 +158,34 @@ pub fn identity_of(
                     annotation: policy.user_annotation.clone(),
                 }),
                 Fallback::Namespace => Ok(Some(Identity {
-                    user: request.namespace.clone(),
+                    user: namespace_user(&request.namespace),
                     source: Source::Namespace,
                 })),
             },
         },
         Role::Submitter => match stamped_user(policy, object) {
-            Some(user) if !user.is_empty() => Ok(Some(Identity {
-                user: user.to_string(),
-                source: Source::Submitter,
-            })),
+            Some(user) if !user.is_empty() => {
+                check_not_reserved(user, "a trusted submitter must name a user")?;
+                Ok(Some(Identity {
+                    user: user.to_string(),
+                    source: Source::Submitter,
+                }))
+            }
             _ if !wants_routing => Ok(None),
             _ => Err(IdentityError::SubmitterNamedNoUser {
                 requester: requester.clone(),
                 annotation: policy.user_annotation.clone(),
             }),
         },
-        Role::Portico | Role::Administrator | Role::User => Ok(Some(Identity {
-            user: requester.clone(),
-            source: Source::Requester,
-        })),
+        Role::Portico | Role::Administrator | Role::User => {
+            check_not_reserved(
+                requester,
+                "no authenticator should issue such a name (Kubernetes reserves \"system:\")",
+            )?;
+            Ok(Some(Identity {
+                user: requester.clone(),
+                source: Source::Requester,
+            }))
+        }
     }
 }

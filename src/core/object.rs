@@ -36,8 +36,12 @@ pub enum Kind {
     Deployment,
     ReplicaSet,
     DaemonSet,
+    ReplicationController,
     Service,
     Exposure,
+    Ingress,
+    EndpointSlice,
+    Endpoints,
     Other(String),
 }
 
@@ -57,8 +61,12 @@ impl Kind {
             ("apps", "Deployment") => Kind::Deployment,
             ("apps", "ReplicaSet") => Kind::ReplicaSet,
             ("apps", "DaemonSet") => Kind::DaemonSet,
+            ("", "ReplicationController") => Kind::ReplicationController,
             ("", "Service") => Kind::Service,
             ("portico.dev", "Exposure") => Kind::Exposure,
+            ("networking.k8s.io", "Ingress") => Kind::Ingress,
+            ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
+            ("", "Endpoints") => Kind::Endpoints,
             (_, other) => Kind::Other(other.to_string()),
         }
     }
@@ -73,6 +81,7 @@ impl Kind {
                 | Kind::Deployment
                 | Kind::ReplicaSet
                 | Kind::DaemonSet
+                | Kind::ReplicationController
         )
     }
 
@@ -95,8 +104,12 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicationController => "ReplicationController",
             Kind::Service => "Service",
             Kind::Exposure => "Exposure",
+            Kind::Ingress => "Ingress",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Endpoints => "Endpoints",
             Kind::Other(k) => k,
         }
     }
@@ -132,6 +145,25 @@ impl Meta {
 pub struct ExposureView {
     pub tag: Option<String>,
     pub user: Option<String>,
+    /// `spec.ingress.host`, when the Exposure names its own host.
+    pub host: Option<String>,
+}
+
+/// An Ingress, as far as ownership cares: the hosts it claims and the Services it sends to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressView {
+    /// Every `spec.rules[].host` and `spec.tls[].hosts[]`.
+    pub hosts: Vec<String>,
+    /// Every backend Service name (`spec.defaultBackend` and the rules' paths), same namespace.
+    pub services: Vec<String>,
+}
+
+/// One address of an EndpointSlice or Endpoints object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointView {
+    pub addresses: Vec<String>,
+    /// `targetRef` when it names a Pod: (namespace, name); the namespace defaults to the object's.
+    pub pod: Option<(String, String)>,
 }
 
 /// An object under review.
@@ -143,7 +175,15 @@ pub struct Object {
     pub template: Option<Meta>,
     /// A Service's `spec.selector`.
     pub selector: Option<Map>,
+    /// A Service's `spec.type` (`ClusterIP` when absent) and `spec.externalName`.
+    pub service_type: Option<String>,
+    pub external_name: Option<String>,
     pub exposure: Option<ExposureView>,
+    /// A CronJob's `spec.jobTemplate.metadata`: copied by the cronjob controller onto each Job.
+    pub job_template: Option<Meta>,
+    pub ingress: Option<IngressView>,
+    /// The endpoints of an EndpointSlice, or of every subset of an Endpoints object.
+    pub endpoints: Option<Vec<EndpointView>>,
 }
 
 /// Who sent the request, as the apiserver authenticated them.
@@ -160,6 +200,8 @@ pub struct Request {
     pub kind: Kind,
     pub namespace: String,
     pub requester: Requester,
+    /// The subresource written (`status` for `pods/status`); `None` for the object itself.
+    pub subresource: Option<String>,
     pub dry_run: bool,
     pub object: Option<Object>,
     pub old_object: Option<Object>,

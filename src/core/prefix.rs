@@ -14,6 +14,12 @@
 //!
 //! Plain prefixes contain no `_`, hashed ones exactly one, so the two forms cannot collide; two
 //! hashed names collide only if 80 bits of SHA-256 do.
+//!
+//! A namespace identity (namespace mode, or the unstamped-workload fallback) is its own space:
+//! it is the user `system:namespace:<ns>` ([`NAMESPACE_USER`]), and its prefix is `ns.` followed by
+//! the namespace with `-` written `.` (`team-a` → `ns.team.a`), or `ns.<stem>_<hash>` when that
+//! would be longer than `maxPrefixLength`. Only namespace prefixes contain `.`, so namespace
+//! `user1` (`ns.user1`) is never user `user1` (`user1`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,6 +54,15 @@ impl fmt::Display for Prefix {
     }
 }
 
+/// The user name a namespace identity has. Kubernetes reserves the `system:` prefix for its own
+/// identities, and Portico refuses requesters whose name starts with this one.
+pub const NAMESPACE_USER: &str = "system:namespace:";
+
+/// The user a namespace stands for.
+pub fn namespace_user(namespace: &str) -> String {
+    format!("{NAMESPACE_USER}{namespace}")
+}
+
 /// Why a user gets no prefix, or a mapped prefix is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefixError {
@@ -79,6 +94,9 @@ impl PrefixRules<'_> {
         if let Some(mapped) = self.map.get(user) {
             return Ok(Prefix(mapped.clone()));
         }
+        if let Some(namespace) = user.strip_prefix(NAMESPACE_USER) {
+            return namespace_prefix(namespace, self.max_len);
+        }
         let natural = natural_prefix(user, self.max_len);
         if let Some((owner, _)) = self.map.iter().find(|(_, p)| **p == natural) {
             return Err(PrefixError::Reserved {
@@ -89,6 +107,28 @@ impl PrefixRules<'_> {
         }
         Ok(Prefix(natural))
     }
+}
+
+/// A namespace's prefix: `ns.` and the namespace with `-` as `.`, or its hash form when long.
+fn namespace_prefix(namespace: &str, max_len: usize) -> Result<Prefix, PrefixError> {
+    if namespace.is_empty() {
+        return Err(PrefixError::EmptyUser);
+    }
+    let dotted = namespace.replace('-', ".");
+    let is_dns_label = namespace
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if is_dns_label && 3 + dotted.len() <= max_len {
+        return Ok(Prefix(format!("ns.{dotted}")));
+    }
+    let stem: String = namespace
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(STEM)
+        .collect();
+    Ok(Prefix(format!("ns.{stem}_{}", hash32(namespace))))
 }
 
 /// The encoding without the map: the name itself when it is plain and short, else its hash form.
@@ -207,6 +247,23 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_is_never_the_user_of_the_same_name() {
+        let map = BTreeMap::new();
+        let r = rules(&map);
+        let ns = r.prefix_for(&namespace_user("user1")).unwrap();
+        assert_eq!(ns.as_str(), "ns.user1");
+        assert_ne!(ns, r.prefix_for("user1").unwrap());
+        assert_eq!(
+            r.prefix_for(&namespace_user("team-a")).unwrap().as_str(),
+            "ns.team.a"
+        );
+        // A long namespace is hashed, still in the namespace space and label-safe.
+        let long = r.prefix_for(&namespace_user(&"n".repeat(60))).unwrap();
+        assert!(long.as_str().starts_with("ns.n") && long.as_str().contains('_'));
+        assert!(validate_name_part(long.as_str()).is_ok() && !long.as_str().contains('-'));
+    }
+
+    #[test]
     fn empty_user_has_no_prefix() {
         let map = BTreeMap::new();
         assert_eq!(rules(&map).prefix_for(""), Err(PrefixError::EmptyUser));
@@ -221,6 +278,18 @@ mod tests {
             prop_assert!(validate_name_part(pa.as_str()).is_ok());
             prop_assert!(!pa.as_str().contains('-'));
             prop_assert_eq!(a == b, pa == pb);
+        }
+
+        #[test]
+        fn namespace_and_user_spaces_never_meet(ns in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", user in ".{1,60}", other in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?") {
+            let map = BTreeMap::new();
+            let r = rules(&map);
+            prop_assume!(!user.starts_with(NAMESPACE_USER));
+            let pn = r.prefix_for(&namespace_user(&ns)).unwrap();
+            prop_assert!(validate_name_part(pn.as_str()).is_ok());
+            prop_assert!(!pn.as_str().contains('-'));
+            prop_assert_ne!(&pn, &r.prefix_for(&user).unwrap());
+            prop_assert_eq!(ns == other, pn == r.prefix_for(&namespace_user(&other)).unwrap());
         }
 
         #[test]

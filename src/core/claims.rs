@@ -1,0 +1,153 @@
+//! Objects that point at other objects without a selector, and so around the selector rule:
+//! EndpointSlices and Endpoints written by hand, ExternalName Services and Ingress backends. Each
+//! may point only at what belongs to the requester (or to nobody), as the cluster's watches
+//! ([`ClusterView`]) know it. When the watches have not listed yet, the request is refused: a
+//! rule that cannot be checked is not waved through.
+
+use super::cluster::{ClusterView, Known, RoutedPod};
+use super::object::{Kind, Object};
+
+/// The label that makes an EndpointSlice part of a Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A refusal: a short code and a message.
+pub type Refusal = (&'static str, String);
+
+const UNKNOWN: &str = "Portico's view of the cluster's routed pods and Services is not ready yet (its watches have not listed, or no cluster is configured), so it cannot check that this points only at your own; retry in a moment";
+
+fn known<T>(answer: Known<T>) -> Result<T, Refusal> {
+    match answer {
+        Known::Yes(value) => Ok(value),
+        Known::Unknown => Err(("view-not-ready", UNKNOWN.to_string())),
+    }
+}
+
+fn foreign_pod(pod: &RoutedPod, requester: Option<&str>) -> bool {
+    requester != Some(pod.owner.as_str())
+}
+
+/// A hand-written EndpointSlice or Endpoints object: it may not join another user's routed
+/// Service, nor list an address or a target that is another user's routed pod.
+pub fn endpoints(
+    kind: &Kind,
+    namespace: &str,
+    object: &Object,
+    requester: Option<&str>,
+    view: &dyn ClusterView,
+) -> Result<(), Refusal> {
+    let what = kind.name();
+    let service = match kind {
+        Kind::EndpointSlice => object.meta.label(SERVICE_NAME_LABEL),
+        _ => Some(object.name.as_str()).filter(|n| !n.is_empty()),
+    };
+    if let Some(service) = service {
+        if let Some(owner) = known(view.service_owner(namespace, service))? {
+            if requester != Some(owner.as_str()) {
+                return Err((
+                    "foreign-service",
+                    format!("{what} {namespace}/{} joins Service {namespace}/{service}, which routes to the pods of the user with prefix \"{owner}\"; only Kubernetes' endpoint controllers fill a routed Service. Point your own selector-less Service at your own pods instead", object.name),
+                ));
+            }
+        }
+    }
+    for endpoint in object.endpoints.iter().flatten() {
+        if let Some((pod_ns, pod_name)) = &endpoint.pod {
+            if let Some(pod) = known(view.pod(pod_ns, pod_name))? {
+                if foreign_pod(&pod, requester) {
+                    return Err((
+                        "foreign-pod",
+                        format!("{what} {namespace}/{} targets pod {pod_ns}/{pod_name}, which belongs to the user with prefix \"{}\"; you may only send traffic to your own pods", object.name, pod.owner),
+                    ));
+                }
+            }
+        }
+        for address in &endpoint.addresses {
+            if let Some(pod) = known(view.pod_by_ip(address))? {
+                if foreign_pod(&pod, requester) {
+                    return Err((
+                        "foreign-pod",
+                        format!("{what} {namespace}/{} lists address {address}, which is pod {}/{} of the user with prefix \"{}\"; you may only send traffic to your own pods", object.name, pod.namespace, pod.name, pod.owner),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Service an in-cluster DNS name names: `<name>.<namespace>.svc[.<cluster domain>][.]`.
+pub fn service_of_dns_name(name: &str) -> Option<(String, String)> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let mut labels = name.split('.');
+    let (service, namespace, svc) = (labels.next()?, labels.next()?, labels.next()?);
+    (svc == "svc" && !service.is_empty() && !namespace.is_empty())
+        .then(|| (namespace.to_string(), service.to_string()))
+}
+
+/// An ExternalName Service may not alias another user's routed Service: an Ingress or a client
+/// following the alias would reach that user's pods through the requester's name.
+pub fn external_name(
+    namespace: &str,
+    object: &Object,
+    requester: Option<&str>,
+    view: &dyn ClusterView,
+) -> Result<(), Refusal> {
+    if object.service_type.as_deref() != Some("ExternalName") {
+        return Ok(());
+    }
+    let Some(target) = object.external_name.as_deref() else {
+        return Ok(());
+    };
+    let Some((target_ns, target_name)) = service_of_dns_name(target) else {
+        return Ok(());
+    };
+    if let Some(owner) = known(view.service_owner(&target_ns, &target_name))? {
+        if requester != Some(owner.as_str()) {
+            return Err((
+                "foreign-service",
+                format!("ExternalName Service {namespace}/{} aliases {target:?}, the Service {target_ns}/{target_name} that routes to the pods of the user with prefix \"{owner}\"; alias only your own Services", object.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An Ingress may send traffic only to Services that route to the requester's pods, or to no
+/// one's.
+pub fn ingress_backends(
+    namespace: &str,
+    object: &Object,
+    requester: Option<&str>,
+    view: &dyn ClusterView,
+) -> Result<(), Refusal> {
+    for service in object.ingress.iter().flat_map(|i| i.services.iter()) {
+        if let Some(owner) = known(view.service_owner(namespace, service))? {
+            if requester != Some(owner.as_str()) {
+                return Err((
+                    "foreign-service",
+                    format!("Ingress {namespace}/{} sends traffic to Service {namespace}/{service}, which routes to the pods of the user with prefix \"{owner}\"; an Ingress may only use your own Services", object.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_cluster_service_names_are_recognised() {
+        assert_eq!(
+            service_of_dns_name("web.team.svc.cluster.local."),
+            Some(("team".into(), "web".into()))
+        );
+        assert_eq!(
+            service_of_dns_name("Web.Team.SVC"),
+            Some(("team".into(), "web".into()))
+        );
+        assert_eq!(service_of_dns_name("example.com"), None);
+        assert_eq!(service_of_dns_name("web.team"), None);
+    }
+}
