@@ -391,7 +391,11 @@ fn namespace_identity_mode_uses_the_namespace() {
     let (route, _, owner, who) = labels_of(&stored.0["metadata"]);
     assert_eq!(
         (route, owner, who),
-        (Some("ns.team-web"), Some("ns.team"), Some("system:namespace:team"))
+        (
+            Some("ns.team-web"),
+            Some("ns.team"),
+            Some("system:namespace:team")
+        )
     );
     // A user named like the namespace is in another space and cannot select it.
     let (theirs, _) = create(&webhook(), &user("team"), &pod("q").tag("web")).unwrap();
@@ -399,7 +403,12 @@ fn namespace_identity_mode_uses_the_namespace() {
     let svc = service("s", json!({"jarvice-job-ipaddr": "ns.team-web"}));
     assert!(create(&webhook(), &user("team"), &svc).is_err());
     // Nobody may claim the namespace space by name.
-    let err = create(&webhook(), &user("system:namespace:team"), &pod("r").tag("web")).unwrap_err();
+    let err = create(
+        &webhook(),
+        &user("system:namespace:team"),
+        &pod("r").tag("web"),
+    )
+    .unwrap_err();
     assert!(err.contains("reserves for namespace identities"), "{err}");
 }
 

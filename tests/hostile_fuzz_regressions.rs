@@ -42,7 +42,9 @@ fn review_regressions_stay_fixed() {
     let hooks = checks::webhooks();
     for path in files("fuzz/regressions/review") {
         let data = std::fs::read(&path).unwrap();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checks::check_review(&hooks, &data)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            checks::check_review(&hooks, &data)
+        }));
         assert!(
             result.is_ok(),
             "{} broke an invariant again",

@@ -70,7 +70,12 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
                 for resource in rule["resources"].as_array().unwrap() {
                     let r = resource.as_str().unwrap();
                     assert!(
-                        !["leases", "endpoints", "events", "*"].contains(&r),
+                        !["leases", "events", "*"].contains(&r),
+                        "{kind} matches {r}"
+                    );
+                    // Endpoints are only validated (who may point at whose pods), never mutated.
+                    assert!(
+                        !(kind.starts_with("Mutating") && r.starts_with("endpoint")),
                         "{kind} matches {r}"
                     );
                 }
@@ -80,7 +85,23 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
                     .iter()
                     .filter_map(Value::as_str)
                     .collect();
-                assert_eq!(ops, ["CREATE", "UPDATE"]);
+                if kind.starts_with("Mutating") {
+                    assert_eq!(ops, ["CREATE", "UPDATE"]);
+                } else {
+                    assert!(
+                        ops.contains(&"UPDATE") && !ops.contains(&"CONNECT"),
+                        "{ops:?}"
+                    );
+                }
+            }
+            if kind.starts_with("Validating") {
+                // The cluster's own components are never held up by Portico.
+                let conditions = hook["matchConditions"].to_string();
+                assert!(
+                    conditions.contains("system:nodes")
+                        && conditions.contains("system:serviceaccounts:kube-system"),
+                    "{conditions}"
+                );
             }
             if kind.starts_with("Mutating") {
                 assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
@@ -105,6 +126,7 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
         .collect();
     for r in [
         "pods",
+        "replicationcontrollers",
         "jobs",
         "cronjobs",
         "statefulsets",
@@ -117,6 +139,40 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
             "mutating webhook misses {r}"
         );
     }
+    // Ownership: UPDATE and DELETE of every routed kind, pods/status, and the objects that point
+    // at pods or Services without a selector.
+    let validating = find(&docs, "ValidatingWebhookConfiguration", "portico");
+    let rules = validating["webhooks"][0]["rules"].as_array().unwrap();
+    let covers = |resource: &str, op: &str| {
+        rules.iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == resource)
+                && r["operations"].as_array().unwrap().iter().any(|x| x == op)
+        })
+    };
+    for r in [
+        "pods",
+        "replicationcontrollers",
+        "services",
+        "endpoints",
+        "endpointslices",
+        "ingresses",
+        "exposures",
+        "jobs",
+        "cronjobs",
+        "statefulsets",
+        "deployments",
+        "replicasets",
+        "daemonsets",
+    ] {
+        for op in ["CREATE", "UPDATE", "DELETE"] {
+            assert!(covers(r, op), "validating webhook misses {op} {r}");
+        }
+    }
+    assert!(covers("pods/status", "UPDATE"));
 }
 
 #[test]
