@@ -1,9 +1,10 @@
 //! The controllers the sandbox plays: a scheduler + kubelet stand-in (Pending → Running/Ready
 //! with a pod IP after a delay; kill/fail/succeed on demand with Events and fake log lines), the
 //! Job controller (parallelism, completions, Indexed mode), the StatefulSet controller (ordinal
-//! pods), Deployment → ReplicaSet → Pods, a MetalLB-like load-balancer address allocator and the
-//! garbage collector (ownerReferences). Pods are created through admission as the kube-system
-//! controller service accounts, as a real control plane does.
+//! pods), Deployment → ReplicaSet → Pods, ReplicationController → Pods, a MetalLB-like
+//! load-balancer address allocator, the garbage collector (ownerReferences), the namespace
+//! controller's retries and a CronJob run on request. Pods are created through admission as the
+//! kube-system controller service accounts, as a real control plane does.
 
 use crate::api::{self, Shared, WriteOpts};
 use crate::auth::{self, UserInfo};
