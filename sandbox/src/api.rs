@@ -122,6 +122,10 @@ pub struct WriteOpts {
     pub delete_options: Value,
     /// The object comes from server-side apply (its managedFields are already set).
     pub applied: bool,
+    /// A DELETE that is one item of a deletecollection: the apiserver admits each item with
+    /// the collection request's attributes, so the AdmissionReview has no `name` (the item is
+    /// in `oldObject`).
+    pub collection: bool,
 }
 
 impl WriteOpts {
@@ -307,8 +311,22 @@ pub async fn create(
             meta.remove("managedFields");
         }
     }
-    if info.namespaced && shared.store().namespace(ns).is_none() {
-        return Err(ApiError::namespace_not_found(ns));
+    if info.namespaced {
+        let terminating = match shared.store().namespace(ns) {
+            None => return Err(ApiError::namespace_not_found(ns)),
+            Some(n) => n.pointer("/metadata/deletionTimestamp").is_some(),
+        };
+        // The NamespaceLifecycle admission plugin (before any webhook).
+        if terminating && !info.is("", "events") {
+            let mut e = ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                info.group_resource(),
+                meta_str(&obj, "name")
+            ));
+            e.details = Some(json!({"name": meta_str(&obj, "name"), "kind": info.plural,
+                "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}));
+            return Err(e);
+        }
     }
     rules::apply_defaults(info, &mut obj);
     let manager = o.manager();
@@ -718,11 +736,17 @@ pub async fn delete(
             ));
         }
     }
+    // As the apiserver: mutating and validating webhooks both see the stored object as
+    // `oldObject`, `object` null and the DeleteOptions as `options`.
     let attrs = Attributes {
         operation: "DELETE",
         info: info.clone(),
         subresource: String::new(),
-        name: name.into(),
+        name: if o.collection {
+            String::new()
+        } else {
+            name.into()
+        },
         namespace: if info.namespaced {
             ns.into()
         } else {
@@ -742,6 +766,9 @@ pub async fn delete(
             object: present(info, old),
             warnings,
         });
+    }
+    if info.is("", "namespaces") {
+        return delete_namespace(shared, info, name, warnings).await;
     }
     let policy = o.delete_options["propagationPolicy"]
         .as_str()
@@ -775,29 +802,107 @@ pub async fn delete(
         orphan_dependents(&mut st, &uid);
     }
     let gone = st.remove(&info.key(), ns, name).unwrap_or(cur);
-    if info.is("", "namespaces") {
-        let doomed: Vec<(crate::resources::GroupResource, String)> = st
-            .all()
-            .filter(|(_, v)| meta_str(v, "namespace") == name)
-            .map(|(gr, v)| (gr.clone(), meta_str(v, "name").to_string()))
-            .collect();
-        for (gr, n) in doomed {
-            st.remove(&gr, name, &n);
-        }
-    }
     drop(st);
     if info.is("", "pods") {
         lock(&shared.pod_logs).remove(&(ns.to_string(), name.to_string()));
     }
-    let mut out = present(info, gone);
-    if info.is("", "namespaces") {
-        out["status"] = json!({"phase": "Terminating"});
-    }
     Ok(Outcome {
         code: 200,
-        object: out,
+        object: present(info, gone),
         warnings,
     })
+}
+
+/// A namespace DELETE that admission allowed: the namespace turns `Terminating` (new content is
+/// refused), then its contents are deleted as the namespace controller does it, and the
+/// namespace goes once it is empty. Done within the request, so a namespace whose contents
+/// nothing refuses is gone when the DELETE answers; otherwise it stays `Terminating` and the
+/// controllers retry ([`finish_namespace_deletion`]).
+async fn delete_namespace(
+    shared: &Arc<Shared>,
+    info: &ResourceInfo,
+    name: &str,
+    warnings: Vec<String>,
+) -> Result<Outcome, ApiError> {
+    {
+        let mut st = shared.store();
+        let cur = st
+            .namespace(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(info, name))?;
+        if cur.pointer("/metadata/deletionTimestamp").is_none() {
+            let mut marked = cur;
+            meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            marked["status"] = json!({"phase": "Terminating"});
+            st.put(&info.key(), marked);
+        }
+    }
+    let out = finish_namespace_deletion(shared, name).await;
+    Ok(Outcome {
+        code: 200,
+        object: present(info, out),
+        warnings,
+    })
+}
+
+/// The namespace controller's work on a `Terminating` namespace: every object in it is deleted
+/// as `system:serviceaccount:kube-system:namespace-controller` through admission, as the
+/// items of a deletecollection with `propagationPolicy: Background` (webhooks see DELETE,
+/// `oldObject`, no `name`); then, when nothing is left (a webhook may refuse, a finalizer may
+/// hold an object), the namespace is removed. Returns the namespace as last seen (phase
+/// `Terminating`).
+pub async fn finish_namespace_deletion(shared: &Arc<Shared>, ns: &str) -> Value {
+    let items: Vec<(ResourceInfo, String)> = {
+        let st = shared.store();
+        st.all()
+            .filter(|(_, v)| meta_str(v, "namespace") == ns)
+            .filter_map(|(gr, v)| {
+                let info = st.find_any(&gr.group, &gr.resource)?;
+                Some((info, meta_str(v, "name").to_string()))
+            })
+            .collect()
+    };
+    let user = UserInfo::service_account("kube-system", crate::auth::NAMESPACE_CONTROLLER);
+    let o = WriteOpts {
+        user_agent: "kube-controller-manager/v1.37.0 (sandbox)".into(),
+        delete_options: json!({"propagationPolicy": "Background"}),
+        collection: true,
+        ..Default::default()
+    };
+    for (info, name) in items {
+        // Boxed: `delete` is what called us (for the namespace).
+        if let Err(e) = Box::pin(delete(shared, &user, &info, ns, &name, &o)).await {
+            if e.code != 404 {
+                tracing::info!(namespace = ns, object = %name, error = %e.message,
+                    "namespace content deletion refused");
+            }
+        }
+    }
+    let mut st = shared.store();
+    let key = crate::resources::GroupResource::new("", "namespaces");
+    // Objects of resources no longer served (their CRD went) cannot be deleted through the
+    // API; they go with the namespace.
+    let orphaned: Vec<(crate::resources::GroupResource, String)> = st
+        .all()
+        .filter(|(gr, v)| {
+            meta_str(v, "namespace") == ns && st.find_any(&gr.group, &gr.resource).is_none()
+        })
+        .map(|(gr, v)| (gr.clone(), meta_str(v, "name").to_string()))
+        .collect();
+    for (gr, n) in orphaned {
+        st.remove(&gr, ns, &n);
+    }
+    let left = st.all().any(|(_, v)| meta_str(v, "namespace") == ns);
+    let cur = st.namespace(ns).cloned().unwrap_or(Value::Null);
+    let mut out = if left || cur.is_null() {
+        cur
+    } else {
+        st.remove(&key, "", ns).unwrap_or(cur)
+    };
+    if out.is_object() {
+        out["status"] = json!({"phase": "Terminating"});
+    }
+    out
 }
 
 fn orphan_dependents(st: &mut Store, uid: &str) {
@@ -1088,6 +1193,7 @@ async fn handle(
         user_agent: call.user_agent.clone(),
         delete_options: Value::Null,
         applied: false,
+        collection: false,
     };
     if info.namespaced && t.namespace.is_none() && !matches!(verb, "list" | "watch") {
         return Err(ApiError::path_not_found());
@@ -1191,6 +1297,10 @@ async fn handle(
             } else {
                 decode_body(call)?
             };
+            if let Some(p) = q.get("propagationPolicy") {
+                o.delete_options["propagationPolicy"] = json!(p);
+            }
+            o.collection = true;
             let items = list(shared, info, t.namespace.as_deref(), &l, &f);
             let mut deleted = Vec::new();
             let mut warnings = Vec::new();

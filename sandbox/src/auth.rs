@@ -71,6 +71,12 @@ pub const REPLICASET_CONTROLLER: &str = "replicaset-controller";
 pub const DEPLOYMENT_CONTROLLER: &str = "deployment-controller";
 /// generic-garbage-collector
 pub const GC_CONTROLLER: &str = "generic-garbage-collector";
+/// replication-controller (the ReplicationController manager's service account)
+pub const REPLICATION_CONTROLLER: &str = "replication-controller";
+/// cronjob-controller
+pub const CRONJOB_CONTROLLER: &str = "cronjob-controller";
+/// namespace-controller (deletes a deleted namespace's contents)
+pub const NAMESPACE_CONTROLLER: &str = "namespace-controller";
 
 /// The default token table: admin, user1, user2, portal, portico's service account and the
 /// kube-system controllers.
@@ -94,7 +100,9 @@ pub fn default_tokens() -> Vec<TokenEntry> {
         REPLICASET_CONTROLLER,
         DEPLOYMENT_CONTROLLER,
         "daemon-set-controller",
-        "cronjob-controller",
+        CRONJOB_CONTROLLER,
+        REPLICATION_CONTROLLER,
+        NAMESPACE_CONTROLLER,
         GC_CONTROLLER,
     ] {
         t.push(entry(

@@ -1,9 +1,10 @@
 //! The controllers the sandbox plays: a scheduler + kubelet stand-in (Pending → Running/Ready
 //! with a pod IP after a delay; kill/fail/succeed on demand with Events and fake log lines), the
 //! Job controller (parallelism, completions, Indexed mode), the StatefulSet controller (ordinal
-//! pods), Deployment → ReplicaSet → Pods, a MetalLB-like load-balancer address allocator and the
-//! garbage collector (ownerReferences). Pods are created through admission as the kube-system
-//! controller service accounts, as a real control plane does.
+//! pods), Deployment → ReplicaSet → Pods, ReplicationController → Pods, a MetalLB-like
+//! load-balancer address allocator, the garbage collector (ownerReferences), the namespace
+//! controller's retries and a CronJob run on request. Pods are created through admission as the
+//! kube-system controller service accounts, as a real control plane does.
 
 use crate::api::{self, Shared, WriteOpts};
 use crate::auth::{self, UserInfo};
@@ -176,6 +177,31 @@ pub async fn record_event(
     let _ = api::create(shared, &admin, &ev_info, &ns, ev, &opts(component)).await;
 }
 
+/// A kind whose controller keeps a number of pods from a template.
+struct Replicated {
+    group: &'static str,
+    plural: &'static str,
+    api_version: &'static str,
+    kind: &'static str,
+    controller: &'static str,
+}
+
+const REPLICA_SET: Replicated = Replicated {
+    group: "apps",
+    plural: "replicasets",
+    api_version: "apps/v1",
+    kind: "ReplicaSet",
+    controller: auth::REPLICASET_CONTROLLER,
+};
+
+const REPLICATION_CONTROLLER: Replicated = Replicated {
+    group: "",
+    plural: "replicationcontrollers",
+    api_version: "v1",
+    kind: "ReplicationController",
+    controller: auth::REPLICATION_CONTROLLER,
+};
+
 /// Controller state kept across ticks.
 #[derive(Default)]
 pub struct Controllers {
@@ -228,8 +254,33 @@ impl Controllers {
         self.statefulsets(shared).await;
         self.deployments(shared).await;
         self.replicasets(shared).await;
+        self.replication_controllers(shared).await;
         self.load_balancers(shared).await;
         self.garbage_collect(shared).await;
+        self.terminating_namespaces(shared).await;
+    }
+
+    /// Namespaces left `Terminating` (a webhook refused the namespace controller, or an object
+    /// waits for its finalizers): their deletion is tried again, with backoff.
+    async fn terminating_namespaces(&mut self, shared: &Arc<Shared>) {
+        let terminating: Vec<String> = shared
+            .store()
+            .list_ref(&GroupResource::new("", "namespaces"), None)
+            .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
+            .map(|n| meta_str(n, "name").to_string())
+            .collect();
+        for ns in terminating {
+            let key = format!("namespace/{ns}");
+            if self.backing_off(&key) {
+                continue;
+            }
+            api::finish_namespace_deletion(shared, &ns).await;
+            if shared.store().namespace(&ns).is_some() {
+                self.fail(&key);
+            } else {
+                self.backoff.remove(&key);
+            }
+        }
     }
 
     async fn kubelet(&mut self, shared: &Arc<Shared>) {
@@ -739,14 +790,25 @@ impl Controllers {
     }
 
     async fn replicasets(&mut self, shared: &Arc<Shared>) {
+        self.replicate(shared, &REPLICA_SET).await;
+    }
+
+    async fn replication_controllers(&mut self, shared: &Arc<Shared>) {
+        self.replicate(shared, &REPLICATION_CONTROLLER).await;
+    }
+
+    /// The ReplicaSet controller and the ReplicationController manager (the same code in
+    /// kube-controller-manager, run as two service accounts): keep `spec.replicas` non-terminal
+    /// pods made from `spec.template`, owned with `controller: true`.
+    async fn replicate(&mut self, shared: &Arc<Shared>, kind: &Replicated) {
         let (Some(rs_info), Some(pods_info)) = (
-            info(shared, "apps", "replicasets"),
+            info(shared, kind.group, kind.plural),
             info(shared, "", "pods"),
         ) else {
             return;
         };
         let all = shared.store().list(&rs_info.key(), None);
-        let user = controller_user(auth::REPLICASET_CONTROLLER);
+        let user = controller_user(kind.controller);
         for rs in all {
             if rs.pointer("/metadata/deletionTimestamp").is_some() {
                 continue;
@@ -767,7 +829,7 @@ impl Controllers {
                     &pods_info,
                     &ns,
                     meta_str(p, "name"),
-                    &opts(auth::REPLICASET_CONTROLLER),
+                    &opts(kind.controller),
                 )
                 .await;
             }
@@ -780,11 +842,11 @@ impl Controllers {
                         .unwrap_or(json!({}));
                     meta["generateName"] = json!(format!("{name}-"));
                     meta["namespace"] = json!(ns);
-                    meta["ownerReferences"] = json!([owner_ref("apps/v1", "ReplicaSet", &rs)]);
+                    meta["ownerReferences"] = json!([owner_ref(kind.api_version, kind.kind, &rs)]);
                     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
                         "spec": rs.pointer("/spec/template/spec").cloned().unwrap_or(json!({}))});
                     if !self
-                        .create_pod(shared, auth::REPLICASET_CONTROLLER, &rs, "ReplicaSet", pod)
+                        .create_pod(shared, kind.controller, &rs, kind.kind, pod)
                         .await
                     {
                         break;
@@ -802,7 +864,7 @@ impl Controllers {
                         &pods_info,
                         &ns,
                         meta_str(p, "name"),
-                        &opts(auth::REPLICASET_CONTROLLER),
+                        &opts(kind.controller),
                     )
                     .await;
                 }
@@ -959,8 +1021,11 @@ impl Controllers {
                 continue;
             }
             if alive.is_empty() {
+                // The garbage collector deletes with the dependent's uid as a precondition (a
+                // new object of the same name is left alone).
                 let o = WriteOpts {
-                    delete_options: json!({"propagationPolicy": "Background"}),
+                    delete_options: json!({"propagationPolicy": "Background",
+                        "preconditions": {"uid": meta_str(&obj, "uid")}}),
                     ..opts(auth::GC_CONTROLLER)
                 };
                 if let Err(e) = api::delete(shared, &user, &ri, &ns, &name, &o).await {
@@ -1139,6 +1204,111 @@ pub async fn succeed_pod(shared: &Arc<Shared>, ns: &str, name: &str) -> Result<(
         &[format!("{} [sandbox] completed", now_rfc3339())],
     );
     Ok(())
+}
+
+/// Runs a CronJob now, as the cronjob controller does at a scheduled time (the sandbox has no
+/// scheduler): creates the Job `<cronjob>-<scheduled minutes since the epoch>` with the labels
+/// and annotations of `spec.jobTemplate.metadata` (plus `batch.kubernetes.io/
+/// cronjob-scheduled-timestamp`), `spec.jobTemplate.spec` as its spec and a controller
+/// ownerReference to the CronJob, as `system:serviceaccount:kube-system:cronjob-controller`
+/// through admission; then records it in the CronJob's `status.active` and `lastScheduleTime`
+/// through `cronjobs/status`. The Job controller makes its pods as for any Job. Two runs for the
+/// same minute collide (409 AlreadyExists), as the controller's deterministic names intend.
+pub async fn run_cronjob(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    scheduled_unix: i64,
+) -> Result<Value, ApiError> {
+    let cj_info = info(shared, "batch", "cronjobs").ok_or_else(ApiError::path_not_found)?;
+    let job_info = info(shared, "batch", "jobs").ok_or_else(ApiError::path_not_found)?;
+    let cj = api::get(shared, &cj_info, ns, name)?;
+    let job = cronjob_job(&cj, scheduled_unix);
+    let user = controller_user(auth::CRONJOB_CONTROLLER);
+    let created = match api::create(
+        shared,
+        &user,
+        &job_info,
+        ns,
+        job,
+        &opts(auth::CRONJOB_CONTROLLER),
+    )
+    .await
+    {
+        Ok(out) => out.object,
+        Err(e) => {
+            // The controller reports refused creates on the CronJob.
+            if e.code != 409 {
+                record_event(
+                    shared,
+                    &cj,
+                    "CronJob",
+                    "Warning",
+                    "FailedCreate",
+                    &format!("Error creating job: {}", e.message),
+                    "cronjob-controller",
+                )
+                .await;
+            }
+            return Err(e);
+        }
+    };
+    record_event(
+        shared,
+        &cj,
+        "CronJob",
+        "Normal",
+        "SuccessfulCreate",
+        &format!("Created job {}", meta_str(&created, "name")),
+        "cronjob-controller",
+    )
+    .await;
+    let job_ref = json!({"apiVersion": "batch/v1", "kind": "Job", "namespace": ns,
+        "name": meta_str(&created, "name"), "uid": meta_str(&created, "uid"),
+        "resourceVersion": meta_str(&created, "resourceVersion")});
+    let scheduled = crate::util::format_rfc3339(scheduled_unix);
+    write_status(shared, &user, &cj_info, ns, name, |cur| {
+        let mut st = cur.get("status").cloned().unwrap_or(json!({}));
+        let mut active = st["active"].as_array().cloned().unwrap_or_default();
+        if !active.iter().any(|a| a["uid"] == job_ref["uid"]) {
+            active.push(job_ref.clone());
+        }
+        st["active"] = json!(active);
+        st["lastScheduleTime"] = json!(scheduled);
+        Some(st)
+    })
+    .await?;
+    Ok(created)
+}
+
+/// The Job the cronjob controller makes from a CronJob for a scheduled time (its
+/// `getJobFromTemplate2`): only the template's labels and annotations are copied to the Job's
+/// metadata (not its name, finalizers or anything else), the spec is copied whole.
+fn cronjob_job(cj: &Value, scheduled_unix: i64) -> Value {
+    let tmeta = cj
+        .pointer("/spec/jobTemplate/metadata")
+        .cloned()
+        .unwrap_or(json!({}));
+    let labels = tmeta.get("labels").cloned().unwrap_or(json!({}));
+    let mut annotations = tmeta.get("annotations").cloned().unwrap_or(json!({}));
+    if !annotations.is_object() {
+        annotations = json!({});
+    }
+    // The CronJobsScheduledAnnotation feature (on by default): RFC 3339 in the CronJob's time
+    // zone; the sandbox writes UTC whatever `spec.timeZone` says.
+    annotations["batch.kubernetes.io/cronjob-scheduled-timestamp"] =
+        json!(crate::util::format_rfc3339(scheduled_unix));
+    let mut meta = json!({
+        "name": format!("{}-{}", meta_str(cj, "name"), scheduled_unix.div_euclid(60)),
+        "namespace": meta_str(cj, "namespace"),
+        "annotations": annotations,
+        "ownerReferences": [owner_ref("batch/v1", "CronJob", cj)],
+    });
+    if labels.as_object().is_some_and(|m| !m.is_empty()) {
+        meta["labels"] = labels;
+    }
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+        "spec": cj.pointer("/spec/jobTemplate/spec").cloned().unwrap_or(json!({}))})
 }
 
 fn compress_indexes(set: &BTreeSet<i64>) -> String {

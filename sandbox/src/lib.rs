@@ -409,6 +409,27 @@ impl SandboxHandle {
             .map_err(anyhow::Error::from)
     }
 
+    /// Runs a CronJob now (the sandbox schedules none): the Job `<cronjob>-<minutes since the
+    /// epoch>` is created from `spec.jobTemplate` as the cronjob controller does, as
+    /// `system:serviceaccount:kube-system:cronjob-controller` through admission, and returned.
+    /// A second run within the same minute answers AlreadyExists; see [`Self::run_cronjob_at`].
+    pub async fn run_cronjob(&self, ns: &str, name: &str) -> anyhow::Result<Value> {
+        self.run_cronjob_at(ns, name, util::now_secs()).await
+    }
+
+    /// [`Self::run_cronjob`] for the scheduled time `scheduled_unix` (Unix seconds), which names
+    /// the Job (`<cronjob>-<scheduled_unix / 60>`).
+    pub async fn run_cronjob_at(
+        &self,
+        ns: &str,
+        name: &str,
+        scheduled_unix: i64,
+    ) -> anyhow::Result<Value> {
+        controllers::run_cronjob(self.shared(), ns, name, scheduled_unix)
+            .await
+            .map_err(|e| anyhow::anyhow!("CronJob {ns}/{name}: {}", e.message))
+    }
+
     fn user(&self, who: &str) -> UserInfo {
         self.shared()
             .tokens

@@ -144,6 +144,15 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b("v1", "Endpoints", "endpoints", true, &["ep"], false, false),
+    b(
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        true,
+        &["rc"],
+        true,
+        true,
+    ),
     b("v1", "Node", "nodes", false, &["no"], true, false),
     b(
         "v1",

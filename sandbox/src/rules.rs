@@ -117,6 +117,30 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
                 pod_spec_defaults(s);
             }
         }
+        ("", "replicationcontrollers") => {
+            // SetDefaults_ReplicationController: an empty selector and empty object labels are
+            // taken from the template's labels (so an RC carries its pods' routing labels
+            // unless it names its own), and replicas defaults to 1.
+            let tl = obj
+                .pointer("/spec/template/metadata/labels")
+                .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                .cloned();
+            if let Some(tl) = tl {
+                let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+                let empty =
+                    |v: Option<&Value>| v.and_then(Value::as_object).is_none_or(|m| m.is_empty());
+                if empty(spec.get("selector")) {
+                    spec.insert("selector".into(), tl.clone());
+                }
+                let meta = meta_mut(obj);
+                if empty(meta.get("labels")) {
+                    meta.insert("labels".into(), tl);
+                }
+            }
+            let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
+            set_default(spec, "replicas", json!(1));
+            template_defaults(obj);
+        }
         ("apps", "deployments") | ("apps", "replicasets") => {
             let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
             set_default(spec, "replicas", json!(1));
@@ -198,6 +222,10 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
         ("apps", _) | ("batch", "cronjobs") | ("policy", _) => {
             as_object_mut(obj).insert("status".into(), json!({}));
         }
+        // ReplicationControllerStatus.replicas is not omitempty.
+        ("", "replicationcontrollers") => {
+            as_object_mut(obj).insert("status".into(), json!({"replicas": 0}));
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj),
         _ => {}
     }
@@ -229,17 +257,50 @@ fn crd_status(obj: &mut Value) {
     );
 }
 
+/// Whether `/status` of this resource takes the request's metadata (labels, annotations,
+/// finalizers, ...) and only resets the spec. The apiserver's pod status strategy does
+/// (`newPod.Spec = oldPod.Spec`, keeping only the old ownerReferences) — that is how the
+/// kubelet relabels a pod through `pods/status` — and so does the Service status strategy
+/// (`newService.Spec = oldService.Spec`). Other status strategies here keep all of the old object
+/// but its status.
+fn status_takes_metadata(info: &ResourceInfo) -> bool {
+    info.is("", "pods") || info.is("", "services")
+}
+
 /// Merges an update per the status-subresource rules: the main resource keeps the old status,
-/// `/status` keeps everything but status.
+/// `/status` keeps everything but status (pods and Services: but status and metadata).
 pub fn merge_for_update(info: &ResourceInfo, sub: &str, old: &Value, new: Value) -> Value {
     let mut out = new;
     if sub == "status" {
         let status = out.get("status").cloned();
+        let meta = out.get("metadata").cloned();
         out = old.clone();
         match status {
             Some(s) => as_object_mut(&mut out).insert("status".into(), s),
             None => as_object_mut(&mut out).remove("status"),
         };
+        if status_takes_metadata(info) {
+            let mut meta = meta.unwrap_or_else(|| json!({}));
+            let m = as_object_mut(&mut meta);
+            // The pod status strategy keeps the old ownerReferences ("old kubelets corrupt
+            // them"); uid, names and timestamps are put back below as for every update.
+            if info.plural == "pods" {
+                match old.pointer("/metadata/ownerReferences") {
+                    Some(r) => m.insert("ownerReferences".into(), r.clone()),
+                    None => m.remove("ownerReferences"),
+                };
+            }
+            as_object_mut(&mut out).insert("metadata".into(), meta);
+        }
+        // The pod status strategy backfills the QoS class a client's status left out.
+        if info.is("", "pods") && out.pointer("/status/qosClass").is_none() {
+            if let (Some(q), Some(st)) = (
+                old.pointer("/status/qosClass").cloned(),
+                out.get_mut("status").and_then(Value::as_object_mut),
+            ) {
+                st.insert("qosClass".into(), q);
+            }
+        }
     } else if info.status {
         match old.get("status") {
             Some(s) => as_object_mut(&mut out).insert("status".into(), s.clone()),
@@ -543,6 +604,22 @@ pub fn service_allocate(
     Ok(())
 }
 
+/// The workload rule that the template's labels satisfy the selector (else the controller
+/// would never see the pods it creates).
+fn selector_matches_template(
+    sel: &crate::selectors::LabelSelector,
+    obj: &Value,
+) -> Option<FieldError> {
+    let tl = crate::util::string_map(obj.pointer("/spec/template/metadata/labels"));
+    (!sel.matches(&tl)).then(|| {
+        FieldError::invalid_raw(
+            "spec.template.metadata.labels",
+            serde_json::to_string(&tl).unwrap_or_default(),
+            "`selector` does not match template `labels`",
+        )
+    })
+}
+
 /// Validation beyond labels and names (needs no store).
 pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -585,15 +662,30 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
         }
         ("apps", "deployments") | ("apps", "statefulsets") | ("apps", "replicasets") => {
             let sel = crate::selectors::LabelSelector::from_object(obj.pointer("/spec/selector"));
-            let tl = crate::util::string_map(obj.pointer("/spec/template/metadata/labels"));
             if obj.pointer("/spec/selector").is_none_or(Value::is_null) {
                 errs.push(FieldError::required("spec.selector", ""));
-            } else if !sel.matches(&tl) {
-                errs.push(FieldError::invalid_raw(
-                    "spec.template.metadata.labels",
-                    serde_json::to_string(&tl).unwrap_or_default(),
-                    "`selector` does not match template `labels`",
-                ));
+            } else {
+                errs.extend(selector_matches_template(&sel, obj));
+            }
+        }
+        ("", "replicationcontrollers") => {
+            // An RC's selector is a plain label map (matchLabels without the wrapper); after
+            // defaulting it is only empty when the template has no labels either.
+            let map = obj
+                .pointer("/spec/selector")
+                .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()));
+            match map {
+                None => errs.push(FieldError::required("spec.selector", "")),
+                Some(m) => {
+                    errs.extend(crate::validation::labels_errors("spec.selector", Some(m)));
+                    let sel = crate::selectors::LabelSelector::from_object(Some(
+                        &json!({"matchLabels": m}),
+                    ));
+                    errs.extend(selector_matches_template(&sel, obj));
+                }
+            }
+            if obj.pointer("/spec/template").is_none_or(Value::is_null) {
+                errs.push(FieldError::required("spec.template", ""));
             }
         }
         _ => {}

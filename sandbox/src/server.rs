@@ -394,6 +394,20 @@ async fn control(
                 &json!({"service": format!("{ns}/{name}"), "address": addr}),
             )
         }
+        ("POST", ["cronjobs", ns, name, "run"]) => {
+            // `scheduledTime` (Unix seconds) names the run; now when absent.
+            let at = match query.get("scheduledTime") {
+                None => crate::util::now_secs(),
+                Some(t) => match t.parse::<i64>() {
+                    Ok(t) => t,
+                    Err(_) => return bad(format!("invalid scheduledTime {t:?}")),
+                },
+            };
+            match crate::controllers::run_cronjob(shared, ns, name, at).await {
+                Ok(job) => json_resp(201, &job),
+                Err(e) => err_resp(&e),
+            }
+        }
         ("POST", ["pods", ns, name, action]) => {
             let reason = query.get("reason").cloned();
             let message = query.get("message").cloned();
