@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod decision;
 pub mod desired;
+pub mod host;
 pub mod identity;
 pub mod label;
 pub mod object;
