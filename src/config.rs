@@ -8,7 +8,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::host::{longest_host_prefix, HostTemplate, MIN_ENCODED_HOST_TAG, TEMPLATE_RULE};
 use crate::core::label::validate_label_key;
+
+/// The longest `provisioner.domain`: a host is a label of up to 63 characters, `.`, the domain,
+/// and at most 253 characters in all.
+const MAX_HOST_DOMAIN: usize = 253 - 63 - 1;
 
 /// Everything Portico can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,8 +90,15 @@ impl Default for AuditConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ProvisionerConfig {
-    /// Default Ingress host: `{user}` (the user's prefix), `{tag}` and `{domain}` are replaced,
-    /// then the host is lowercased and checked as an RFC 1123 name.
+    /// Default Ingress host of an Exposure without `spec.ingress.host`. Must have the form
+    /// `{user}-{tag}<suffix>.{domain}`: `{user}`, `{tag}` and `{domain}` each once, one DNS label
+    /// that starts with `{user}-{tag}` (optionally followed by lowercase letters, digits and `-`,
+    /// short enough to leave a tag room in 63 characters), then `.{domain}`. `{user}` becomes the
+    /// user's host prefix and `{tag}` the host tag: the prefix and the tag themselves when they
+    /// are lowercase and DNS-safe, else an encoded form with a hash of the exact value (see
+    /// `core::host`), so every (user, tag) gets its own host and every default host lies in its
+    /// user's host space — names whose first label under the domain starts with
+    /// `<host prefix>-`.
     pub ingress_host_template: String,
     /// The `{domain}` of the host template. Exposures without an explicit host need one.
     pub domain: String,
@@ -368,13 +380,33 @@ impl Config {
             }
         }
         let p = &self.provisioner;
-        if !p.ingress_host_template.contains("{tag}") {
-            out.push("provisioner.ingressHostTemplate: must contain {tag}, or two tags would share a host".to_string());
+        match HostTemplate::parse(&p.ingress_host_template) {
+            Err(e) => out.push(format!(
+                "provisioner.ingressHostTemplate: {:?} {e}; {TEMPLATE_RULE}",
+                p.ingress_host_template
+            )),
+            Ok(template) => {
+                let longest = longest_host_prefix(id.max_prefix_length);
+                let room = template.tag_room(longest);
+                if room < MIN_ENCODED_HOST_TAG {
+                    out.push(format!(
+                        "provisioner.ingressHostTemplate: the suffix {:?} after {{user}}-{{tag}} leaves {room} characters for the tag after the longest host prefix ({longest} characters, from identity.maxPrefixLength {}) in a 63-character DNS label; the tag needs {MIN_ENCODED_HOST_TAG}: shorten the suffix or lower identity.maxPrefixLength",
+                        template.suffix(),
+                        id.max_prefix_length
+                    ));
+                }
+            }
         }
         if !p.domain.is_empty() && !crate::core::label::is_dns_subdomain(&p.domain) {
             out.push(format!(
                 "provisioner.domain: {:?} is not a lowercase DNS name",
                 p.domain
+            ));
+        } else if p.domain.len() > MAX_HOST_DOMAIN {
+            out.push(format!(
+                "provisioner.domain: {:?} has {} characters; with a first label of up to 63 the host would pass 253, so at most {MAX_HOST_DOMAIN}",
+                p.domain,
+                p.domain.len()
             ));
         }
         if p.field_manager.is_empty() || p.lease_name.is_empty() || p.lease_namespace.is_empty() {
@@ -453,6 +485,58 @@ mod tests {
     fn defaults_are_valid_and_empty_file_means_defaults() {
         assert!(Config::default().problems().is_empty());
         assert_eq!(Config::from_yaml("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn host_templates_that_would_break_injectivity_or_ownership_are_refused() {
+        for bad in [
+            "{user}.{domain}",
+            "{tag}.{domain}",
+            "{user}{tag}.{domain}",
+            "{tag}-{user}.{domain}",
+            "{tag}.{user}.{domain}",
+            "www.{user}-{tag}.{domain}",
+            "{user}-{tag}.apps.example.com",
+            "{user}-{tag}.{domain}.{tag}",
+            "{user}-{tag}_x.{domain}",
+        ] {
+            let mut c = Config::default();
+            c.provisioner.ingress_host_template = bad.into();
+            let problems = c.problems().join("\n");
+            assert!(
+                problems.contains("provisioner.ingressHostTemplate")
+                    && problems.contains("{user}-{tag}<suffix>.{domain}"),
+                "{bad}: {problems}"
+            );
+        }
+        let mut c = Config::default();
+        c.provisioner.ingress_host_template = "{user}-{tag}-web.{domain}".into();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        // The longest prefixes (46) leave 16 characters for "-web" and the tag: 12 is too few.
+        c.identity.max_prefix_length = 46;
+        let problems = c.problems().join("\n");
+        assert!(
+            problems.contains("leaves 12 characters") && problems.contains("maxPrefixLength"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_domain_that_leaves_no_room_for_the_first_label_is_refused() {
+        let mut c = Config::default();
+        c.provisioner.domain = format!(
+            "{}.{}.{}.example",
+            "a".repeat(60),
+            "b".repeat(60),
+            "c".repeat(60)
+        );
+        let problems = c.problems().join("\n");
+        assert!(
+            problems.contains("provisioner.domain") && problems.contains("189"),
+            "{problems}"
+        );
+        c.provisioner.domain = "apps.example.com".into();
+        assert!(c.problems().is_empty());
     }
 
     #[test]

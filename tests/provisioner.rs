@@ -216,17 +216,22 @@ async fn s03_jobs_sharing_a_tag_are_all_reached() {
     p.stop().await;
 }
 
-/// 4. Ingress from the host template; a tag differing only in case gets Conflict.
+/// 4. Ingress from the host template: tags differing only in case get different hosts; two
+///    explicit hosts differing only in case are one DNS name, and the younger gets Conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s04_ingress_host_template_and_case_conflict() {
     let l = Loop::start().await;
     let p = l.provisioner("p1").await;
     let user1 = l.client("user1").await;
-    let spec = |tag: &str| {
+    let spec = |tag: &str, host: Option<&str>| {
+        let mut ingress = json!({"ingressClassName": "nginx", "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "true"}});
+        if let Some(h) = host {
+            ingress["host"] = json!(h);
+        }
         json!({"tag": tag, "service": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80}]},
-        "ingress": {"ingressClassName": "nginx", "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "true"}}})
+        "ingress": ingress})
     };
-    create_exposure(&user1, &exposure("lower", spec("foobar")))
+    create_exposure(&user1, &exposure("lower", spec("foobar", None)))
         .await
         .expect("exposure");
     let st = eventually(20, "host in status", || async {
@@ -247,11 +252,33 @@ async fn s04_ingress_host_template_and_case_conflict() {
     let rules = ing.spec.and_then(|s| s.rules).unwrap_or_default();
     assert_eq!(rules[0].host.as_deref(), Some("user1-foobar.apps.test"));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    create_exposure(&user1, &exposure("upper", spec("FooBar")))
+    create_exposure(&user1, &exposure("upper", spec("FooBar", None)))
         .await
         .expect("exposure");
-    let st = eventually(20, "conflict", || async {
+    let st = eventually(20, "the other tag's own host", || async {
         status_of(&user1, "upper")
+            .await
+            .filter(|s| s.host.is_some() && s.service.is_some())
+    })
+    .await;
+    let upper = st.host.clone().unwrap_or_default();
+    assert!(
+        upper.starts_with("user1-foobar--") && upper.ends_with(".apps.test"),
+        "{upper}"
+    );
+    assert_ne!(
+        condition(&st, "Conflict").map(|c| c.0),
+        Some("True".into()),
+        "{st:?}"
+    );
+    create_exposure(
+        &user1,
+        &exposure("explicit", spec("other", Some("User1-FooBar.apps.test"))),
+    )
+    .await
+    .expect("exposure");
+    let st = eventually(20, "conflict", || async {
+        status_of(&user1, "explicit")
             .await
             .filter(|s| condition(s, "Conflict").is_some_and(|c| c.0 == "True"))
     })

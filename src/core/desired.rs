@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{Condition, ExposureSpec, ExposureStatus, PortSpec, ServiceType, Target};
 
+use super::host::{default_host, is_dns_host, HostError};
 use super::label::is_dns_label;
 use super::object::Map;
 use super::policy::Policy;
@@ -40,6 +41,8 @@ pub enum PlanError {
     NoDomain,
     #[error("ingress host {0:?} is not a valid lowercase DNS name (RFC 1123)")]
     BadHost(String),
+    #[error(transparent)]
+    DefaultHost(HostError),
     #[error("at least one port is needed")]
     NoPorts,
     #[error("port {name:?}: {reason}")]
@@ -53,7 +56,9 @@ impl PlanError {
         match self {
             PlanError::Prefix { .. } => "NoPrefix",
             PlanError::Tag(_) => "InvalidTag",
-            PlanError::NoDomain | PlanError::BadHost(_) => "InvalidHost",
+            PlanError::NoDomain | PlanError::BadHost(_) | PlanError::DefaultHost(_) => {
+                "InvalidHost"
+            }
             PlanError::NoPorts | PlanError::BadPort { .. } => "InvalidPort",
             PlanError::BadAnnotation { .. } => "InvalidAnnotation",
         }
@@ -160,30 +165,24 @@ fn service_ports(ports: &[PortSpec], type_: ServiceType) -> Result<Vec<ServicePo
         .collect()
 }
 
-/// The default or explicit Ingress host of an Exposure, lowercased and checked.
+/// The Ingress host of an Exposure: the explicit one lowercased and checked, or the default one
+/// ([`default_host`]: injective over (prefix, tag), so tags that differ only in case or in `.`
+/// versus `-` get different hosts). An empty explicit host means the default, as documented for
+/// `spec.ingress.host`. Whether the user may claim an explicit host is for admission to decide.
 pub fn host_for(
     policy: &Policy,
     prefix: &Prefix,
     tag: &str,
     explicit: Option<&str>,
 ) -> Result<String, PlanError> {
-    let host = match explicit {
-        Some(h) => h.to_string(),
-        None => {
-            let p = &policy.config.provisioner;
-            if p.domain.is_empty() && p.ingress_host_template.contains("{domain}") {
-                return Err(PlanError::NoDomain);
-            }
-            // DNS names have no '_' or '.' inside a label: hashed prefixes and dotted tags become '-'.
-            let dns = |s: &str| s.replace(['_', '.'], "-");
-            p.ingress_host_template
-                .replace("{user}", &dns(prefix.as_str()))
-                .replace("{tag}", &dns(tag))
-                .replace("{domain}", &p.domain)
-        }
+    let host = match explicit.filter(|h| !h.is_empty()) {
+        Some(h) => h.to_lowercase(),
+        None => default_host(&policy.config.provisioner, prefix, tag).map_err(|e| match e {
+            HostError::NoDomain => PlanError::NoDomain,
+            e => PlanError::DefaultHost(e),
+        })?,
     };
-    let host = host.to_lowercase();
-    if host.len() > 253 || !host.split('.').all(is_dns_label) {
+    if !is_dns_host(&host) {
         return Err(PlanError::BadHost(host));
     }
     Ok(host)
@@ -894,46 +893,83 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ingress_host_from_template_is_lowercased_and_checked() {
-        let p = policy_with_domain();
-        let mut s = spec("FooBar", ServiceType::ClusterIP);
+    fn host_of(p: &Policy, tag: &str, explicit: Option<&str>) -> Result<Option<String>, PlanError> {
+        let mut s = spec(tag, ServiceType::ClusterIP);
         s.ingress = Some(IngressSpec {
             ingress_class_name: Some("nginx".into()),
+            host: explicit.map(str::to_string),
             ..IngressSpec::default()
         });
-        let plan = exposure_plan(&p, "team", &owner("web"), &s, None).unwrap();
-        assert_eq!(plan.host.as_deref(), Some("user1-foobar.apps.test"));
-        assert!(matches!(
-            exposure_plan(&Policy::default(), "team", &owner("web"), &s, None),
-            Err(PlanError::NoDomain)
-        ));
-        s.ingress = Some(IngressSpec {
-            host: Some("bad_host".into()),
-            ..IngressSpec::default()
-        });
-        assert!(matches!(
-            exposure_plan(&p, "team", &owner("web"), &s, None),
-            Err(PlanError::BadHost(_))
-        ));
+        exposure_plan(p, "team", &owner("web"), &s, None).map(|plan| plan.host)
     }
 
     #[test]
-    fn case_different_tags_collide_on_a_host_and_the_older_keeps_it() {
+    fn default_hosts_come_from_the_template_and_keep_tags_apart() {
+        let p = policy_with_domain();
+        let lower = host_of(&p, "foobar", None).unwrap().unwrap();
+        assert_eq!(lower, "user1-foobar.apps.test");
+        // A tag differing only in case is another tag, so it gets another (encoded) host.
+        let upper = host_of(&p, "FooBar", None).unwrap().unwrap();
+        assert!(upper.starts_with("user1-foobar--"), "{upper}");
+        assert!(upper.ends_with(".apps.test"), "{upper}");
+        // An empty host is the default one, as spec.ingress.host documents.
+        assert_eq!(host_of(&p, "foobar", Some("")).unwrap(), Some(lower));
+        assert!(matches!(
+            host_of(&Policy::default(), "foobar", None),
+            Err(PlanError::NoDomain)
+        ));
+        let mut bad_template = p.config.clone();
+        bad_template.provisioner.ingress_host_template = "{tag}.{user}.{domain}".into();
+        let err = host_of(&Policy::new(bad_template), "foobar", None).unwrap_err();
+        assert!(matches!(err, PlanError::DefaultHost(_)), "{err}");
+        assert_eq!(err.reason(), "InvalidHost");
+    }
+
+    #[test]
+    fn explicit_hosts_are_lowercased_and_checked() {
+        let p = policy_with_domain();
+        assert_eq!(
+            host_of(&p, "foobar", Some("Web.Example.ORG")).unwrap(),
+            Some("web.example.org".into())
+        );
+        for bad in [
+            "bad_host",
+            "*.apps.test",
+            "a..b",
+            &format!("{}.test", "a".repeat(64)),
+        ] {
+            assert!(
+                matches!(host_of(&p, "foobar", Some(bad)), Err(PlanError::BadHost(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn explicit_hosts_differing_in_case_collide_and_the_older_keeps_it() {
+        // Default hosts no longer collide (tags differing in case get different hosts), but two
+        // explicit hosts can still name the same DNS name in different case.
+        let p = policy_with_domain();
+        let host = |tag: &str, explicit: &str| host_of(&p, tag, Some(explicit)).unwrap().unwrap();
         let losers = host_conflicts(&[
             (
                 "b".to_string(),
-                "user1-foobar.apps.test".to_string(),
+                host("FooBar", "User1-FooBar.apps.test"),
                 "2026-01-02T00:00:00Z".to_string(),
             ),
             (
                 "a".to_string(),
-                "user1-foobar.apps.test".to_string(),
+                host("foobar", "user1-foobar.apps.test"),
                 "2026-01-01T00:00:00Z".to_string(),
             ),
             (
                 "c".to_string(),
-                "other.apps.test".to_string(),
+                host("other", "other.apps.test"),
+                "2026-01-01T00:00:00Z".to_string(),
+            ),
+            (
+                "d".to_string(),
+                host_of(&p, "FooBar", None).unwrap().unwrap(),
                 "2026-01-01T00:00:00Z".to_string(),
             ),
         ]);
@@ -1064,7 +1100,15 @@ mod tests {
         assert_eq!(plan.services.len(), 1);
         let ingress = plan.ingress.unwrap();
         let rule = &ingress.spec.unwrap().rules.unwrap()[0];
-        assert_eq!(rule.host.as_deref(), Some("user1-flask.apps.test"));
+        // The route's tag "Flask" is not lowercase: the host tag is its encoded form.
+        let host = crate::core::host::default_host(
+            &p.config.provisioner,
+            &Prefix::from_encoded("user1"),
+            "Flask",
+        )
+        .unwrap();
+        assert!(host.starts_with("user1-flask--"), "{host}");
+        assert_eq!(rule.host.as_deref(), Some(host.as_str()));
         let backend = rule.http.as_ref().unwrap().paths[0]
             .backend
             .service

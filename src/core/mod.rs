@@ -6,6 +6,7 @@ pub mod claims;
 pub mod cluster;
 pub mod decision;
 pub mod desired;
+pub mod host;
 pub mod identity;
 pub mod label;
 pub mod object;

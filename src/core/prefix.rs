@@ -165,15 +165,27 @@ pub fn check_mapped_prefix(prefix: &str, max_len: usize) -> Result<(), PrefixErr
 
 /// The first 80 bits of SHA-256 in lowercase RFC 4648 base32 (`a-z2-7`): label-safe.
 fn hash32(s: &str) -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    sha256_base32(s, HASH_CHARS)
+}
+
+/// The lowercase RFC 4648 base32 alphabet: letters and digits valid in labels and DNS names.
+pub(crate) const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// The longest hash [`sha256_base32`] gives: the first 128 bits of the digest, 5 bits a character.
+pub(crate) const MAX_HASH_CHARS: usize = 25;
+
+/// The first `chars` × 5 bits of SHA-256 of `s` in lowercase base32 (at most
+/// [`MAX_HASH_CHARS`] characters). Shared by the prefix and host encodings so that both hash the
+/// same way; `chars = 16` is the prefix's hash and must never change (prefixes are stored on pods).
+pub(crate) fn sha256_base32(s: &str, chars: usize) -> String {
+    let chars = chars.min(MAX_HASH_CHARS);
     let digest = Sha256::digest(s.as_bytes());
     let mut bits: u128 = 0;
-    for byte in &digest[..10] {
+    for byte in &digest[..16] {
         bits = (bits << 8) | u128::from(*byte);
     }
-    (0..HASH_CHARS)
-        .rev()
-        .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
+    (1..=chars)
+        .map(|i| BASE32_ALPHABET[((bits >> (128 - 5 * i)) & 31) as usize] as char)
         .collect()
 }
 
@@ -261,6 +273,29 @@ mod tests {
         let long = r.prefix_for(&namespace_user(&"n".repeat(60))).unwrap();
         assert!(long.as_str().starts_with("ns.n") && long.as_str().contains('_'));
         assert!(validate_name_part(long.as_str()).is_ok() && !long.as_str().contains('-'));
+    }
+
+    #[test]
+    fn hashed_prefixes_are_stable_across_releases() {
+        // Prefixes are stored in owner labels on running pods: the encoding must never drift.
+        let map = BTreeMap::new();
+        let r = rules(&map);
+        assert_eq!(
+            r.prefix_for("alice@example.com").unwrap().as_str(),
+            "alice_76gzqgp4byjl6dje"
+        );
+        assert_eq!(
+            r.prefix_for("Ünïcode").unwrap().as_str(),
+            "u_aczex2amrxlotv3o"
+        );
+    }
+
+    #[test]
+    fn shorter_hashes_are_leading_characters_of_longer_ones() {
+        let long = sha256_base32("x", MAX_HASH_CHARS);
+        assert_eq!(long.len(), MAX_HASH_CHARS);
+        assert_eq!(sha256_base32("x", 12), long[..12]);
+        assert_eq!(sha256_base32("x", 99), long);
     }
 
     #[test]
