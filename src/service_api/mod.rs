@@ -36,8 +36,13 @@ use tokio_rustls::TlsAcceptor;
 pub use config::ApiConfig;
 
 use crate::config::Config;
-use crate::server::metrics::Metrics;
+use crate::server::conn_limit::ConnectionLimit;
+use crate::server::metrics::{ConnectionMetrics, Metrics};
 use crate::server::tls::{self, CertLoadError, CertWatcher};
+
+/// Default cap on the API port's open connections: portals are few and poll over a handful of
+/// connections each. The cap is the API's own: the webhook's slots are never spent on it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// How to run the API listener.
 #[derive(Debug, Clone)]
@@ -52,17 +57,25 @@ pub struct ApiOptions {
     pub metrics: Metrics,
     /// The run-time log control (`None`: the log endpoints answer 503).
     pub logs: Option<logs::LogControl>,
+    /// Most connections the API port holds open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Where the API's connection gauge and counter go (`listener="api"`). `portico serve`
+    /// points it at the webhook's registry, which the ops port serves.
+    pub connections: ConnectionMetrics,
 }
 
 impl ApiOptions {
     pub fn new(tls_cert: impl Into<PathBuf>, tls_key: impl Into<PathBuf>) -> Self {
+        let metrics = Metrics::new();
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8444)),
             tls_cert: tls_cert.into(),
             tls_key: tls_key.into(),
             cert_check_interval: Duration::from_secs(1),
-            metrics: Metrics::new(),
+            connections: metrics.connections.clone(),
+            metrics,
             logs: logs::LogControl::global(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -141,8 +154,10 @@ pub async fn start(
         max_body_bytes: config.api.max_body_bytes,
     });
     let (stop, stop_rx) = watch::channel(false);
+    let limit = ConnectionLimit::new("api", opts.max_connections, &opts.connections);
     let task = tokio::spawn(run(
         listener,
+        limit,
         acceptor,
         app,
         watcher,
@@ -194,6 +209,7 @@ pub async fn start_for_serve(opts: ApiOptions, config: &Config) -> anyhow::Resul
 
 async fn run(
     listener: TcpListener,
+    mut limit: ConnectionLimit,
     acceptor: TlsAcceptor,
     app: Arc<rest::App>,
     mut watcher: CertWatcher,
@@ -207,9 +223,14 @@ async fn run(
         tokio::select! {
             _ = crate::server::stopped(&mut stop) => break,
             _ = tick.tick() => { watcher.poll(SystemTime::now()); }
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    conns.spawn(connection(tcp, acceptor.clone(), app.clone(), stop.clone(), peer));
+            // A slot first: at the cap, new connections wait in the backlog.
+            accepted = limit.accept(&listener) => match accepted {
+                Ok((tcp, peer, slot)) => {
+                    let conn = connection(tcp, acceptor.clone(), app.clone(), stop.clone(), peer);
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "service API: accept failed");
