@@ -341,7 +341,7 @@ async fn a_silent_flood_past_the_cap_drains_by_the_handshake_timeout() {
 /// A service API listener for `env`'s certificate, with a cap of `max` connections, reporting
 /// into `env`'s registry as `portico serve` wires it. Its Kubernetes client points at a closed
 /// port: these tests never reach a route that talks to the cluster.
-async fn start_api(env: &Env, max: usize, dir: &std::path::Path) -> RunningApi {
+async fn start_api(env: &Env, max: usize, idle: Duration, dir: &std::path::Path) -> RunningApi {
     let token = dir.join("portal.token");
     std::fs::write(&token, "cap-test-token\n").unwrap();
     let mut config = Config::default();
@@ -354,6 +354,7 @@ async fn start_api(env: &Env, max: usize, dir: &std::path::Path) -> RunningApi {
     let mut opts = ApiOptions::new(&env.cert, &env.key);
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.max_connections = max;
+    opts.idle_timeout = idle;
     opts.connections = env.server.metrics().connections.clone();
     opts.logs = None;
     let nowhere = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
@@ -382,13 +383,14 @@ async fn an_api_flood_to_its_cap_leaves_the_webhook_all_its_slots() {
     const API_CAP: usize = 4;
     let env = Env::start(patient_limits(CAP)).await;
     let dir = tempfile::tempdir().unwrap();
-    let api = start_api(&env, API_CAP, dir.path()).await;
+    let api = start_api(&env, API_CAP, Duration::from_secs(120), dir.path()).await;
     assert_eq!(
         env.sample("portico_connections_limit", "api").await,
         API_CAP as f64
     );
 
     // HTTP/2 ones: the API closes an idle HTTP/1.1 connection after its 10 s header timeout.
+    // (Its idle timeout is 120 s here.)
     let mut api_idle = env.idle(api.addr(), API_CAP, &[b"h2"]).await;
     env.open_becomes("api", API_CAP as f64).await;
     // Past the API's cap: queued in its backlog.
@@ -437,5 +439,33 @@ async fn an_api_flood_to_its_cap_leaves_the_webhook_all_its_slots() {
     drop(api_idle);
     env.open_becomes("webhook", 0.0).await;
     env.open_becomes("api", 0.0).await;
+    api.shutdown().await;
+}
+
+/// A client that finishes its TLS handshake with the API and never sends the HTTP/2 preface
+/// holds an API slot only until the API's idle timeout: with a cap of 1, the next client is
+/// served once the silent one has been closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_api_connection_gives_its_slot_back_after_the_idle_timeout() {
+    let env = Env::start(patient_limits(CAP)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = start_api(&env, 1, Duration::from_millis(300), dir.path()).await;
+    let mut silent = env.idle(api.addr(), 1, &[b"h2"]).await;
+    env.open_becomes("api", 1.0).await;
+    // The next client waits for the silent one's slot (or finds it free, on a slow machine).
+    let tcp = within("connect", TcpStream::connect(api.addr()))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    within("the server closes the silent connection", async {
+        // HTTP/2 frames (SETTINGS, GOAWAY) may come first; then the end.
+        while let Ok(1..) = silent[0].read(&mut buf).await {}
+    })
+    .await;
+    let tls = within("API handshake", env.tls_over(tcp, HTTP1))
+        .await
+        .unwrap();
+    let status = api_status(tls).await;
+    assert!(status.starts_with("HTTP/1.1 "), "{status}");
     api.shutdown().await;
 }

@@ -12,6 +12,7 @@
 //! - [`tls`] loads, checks and reloads the serving certificate.
 //! - [`metrics`] is the shared Prometheus registry.
 
+pub(crate) mod activity;
 pub mod audit_log;
 pub mod certs;
 pub(crate) mod conn_limit;
@@ -36,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
 use crate::admission::Webhook;
+use activity::Activity;
 use conn_limit::ConnectionLimit;
 use handler::App;
 use metrics::Metrics;
@@ -573,51 +575,5 @@ async fn serve_connection(
     match result {
         Ok(()) => tracing::debug!("connection closed"),
         Err(error) => tracing::debug!(%error, "connection ended with an error"),
-    }
-}
-
-/// Requests in flight on one connection and when the last one started or ended.
-struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    last: std::sync::Mutex<tokio::time::Instant>,
-}
-
-/// One request in flight; ends (and marks the time) when dropped, even if cancelled.
-struct InFlight(Arc<Activity>);
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            last: std::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-
-    fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.touch();
-        InFlight(self.clone())
-    }
-
-    /// How long the connection has had nothing to do; zero while a request is in flight.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Duration::ZERO;
-        }
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.touch();
     }
 }
