@@ -633,6 +633,8 @@ async fn main() -> anyhow::Result<()> {
         .arg(volume.key())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--ops-listen", &format!("127.0.0.1:{ops_port}")])
+        // The idle phase measures what each open connection costs, so the cap must not stop it.
+        .args(["--max-connections", &(idle_n + 1024).to_string()])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -139,6 +139,51 @@ pub struct ServeArgs {
         env = "PORTICO_API_LISTEN"
     )]
     pub api_listen: SocketAddr,
+
+    /// Most connections the webhook port holds open at once, TLS handshakes included. At the
+    /// limit Portico stops accepting: new connections wait in the kernel's listen backlog and
+    /// are served in arrival order as open ones close; open connections are never cut to make
+    /// room. The webhook's connections are its own: floods of the API or ops port cannot use
+    /// them. Counted in `portico_connections_deferred_total{listener="webhook"}`.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_CONNECTIONS,
+        value_parser = at_least_one,
+        env = "PORTICO_MAX_CONNECTIONS"
+    )]
+    pub max_connections: usize,
+
+    /// Most connections the ops port holds open at once (probes and scrapes); more wait in the
+    /// backlog, as on the webhook port.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = server::DEFAULT_MAX_OPS_CONNECTIONS,
+        value_parser = at_least_one,
+        env = "PORTICO_OPS_MAX_CONNECTIONS"
+    )]
+    pub ops_max_connections: usize,
+
+    /// Most connections the service API port holds open at once (with `--api`); more wait in
+    /// the backlog, as on the webhook port.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::service_api::DEFAULT_MAX_CONNECTIONS,
+        value_parser = at_least_one,
+        env = "PORTICO_API_MAX_CONNECTIONS"
+    )]
+    pub api_max_connections: usize,
+}
+
+/// A connection limit: a whole number of at least 1 (a limit of 0 would serve nothing).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(format!("not a whole number: {error}")),
+    }
 }
 
 /// How log lines look.
@@ -159,6 +204,8 @@ impl ServeArgs {
         options.limits = Limits {
             shutdown_delay: Duration::from_secs(self.shutdown_delay),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            max_connections: self.max_connections,
+            max_ops_connections: self.ops_max_connections,
             ..Limits::default()
         };
         options
@@ -259,8 +306,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let api = if args.api {
         let mut api_opts = crate::service_api::ApiOptions::new(&args.tls_cert, &args.tls_key);
         api_opts.listen = args.api_listen;
+        api_opts.max_connections = args.api_max_connections;
         // The API watches the same certificate files with a watcher of its own; it keeps its
         // metrics apart, or each rotation would be counted twice on the webhook's ops port.
+        // Its connection series are its own (`listener="api"`), so they go where the ops port
+        // serves them.
+        api_opts.connections = opts.metrics.connections.clone();
         Some(crate::service_api::start_for_serve(api_opts, &config).await?)
     } else {
         None
@@ -323,6 +374,41 @@ mod tests {
         assert_eq!(opts.tls_key, PathBuf::from("certs/tls.key"));
         assert_eq!(cli.args.log_format, LogFormat::Text);
         assert!(!cli.args.no_controller);
+        assert_eq!(opts.limits.max_connections, 1024);
+        assert_eq!(opts.limits.max_ops_connections, 64);
+        assert_eq!(cli.args.api_max_connections, 256);
+    }
+
+    #[test]
+    fn connection_limits_parse_and_refuse_zero() {
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--max-connections",
+            "8",
+            "--ops-max-connections",
+            "2",
+            "--api-max-connections",
+            "4",
+        ])
+        .unwrap();
+        let opts = cli.args.options();
+        assert_eq!(opts.limits.max_connections, 8);
+        assert_eq!(opts.limits.max_ops_connections, 2);
+        assert_eq!(cli.args.api_max_connections, 4);
+        for flag in [
+            "--max-connections",
+            "--ops-max-connections",
+            "--api-max-connections",
+        ] {
+            assert!(
+                Cli::try_parse_from(["serve", flag, "0"]).is_err(),
+                "{flag} 0"
+            );
+            assert!(
+                Cli::try_parse_from(["serve", flag, "-1"]).is_err(),
+                "{flag} -1"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub admission: AdmissionMetrics,
     /// Serving certificate reloads and expiry.
     pub certs: CertMetrics,
+    /// Open connections per listener and the connections that waited at a listener's cap.
+    pub connections: ConnectionMetrics,
 }
 
 /// Labels of `portico_admission_requests_total`.
@@ -58,6 +60,30 @@ pub struct EndpointLabels {
 pub struct ReloadLabels {
     /// `ok` or `failed`.
     pub result: String,
+}
+
+/// Labels of the per-listener connection families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `webhook`, `api` or `ops`.
+    pub listener: String,
+}
+
+/// Connection gauges and counters of every listener (see [`ConnectionMetrics::listener`]).
+#[derive(Clone, Debug)]
+pub struct ConnectionMetrics {
+    open: Family<ListenerLabels, Gauge>,
+    limit: Family<ListenerLabels, Gauge>,
+    deferred: Family<ListenerLabels, Counter>,
+}
+
+/// One listener's series: what its accept loop updates.
+#[derive(Clone, Debug)]
+pub struct ListenerConnections {
+    /// Connections accepted and not yet closed (TLS handshakes in progress included).
+    pub open: Gauge,
+    /// Connections that waited in the listen backlog because the listener was at its cap.
+    pub deferred: Counter,
 }
 
 /// Admission request counters and latency.
@@ -119,6 +145,8 @@ impl Metrics {
             expiry_seconds.clone(),
         );
 
+        let connections = ConnectionMetrics::register(&mut registry);
+
         registry.register(
             "build",
             "Portico build information",
@@ -132,6 +160,7 @@ impl Metrics {
                 reloads,
                 expiry_seconds,
             },
+            connections,
         }
     }
 
@@ -204,6 +233,49 @@ impl CertMetrics {
     }
 }
 
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections a listener holds open now (webhook, api, ops), handshakes included",
+            open.clone(),
+        );
+        let limit = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_limit",
+            "The most connections a listener holds open at once; more wait in the listen backlog",
+            limit.clone(),
+        );
+        let deferred = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_deferred",
+            "Connections that waited in the listen backlog because their listener was at its limit",
+            deferred.clone(),
+        );
+        Self {
+            open,
+            limit,
+            deferred,
+        }
+    }
+
+    /// The series of the listener `name` with a cap of `max` connections. Called when the
+    /// listener starts, so that scrapes see its zeros (and its limit) before anything happens.
+    pub fn listener(&self, name: &str, max: usize) -> ListenerConnections {
+        let labels = ListenerLabels {
+            listener: name.to_owned(),
+        };
+        self.limit
+            .get_or_create(&labels)
+            .set(i64::try_from(max).unwrap_or(i64::MAX));
+        ListenerConnections {
+            open: self.open.get_or_create_owned(&labels),
+            deferred: self.deferred.get_or_create_owned(&labels),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +307,35 @@ mod tests {
         assert!(text.contains("portico_certificate_reloads_total{result=\"failed\"} 1"));
         assert!(text.contains("portico_certificate_reloads_total{result=\"ok\"} 0"));
         assert!(text.contains("portico_certificate_expiry_seconds 42"));
+    }
+
+    #[test]
+    fn encodes_connection_families_per_listener() {
+        let metrics = Metrics::new();
+        let webhook = metrics.connections.listener("webhook", 8);
+        let _api = metrics.connections.listener("api", 4);
+        webhook.open.inc();
+        webhook.open.inc();
+        webhook.deferred.inc();
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("portico_connections_open{listener=\"webhook\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portico_connections_open{listener=\"api\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portico_connections_limit{listener=\"webhook\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portico_connections_limit{listener=\"api\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("portico_connections_deferred_total{listener=\"webhook\"} 1"));
+        assert!(text.contains("portico_connections_deferred_total{listener=\"api\"} 0"));
     }
 
     #[test]

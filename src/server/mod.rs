@@ -12,8 +12,10 @@
 //! - [`tls`] loads, checks and reloads the serving certificate.
 //! - [`metrics`] is the shared Prometheus registry.
 
+pub(crate) mod activity;
 pub mod audit_log;
 pub mod certs;
+pub(crate) mod conn_limit;
 mod handler;
 pub mod metrics;
 mod ops;
@@ -35,6 +37,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument as _;
 
 use crate::admission::Webhook;
+use activity::Activity;
+use conn_limit::ConnectionLimit;
 use handler::App;
 use metrics::Metrics;
 use tls::{CertLoadError, CertStore, CertWatcher};
@@ -42,6 +46,15 @@ use tls::{CertLoadError, CertStore, CertWatcher};
 /// The apiserver never sends a review larger than this (its own request limit), so neither do we
 /// accept one.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Default cap on the webhook port's open connections. The apiserver needs few (each instance
+/// keeps a handful of HTTP/2 connections), so 1,024 leaves a wide margin for bursts of
+/// HTTP/1.1 clients, while 1,024 idle connections (about 22 KiB each) stay near 22 MiB, far
+/// inside the shipped 128 MiB memory limit and the file-descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default cap on the ops port's open connections: probes and scrapes are a few short requests.
+pub const DEFAULT_MAX_OPS_CONNECTIONS: usize = 64;
 
 /// Request limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +80,13 @@ pub struct Limits {
     pub shutdown_delay: Duration,
     /// How long in-flight connections may take to finish after we stop accepting.
     pub shutdown_grace: Duration,
+    /// Most connections the webhook port holds open at once (TLS handshakes included). At the
+    /// cap it stops accepting: new connections wait in the kernel's listen backlog until one
+    /// closes (see `conn_limit`).
+    pub max_connections: usize,
+    /// The same for the ops port, with a cap of its own: probes and scrapes cannot take webhook
+    /// slots, nor the webhook's clients theirs.
+    pub max_ops_connections: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +100,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(90),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_ops_connections: DEFAULT_MAX_OPS_CONNECTIONS,
         }
     }
 }
@@ -304,10 +326,21 @@ pub async fn start(opts: ServeOptions, webhook: Webhook) -> Result<RunningServer
         limits: limits.clone(),
         audit: opts.audit.clone(),
     });
-    let webhook_task = tokio::spawn(accept_loop(listener, acceptor, app, stop_rx.clone()));
+    // Each port its own cap, made before serving so that the first scrape shows both.
+    let webhook_limit =
+        ConnectionLimit::new("webhook", limits.max_connections, &metrics.connections);
+    let ops_limit = ConnectionLimit::new("ops", limits.max_ops_connections, &metrics.connections);
+    let webhook_task = tokio::spawn(accept_loop(
+        listener,
+        webhook_limit,
+        acceptor,
+        app,
+        stop_rx.clone(),
+    ));
     let watcher_task = tokio::spawn(watch_certs(watcher, opts.cert_check_interval, stop_rx));
     let ops_task = tokio::spawn(ops::serve(
         ops_listener,
+        ops_limit,
         ops::OpsState {
             ready: ready.clone(),
             also_ready: opts.also_ready.clone(),
@@ -378,6 +411,7 @@ async fn watch_certs(mut watcher: CertWatcher, every: Duration, mut stop: watch:
 
 async fn accept_loop(
     listener: TcpListener,
+    mut limit: ConnectionLimit,
     acceptor: TlsAcceptor,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
@@ -387,17 +421,22 @@ async fn accept_loop(
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
+            // Waits for a free slot first: at the cap, new connections stay in the backlog.
+            accepted = limit.accept(&listener) => match accepted {
+                Ok((tcp, peer, slot)) => {
                     let span = tracing::info_span!(
                         "conn",
                         %peer,
                         tls = tracing::field::Empty,
                         alpn = tracing::field::Empty,
                     );
+                    let conn = serve_connection(tcp, acceptor.clone(), app.clone(), stop.clone());
                     conns.spawn(
-                        serve_connection(tcp, acceptor.clone(), app.clone(), stop.clone())
-                            .instrument(span),
+                        async move {
+                            conn.await;
+                            drop(slot);
+                        }
+                        .instrument(span),
                     );
                 }
                 Err(error) => {
@@ -536,51 +575,5 @@ async fn serve_connection(
     match result {
         Ok(()) => tracing::debug!("connection closed"),
         Err(error) => tracing::debug!(%error, "connection ended with an error"),
-    }
-}
-
-/// Requests in flight on one connection and when the last one started or ended.
-struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    last: std::sync::Mutex<tokio::time::Instant>,
-}
-
-/// One request in flight; ends (and marks the time) when dropped, even if cancelled.
-struct InFlight(Arc<Activity>);
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            last: std::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-
-    fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.touch();
-        InFlight(self.clone())
-    }
-
-    /// How long the connection has had nothing to do; zero while a request is in flight.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Duration::ZERO;
-        }
-        self.last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed()
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.0.touch();
     }
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::conn_limit::ConnectionLimit;
 use super::handler::text;
 use super::metrics::{self, Metrics};
 use super::{stopped, Limits};
@@ -33,9 +34,11 @@ pub(crate) struct OpsState {
 }
 
 /// Serves the ops port until `stop` turns true; then drops open connections (probes and scrapes
-/// are short and retried).
+/// are short and retried). At most `limit` connections are open at once; more wait in the
+/// backlog.
 pub(crate) async fn serve(
     listener: TcpListener,
+    mut limit: ConnectionLimit,
     state: OpsState,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -44,8 +47,8 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
+            accepted = limit.accept(&listener) => match accepted {
+                Ok((tcp, _peer, slot)) => {
                     let _ = tcp.set_nodelay(true);
                     let state = state.clone();
                     let timeout = limits.header_read_timeout;
@@ -59,6 +62,7 @@ pub(crate) async fn serve(
                             .header_read_timeout(timeout)
                             .serve_connection(TokioIo::new(tcp), service)
                             .await;
+                        drop(slot);
                     });
                 }
                 Err(error) => {

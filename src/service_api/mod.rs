@@ -36,8 +36,14 @@ use tokio_rustls::TlsAcceptor;
 pub use config::ApiConfig;
 
 use crate::config::Config;
-use crate::server::metrics::Metrics;
+use crate::server::activity::Activity;
+use crate::server::conn_limit::ConnectionLimit;
+use crate::server::metrics::{ConnectionMetrics, Metrics};
 use crate::server::tls::{self, CertLoadError, CertWatcher};
+
+/// Default cap on the API port's open connections: portals are few and poll over a handful of
+/// connections each. The cap is the API's own: the webhook's slots are never spent on it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// How to run the API listener.
 #[derive(Debug, Clone)]
@@ -52,17 +58,30 @@ pub struct ApiOptions {
     pub metrics: Metrics,
     /// The run-time log control (`None`: the log endpoints answer 503).
     pub logs: Option<logs::LogControl>,
+    /// Most connections the API port holds open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with no request in flight and none for this long is closed (gracefully, then
+    /// dropped after as long again): without it, a client that finishes the TLS handshake and
+    /// never sends the HTTP/2 preface would hold one of the capped slots for ever.
+    pub idle_timeout: Duration,
+    /// Where the API's connection gauge and counter go (`listener="api"`). `portico serve`
+    /// points it at the webhook's registry, which the ops port serves.
+    pub connections: ConnectionMetrics,
 }
 
 impl ApiOptions {
     pub fn new(tls_cert: impl Into<PathBuf>, tls_key: impl Into<PathBuf>) -> Self {
+        let metrics = Metrics::new();
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8444)),
             tls_cert: tls_cert.into(),
             tls_key: tls_key.into(),
             cert_check_interval: Duration::from_secs(1),
-            metrics: Metrics::new(),
+            connections: metrics.connections.clone(),
+            metrics,
             logs: logs::LogControl::global(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -141,10 +160,15 @@ pub async fn start(
         max_body_bytes: config.api.max_body_bytes,
     });
     let (stop, stop_rx) = watch::channel(false);
+    let limit = ConnectionLimit::new("api", opts.max_connections, &opts.connections);
     let task = tokio::spawn(run(
         listener,
-        acceptor,
-        app,
+        limit,
+        Arc::new(ConnContext {
+            acceptor,
+            app,
+            idle_timeout: opts.idle_timeout,
+        }),
         watcher,
         opts.cert_check_interval,
         stop_rx,
@@ -192,10 +216,17 @@ pub async fn start_for_serve(opts: ApiOptions, config: &Config) -> anyhow::Resul
         .context("cannot start the service API")
 }
 
-async fn run(
-    listener: TcpListener,
+/// What every connection of the API is served with.
+struct ConnContext {
     acceptor: TlsAcceptor,
     app: Arc<rest::App>,
+    idle_timeout: Duration,
+}
+
+async fn run(
+    listener: TcpListener,
+    mut limit: ConnectionLimit,
+    ctx: Arc<ConnContext>,
     mut watcher: CertWatcher,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -207,9 +238,14 @@ async fn run(
         tokio::select! {
             _ = crate::server::stopped(&mut stop) => break,
             _ = tick.tick() => { watcher.poll(SystemTime::now()); }
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    conns.spawn(connection(tcp, acceptor.clone(), app.clone(), stop.clone(), peer));
+            // A slot first: at the cap, new connections wait in the backlog.
+            accepted = limit.accept(&listener) => match accepted {
+                Ok((tcp, peer, slot)) => {
+                    let conn = connection(tcp, ctx.clone(), stop.clone(), peer);
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "service API: accept failed");
@@ -231,13 +267,12 @@ async fn run(
 
 async fn connection(
     tcp: tokio::net::TcpStream,
-    acceptor: TlsAcceptor,
-    app: Arc<rest::App>,
+    ctx: Arc<ConnContext>,
     mut stop: watch::Receiver<bool>,
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), ctx.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "service API: TLS handshake failed");
@@ -256,31 +291,56 @@ async fn connection(
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
+    let activity = Arc::new(Activity::new());
+    let request_activity = activity.clone();
+    let idle_timeout = ctx.idle_timeout;
+    let app = ctx.app.clone();
     let service = service_fn(move |req| {
         let app = app.clone();
+        let in_flight = request_activity.begin();
         async move {
             // A request is bounded: a poll or a start that hangs on the cluster answers 504.
-            match tokio::time::timeout(Duration::from_secs(60), rest::handle(app, req)).await {
-                Ok(r) => r,
-                Err(_) => Ok(rest::error_reply(
-                    http::StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    "the cluster did not answer in time",
-                )),
-            }
+            let reply =
+                match tokio::time::timeout(Duration::from_secs(60), rest::handle(app, req)).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(rest::error_reply(
+                        http::StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        "the cluster did not answer in time",
+                    )),
+                };
+            drop(in_flight);
+            reply
         }
     });
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "service API connection ended with an error");
+    let mut idle_check = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(10)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "service API connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = crate::server::stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+            // Finish what is in flight, take nothing new; `run` bounds how long that may take.
+            _ = crate::server::stopped(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle_check.tick() => {
+                let idle = activity.idle_for();
+                if !closing && idle > idle_timeout {
+                    tracing::debug!(%peer, "service API connection idle; closing it");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else if closing && idle > 2 * idle_timeout {
+                    // A graceful close waits for the peer; a silent one gets no more time.
+                    return;
+                }
+            }
         }
     }
 }
