@@ -599,3 +599,90 @@ fn an_external_name_service_cannot_alias_another_users_service() {
         );
     }
 }
+
+// --- 4. host names ---
+
+const DOMAIN: &str = "provisioner:\n  domain: apps.test\n";
+
+fn ingress_for(host: Option<&str>) -> Obj {
+    let mut rule = json!({"http": {"paths": [{"path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}});
+    if let Some(h) = host {
+        rule["host"] = json!(h);
+    }
+    Obj(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "i", "namespace": "team"}, "spec": {"rules": [rule]}}),
+    )
+}
+
+#[test]
+fn a_host_in_another_users_space_cannot_be_claimed_by_any_object() {
+    let w = webhook_with(DOMAIN).with_view(Arc::new(Routed::default()));
+    for host in [
+        Some("user1-lab.apps.test"),
+        Some("USER1-lab.apps.test"),
+        Some("deeper.user1-lab.apps.test"),
+        Some("*.apps.test"),
+        None,
+    ] {
+        let r = validate(&w, "CREATE", &user("user2"), Some(&ingress_for(host)), None);
+        assert!(!r.allowed, "{host:?} claimed by user2");
+        assert!(r.message.contains("user2-"), "{host:?}: {}", r.message);
+    }
+    // Case matters to prefixes but not to DNS: Alice is not alice.
+    let r = validate(
+        &w,
+        "CREATE",
+        &user("Alice"),
+        Some(&ingress_for(Some("alice-lab.apps.test"))),
+        None,
+    );
+    assert!(!r.allowed, "{}", r.message);
+    for host in ["user2-shop.apps.test", "www.apps.test", "shop.example.org"] {
+        let r = validate(
+            &w,
+            "CREATE",
+            &user("user2"),
+            Some(&ingress_for(Some(host))),
+            None,
+        );
+        assert!(r.allowed, "{host}: {}", r.message);
+    }
+    assert!(
+        validate(
+            &w,
+            "CREATE",
+            &admin(),
+            Some(&ingress_for(Some("*.apps.test"))),
+            None
+        )
+        .allowed
+    );
+    // An Ingress in user1's space is user1's.
+    let theirs = ingress_for(Some("user1-lab.apps.test"));
+    let r = validate(
+        &w,
+        "UPDATE",
+        &user("user2"),
+        Some(&ingress_for(Some("user2-x.apps.test"))),
+        Some(&theirs),
+    );
+    assert!(
+        !r.allowed && r.message.contains("belongs to"),
+        "{}",
+        r.message
+    );
+    assert!(validate(&w, "DELETE", &user("user1"), None, Some(&theirs)).allowed);
+    // An Exposure naming its own host is held to the same rule.
+    let ex = |host: &str| {
+        Obj(
+            json!({"apiVersion": "portico.dev/v1alpha1", "kind": "Exposure",
+            "metadata": {"name": "e", "namespace": "team"},
+            "spec": {"tag": "lab", "ports": [{"port": 80}], "ingress": {"host": host}}}),
+        )
+    };
+    assert!(create(&w, &user("user2"), &ex("user1-lab.apps.test")).is_err());
+    assert!(create(&w, &user("user2"), &ex("user2-lab.apps.test")).is_ok());
+    assert!(create(&w, &user("user2"), &ex("")).is_ok());
+}

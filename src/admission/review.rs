@@ -670,10 +670,14 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
                 rules: None,
                 tls: None,
             });
-            backend(spec.default_backend);
+            // A default backend, or a rule without a host, answers for every host: claimed as "".
             let mut hosts = Vec::new();
+            if spec.default_backend.is_some() {
+                hosts.push(String::new());
+            }
+            backend(spec.default_backend);
             for rule in spec.rules.unwrap_or_default() {
-                hosts.extend(rule.host);
+                hosts.push(rule.host.unwrap_or_default());
                 for path in rule.http.and_then(|h| h.paths).unwrap_or_default() {
                     backend(path.backend);
                 }

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 
 use super::claims;
 use super::cluster::ClusterView;
+use super::host::may_claim;
 use super::identity::{
     identity_of, is_cluster_component, role_of, stamped_user, Identity, Role, Source,
 };
 use super::object::{Kind, Map, Meta, Object, Operation, Request};
 use super::ownership;
 use super::policy::Policy;
-use super::prefix::namespace_user;
+use super::prefix::{namespace_user, Prefix};
 use super::route::{route_value, RouteValue};
 
 /// The indexed-Job annotation and label naming a pod's completion index.
@@ -677,6 +678,18 @@ pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> D
             }
         }
         Kind::Ingress if !privileged => {
+            // A prefix that cannot be had owns no host space: every owned space refuses it.
+            let claimant = Prefix::from_encoded(requester_prefix.unwrap_or_default());
+            let hosts = object.ingress.iter().flat_map(|i| i.hosts.iter());
+            for host in hosts {
+                if let Err(e) = may_claim(policy, &claimant, host) {
+                    return Decision::deny(
+                        e.code(),
+                        format!("Ingress {}/{}: {e}", request.namespace, object.name),
+                    )
+                    .about(Some(&user), None);
+                }
+            }
             if let Err(r) =
                 claims::ingress_backends(&request.namespace, object, requester_prefix, view)
             {
@@ -710,6 +723,16 @@ pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> D
                     )
                 }
             };
+            // An empty host means the default one, which is always in the owner's space.
+            if let Some(host) = exposure.host.as_deref().filter(|h| !h.is_empty()) {
+                if let (false, Err(e)) = (privileged, may_claim(policy, &prefix, host)) {
+                    return Decision::deny(
+                        e.code(),
+                        format!("Exposure {}/{}: {e}", request.namespace, object.name),
+                    )
+                    .about(Some(&owner), Some(tag));
+                }
+            }
             match route_value(&owner, &prefix, tag) {
                 Ok(route) => Decision {
                     user: Some(owner),

@@ -10,23 +10,49 @@
 //! requester wrote.
 
 use super::cluster::{ClusterView, Known};
+use super::host::{host_prefix, host_space, HostSpace};
 use super::identity::{is_cluster_component, role_of, Role};
 use super::object::{Kind, Object, Operation, Request};
 use super::policy::Policy;
+use super::prefix::Prefix;
 use super::route::RouteValue;
 
-/// Whose an object is: the owner's prefix, and the user's name when the object records it.
+/// Whose an object is: the owner's prefix (or, for an object that claims hosts, the host prefix
+/// of the host space it claims), and the user's name when the object records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub prefix: String,
     pub user: Option<String>,
+    /// `prefix` is a host prefix ([`host_prefix`]), not a routing prefix.
+    pub by_host: bool,
 }
 
 impl Owner {
+    fn of(prefix: &str, user: Option<&str>) -> Owner {
+        Owner {
+            prefix: prefix.to_string(),
+            user: user.map(str::to_string),
+            by_host: false,
+        }
+    }
+
     fn describe(&self) -> String {
-        match &self.user {
-            Some(user) => format!("user {user:?} (prefix \"{}\")", self.prefix),
-            None => format!("the user with prefix \"{}\"", self.prefix),
+        match (&self.user, self.by_host) {
+            (Some(user), _) => format!("user {user:?} (prefix \"{}\")", self.prefix),
+            (None, false) => format!("the user with prefix \"{}\"", self.prefix),
+            (None, true) => format!(
+                "the user whose hosts start with \"{}-\" (it claims a host in their space)",
+                self.prefix
+            ),
+        }
+    }
+
+    /// Whether the requester with this routing prefix is the owner.
+    fn is(&self, requester_prefix: Option<&str>) -> bool {
+        match (requester_prefix, self.by_host) {
+            (Some(p), false) => p == self.prefix,
+            (Some(p), true) => host_prefix(&Prefix::from_encoded(p)) == self.prefix,
+            (None, _) => false,
         }
     }
 }
@@ -45,10 +71,7 @@ pub fn owner_of(
             meta.label(policy.job_label())
                 .and_then(RouteValue::prefix_of)
         })?;
-        Some(Owner {
-            prefix: prefix.to_string(),
-            user: meta.annotation(&policy.user_annotation).map(str::to_string),
-        })
+        Some(Owner::of(prefix, meta.annotation(&policy.user_annotation)))
     };
     match kind {
         Kind::Pod => from_meta(&object.meta),
@@ -56,25 +79,32 @@ pub fn owner_of(
         Kind::Exposure => {
             let user = object.exposure.as_ref()?.user.clone()?;
             let prefix = policy.prefix_for(&user).ok()?;
-            Some(Owner {
-                prefix: prefix.to_string(),
-                user: Some(user),
-            })
+            Some(Owner::of(prefix.as_str(), Some(&user)))
         }
         Kind::Service => selector_owner(policy, object),
         Kind::Ingress => {
             if let Some(prefix) = object.meta.label(&policy.owner_label) {
-                return Some(Owner {
-                    prefix: prefix.to_string(),
-                    user: None,
-                });
+                return Some(Owner::of(prefix, None));
             }
             let ingress = object.ingress.as_ref()?;
-            ingress.services.iter().find_map(|service| {
-                match view.service_owner(namespace, service) {
-                    Known::Yes(Some(prefix)) => Some(Owner { prefix, user: None }),
+            let by_host = ingress
+                .hosts
+                .iter()
+                .find_map(|host| match host_space(policy, host) {
+                    HostSpace::Owned(space) => Some(Owner {
+                        prefix: space,
+                        user: None,
+                        by_host: true,
+                    }),
                     _ => None,
-                }
+                });
+            by_host.or_else(|| {
+                ingress.services.iter().find_map(|service| {
+                    match view.service_owner(namespace, service) {
+                        Known::Yes(Some(prefix)) => Some(Owner::of(&prefix, None)),
+                        _ => None,
+                    }
+                })
             })
         }
         _ => None,
@@ -93,10 +123,7 @@ pub fn selector_owner(policy: &Policy, object: &Object) -> Option<Owner> {
                 .iter()
                 .find_map(|k| selector.get(*k).and_then(|v| RouteValue::prefix_of(v)))
         })?;
-    Some(Owner {
-        prefix: prefix.to_string(),
-        user: None,
-    })
+    Some(Owner::of(prefix, None))
 }
 
 /// Whether the requester may change or delete objects whatever their owner.
@@ -124,7 +151,7 @@ pub fn check(
     }
     let old = request.old_object.as_ref()?;
     let owner = owner_of(policy, &request.kind, &request.namespace, old, view)?;
-    if requester_prefix == Some(owner.prefix.as_str()) {
+    if owner.is(requester_prefix) {
         return None;
     }
     let what = match &request.subresource {
