@@ -320,6 +320,20 @@ impl Config {
         Ok(config)
     }
 
+    /// Settings that work but weaken a guarantee, each naming its key and what to do instead:
+    /// `portico config check` prints them and `portico serve` logs them.
+    pub fn cautions(&self) -> Vec<String> {
+        let submitters = &self.identity.trusted_submitters;
+        let mut out: Vec<String> = submitters
+            .users
+            .iter()
+            .filter(|u| !u.starts_with("system:serviceaccount:"))
+            .map(|u| format!("identity.trustedSubmitters.users: {u:?} is not a service account; a plain user name can be minted by an OIDC provider or a client certificate the cluster's CSR signer issues, and whoever holds it may name any user. Name the portal by its service account (system:serviceaccount:<namespace>:<name>)"))
+            .collect();
+        out.extend(submitters.groups.iter().map(|g| format!("identity.trustedSubmitters.groups: {g:?}: every member may name any user, and groups can be minted like user names (an OIDC groups claim, a certificate's O=); prefer naming service accounts one by one")));
+        out
+    }
+
     /// Every problem with the values, each naming its key; empty means usable.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();

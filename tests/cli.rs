@@ -120,7 +120,22 @@ fn config_check_explains_bad_values_and_accepts_good_ones() {
     std::fs::write(&good, defaults).unwrap();
     let (code, out, err) = portico(&["config", "check", good.to_str().unwrap()], None);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok"));
+    assert!(out.contains("ok") && !out.contains("warning"), "{out}");
+    // A trusted submitter named by a plain user name works, with a warning that says why not.
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(
+        &plain,
+        "identity:\n  trustedSubmitters:\n    users: [portal, 'system:serviceaccount:hub:spawner']\n",
+    )
+    .unwrap();
+    let (code, out, err) = portico(&["config", "check", plain.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "warning: identity.trustedSubmitters.users: \"portal\" is not a service account"
+        ) && !out.contains("spawner\" is not"),
+        "{out}"
+    );
 }
 
 #[test]

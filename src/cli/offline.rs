@@ -205,7 +205,7 @@ pub fn mutate(
 /// `portico config check FILE`: Ok with a summary, or every problem explained.
 pub fn config_check(path: &Path) -> anyhow::Result<String> {
     let config = Config::load(path)?;
-    Ok(format!(
+    let mut out = format!(
         "{}: ok (labels {} and {}, annotation domain {}, identity mode {:?}, strict {})",
         path.display(),
         config.labels.job,
@@ -213,5 +213,9 @@ pub fn config_check(path: &Path) -> anyhow::Result<String> {
         config.annotation_domain,
         config.identity.mode,
         config.strict
-    ))
+    );
+    for caution in config.cautions() {
+        out.push_str(&format!("\nwarning: {caution}"));
+    }
+    Ok(out)
 }

@@ -267,6 +267,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    for caution in config.cautions() {
+        tracing::warn!(%caution, "configuration weakens a guarantee");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut opts = args.options();
     // One audit trail and one registry for the webhook and the provisioner.

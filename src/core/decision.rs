@@ -193,6 +193,9 @@ fn describe_place(kind: &Kind, place: Place) -> String {
     }
 }
 
+/// Edits and the warnings that explain them.
+type Cleared = (Vec<Edit>, Vec<String>);
+
 /// The edits that clear Portico's identity keys from the copied metadata of a workload, given the
 /// user and prefix it is stamped for (`None` when it asks for no tag). A denial in strict mode.
 fn clear_copied(
@@ -201,7 +204,7 @@ fn clear_copied(
     object: &Object,
     user: Option<&str>,
     prefix: Option<&str>,
-) -> Result<(Vec<Edit>, Vec<String>), (&'static str, String)> {
+) -> Result<Cleared, (&'static str, String)> {
     let (mut edits, mut warnings) = (Vec::new(), Vec::new());
     for &place in copied_places(kind) {
         let Some(meta) = place_meta(object, place) else {
