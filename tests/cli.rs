@@ -151,3 +151,101 @@ fn help_explains_each_command() {
         assert!(out.contains("Usage"), "{cmd:?}");
     }
 }
+
+/// The cluster `review --cluster` reads: user1's routed pod at 10.244.0.5 (a `List`, as
+/// `kubectl get -o yaml` prints it) and user2's at 10.244.0.6.
+const STATE: &str = r#"
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Pod
+    metadata:
+      name: lab-0
+      namespace: team
+      labels: {jarvice-job-ipaddr: user1-foobar, portico.dev/owner: user1}
+    status: {phase: Running, podIP: 10.244.0.5, podIPs: [{ip: 10.244.0.5}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mine-0
+  namespace: team
+  labels: {jarvice-job-ipaddr: user2-mine, portico.dev/owner: user2}
+status: {phase: Running, podIP: 10.244.0.6}
+"#;
+
+/// An EndpointSlice user2 writes by hand, listing `address`.
+fn slice_review(address: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "slice-1",
+            "kind": {"group": "discovery.k8s.io", "version": "v1", "kind": "EndpointSlice"},
+            "resource": {"group": "discovery.k8s.io", "version": "v1", "resource": "endpointslices"},
+            "namespace": "team",
+            "name": "side-door",
+            "operation": "CREATE",
+            "userInfo": {"username": "user2", "groups": ["system:authenticated"]},
+            "object": {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": "side-door", "namespace": "team",
+                    "labels": {"kubernetes.io/service-name": "side-door"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [address]}],
+                "ports": [{"port": 8080}]
+            }
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn review_with_cluster_refuses_an_endpointslice_to_another_users_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.yaml");
+    std::fs::write(&state, STATE).unwrap();
+    let slice = dir.path().join("slice-review.json");
+    let review = |address: &str, cluster: &[&str]| {
+        std::fs::write(&slice, slice_review(address)).unwrap();
+        let mut args = vec!["review", "--validate"];
+        for c in cluster {
+            args.extend(["--cluster", c]);
+        }
+        args.extend(["-f", slice.to_str().unwrap()]);
+        let (code, out, err) = portico(&args, None);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["response"].clone()
+    };
+    let state = state.to_str().unwrap();
+    // user1's routed pod: refused, naming the pod and its owner.
+    let denied = review("10.244.0.5", &[state]);
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("team/lab-0") && message.contains("\"user1\""),
+        "{message}"
+    );
+    // user2's own pod, from a folder: allowed.
+    let allowed = review("10.244.0.6", &[dir.path().to_str().unwrap()]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    // Without that pod in the cluster (no --cluster: nothing routed), the address is nobody's.
+    let allowed = review("10.244.0.5", &[]);
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    // A cluster file that is not YAML is an error, not an empty cluster.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "items: [").unwrap();
+    let (code, _, err) = portico(
+        &[
+            "review",
+            "--validate",
+            "--cluster",
+            broken.to_str().unwrap(),
+        ],
+        Some(&slice_review("10.244.0.5")),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("broken.yaml"), "{err}");
+}

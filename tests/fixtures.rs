@@ -133,7 +133,7 @@ fn review_command_matches_the_webhook_on_every_fixture() {
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission-reviews");
     for (name, review) in fixtures() {
-        let out = portico::cli::offline::review(None, Some(&dir.join(&name)), false).unwrap();
+        let out = portico::cli::offline::review(None, &[], Some(&dir.join(&name)), false).unwrap();
         let expected = support::webhook()
             .answer(Endpoint::Mutate, &serde_json::to_vec(&review).unwrap())
             .unwrap();

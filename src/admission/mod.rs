@@ -15,6 +15,7 @@ use review::{to_request, ResponseOut, ReviewIn, ReviewOut, StatusOut};
 
 pub mod patch;
 pub mod review;
+pub mod snapshot;
 
 /// Which endpoint a review arrived at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -94,15 +94,8 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<(String, u8)> {
 
 /// Every manifest under `dir`, in path order.
 pub fn from_dir(dir: &Path, namespace: Option<&str>) -> anyhow::Result<Inventory> {
-    let mut files = Vec::new();
-    collect(dir, &mut files).with_context(|| format!("cannot read folder {}", dir.display()))?;
-    files.sort();
     let mut inventory = Inventory::default();
-    for file in files {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        inventory.add_yaml(&text, &file.display().to_string())?;
-    }
+    add_dir(&mut inventory, dir)?;
     if let Some(ns) = namespace {
         let keep =
             |v: &serde_json::Value| v["metadata"]["namespace"].as_str().unwrap_or("default") == ns;
@@ -114,6 +107,38 @@ pub fn from_dir(dir: &Path, namespace: Option<&str>) -> anyhow::Result<Inventory
             &mut inventory.workloads,
         ] {
             list.retain(keep);
+        }
+    }
+    Ok(inventory)
+}
+
+/// Files every manifest under `dir` into `inventory`, in path order.
+fn add_dir(inventory: &mut Inventory, dir: &Path) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    collect(dir, &mut files).with_context(|| format!("cannot read folder {}", dir.display()))?;
+    files.sort();
+    for file in files {
+        add_file(inventory, &file)?;
+    }
+    Ok(())
+}
+
+fn add_file(inventory: &mut Inventory, file: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    inventory.add_yaml(&text, &file.display().to_string())?;
+    Ok(())
+}
+
+/// Files the manifests of each path (a file of any name, or a folder's `.yaml`, `.yml` and
+/// `.json` files) into one inventory: what `portico review --cluster` reads.
+pub fn from_paths(paths: &[PathBuf]) -> anyhow::Result<Inventory> {
+    let mut inventory = Inventory::default();
+    for path in paths {
+        if path.is_dir() {
+            add_dir(&mut inventory, path)?;
+        } else {
+            add_file(&mut inventory, path)?;
         }
     }
     Ok(inventory)

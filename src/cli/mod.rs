@@ -35,6 +35,12 @@ pub enum Command {
     ///
     /// Prints exactly the JSON the server would answer with HTTP 200. A body that is not a
     /// review at all (the server's HTTP 400) is an error with exit code 2.
+    ///
+    /// Some rules need to know the cluster: whose routed pods and Services a hand-written
+    /// EndpointSlice or Endpoints object, an ExternalName Service or an Ingress points at. The
+    /// server knows from its watches; here, give the Pods and Services with `--cluster`. Without
+    /// it, the cluster is taken as known and empty — nothing routed — so a review is judged
+    /// against the objects it holds only.
     Review(ReviewArgs),
     /// Show a manifest as it would be stored: multi-document YAML in, YAML out.
     ///
@@ -59,6 +65,12 @@ pub struct ReviewArgs {
     /// Answer as `POST /validate` instead of `POST /mutate`.
     #[arg(long)]
     pub validate: bool,
+    /// The cluster's routed Pods (owner label, `status.podIPs`) and Services (routing
+    /// selectors), from manifests or `kubectl get pods,services -A -o yaml`: a file, or a folder
+    /// of `.yaml`, `.yml` and `.json` files (multi-document, `List`s too). Repeatable. Without
+    /// it: nothing is routed.
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub cluster: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -123,7 +135,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Review(args) => {
-            let out = offline::review(args.config.as_deref(), args.file.as_deref(), args.validate)?;
+            let out = offline::review(
+                args.config.as_deref(),
+                &args.cluster,
+                args.file.as_deref(),
+                args.validate,
+            )?;
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }

@@ -2,13 +2,14 @@
 //! they run the same decisions the server runs, on files.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::admission::{Endpoint, Webhook};
+use crate::admission::{snapshot, Endpoint, Webhook};
 use crate::config::Config;
 
 /// Loads `--config FILE`, or the defaults.
@@ -35,13 +36,19 @@ fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// `portico review`: an AdmissionReview in, the response the server would give out.
+/// `portico review`: an AdmissionReview in, the response the server would give out. The rules
+/// that need the cluster read the routed pods and Services in `cluster` (files or folders of
+/// manifests); with none, a known but empty cluster: nothing is routed but what the review holds.
 pub fn review(
     config: Option<&Path>,
+    cluster: &[PathBuf],
     file: Option<&Path>,
     validate: bool,
 ) -> anyhow::Result<String> {
     let webhook = Webhook::new(load_config(config)?);
+    let inventory = super::audit::from_paths(cluster)?;
+    let routed = snapshot::routed(webhook.policy(), &inventory.pods, &inventory.services);
+    let webhook = webhook.with_view(Arc::new(routed));
     let body = read_input(file)?;
     let endpoint = if validate {
         Endpoint::Validate

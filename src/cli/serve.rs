@@ -26,6 +26,11 @@ use crate::server::{self, Limits, ServeOptions};
 /// The ops port serves `/healthz` (the process is alive), `/readyz` (the webhook port is open
 /// with a certificate loaded) and `/metrics` (Prometheus).
 ///
+/// With a cluster, every replica watches pods that carry the routing label and all Services, and
+/// keeps only whose they are: the webhook checks hand-written EndpointSlices and Endpoints,
+/// ExternalName Services and Ingress backends against that, without an API call per request.
+/// Until both watches have listed (logged once), those requests are refused with "not ready".
+///
 /// On SIGTERM or Ctrl-C, `/readyz` fails at once; after `--shutdown-delay` the webhook port stops
 /// accepting, and requests in flight get `--shutdown-grace` to finish.
 ///
@@ -77,7 +82,10 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 
     /// Serve the webhook only, without the provisioning controller (which needs a cluster: the
-    /// kubeconfig in KUBECONFIG or ~/.kube/config, or the in-cluster service account).
+    /// kubeconfig in KUBECONFIG or ~/.kube/config, or the in-cluster service account). When a
+    /// cluster is configured all the same, the webhook still watches it for its view of routed
+    /// pods and Services; without one, hand-written EndpointSlices and Endpoints, ExternalName
+    /// Services and Ingress backends are refused.
     #[arg(long, env = "PORTICO_NO_CONTROLLER", value_parser = FalseyValueParser::new())]
     pub no_controller: bool,
 
@@ -278,33 +286,57 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.audit.mode == crate::config::AuditMode::Warn {
         tracing::warn!("audit.mode is warn: denials are answered as allowed, with a warning");
     }
-    let controller = if args.no_controller {
-        tracing::info!("--no-controller: serving the admission webhook only");
-        None
+    let policy = std::sync::Arc::new(crate::core::Policy::new(config.clone()));
+    let client = if args.no_controller {
+        // The webhook alone still reads the cluster when one is configured: its view of routed
+        // pods and Services. Without one, the rules that need that view refuse.
+        match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::info!(error = %e, "no cluster configured: hand-written EndpointSlices and Endpoints, ExternalName Services and Ingress backends are refused (the webhook cannot see whose pods and Services they point at)");
+                None
+            }
+        }
     } else {
-        let client = kube::Client::try_default().await.context(
+        Some(kube::Client::try_default().await.context(
             "the provisioner needs a cluster (KUBECONFIG, ~/.kube/config or the in-cluster service account); \
              use --no-controller to serve the webhook alone",
-        )?;
-        let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-        opts.also_ready = Some(ready_rx);
-        let identity = leader_identity();
-        tracing::info!(%identity, "starting the provisioner (leader-elected)");
-        let policy = std::sync::Arc::new(crate::core::Policy::new(config.clone()));
-        let observe = crate::provisioner::metrics::Observe {
-            metrics: crate::provisioner::metrics::ProvisionerMetrics::register(&opts.metrics),
-            audit,
-            identity: config.identity.portico.clone(),
-        };
-        Some(tokio::spawn(crate::provisioner::run_observed(
-            client,
-            policy,
-            identity,
-            stop_rx,
-            ready_tx,
-            Default::default(),
-            observe,
-        )))
+        )?)
+    };
+    // Every replica that serves the webhook keeps the view, leader or not: any may be asked.
+    let view = match &client {
+        Some(client) if !args.no_webhook => Some(crate::provisioner::view::LiveView::spawn(
+            client.clone(),
+            policy.clone(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        )),
+        _ => None,
+    };
+    let controller = match client.filter(|_| !args.no_controller) {
+        None => {
+            tracing::info!("--no-controller: serving the admission webhook only");
+            None
+        }
+        Some(client) => {
+            let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+            opts.also_ready = Some(ready_rx);
+            let identity = leader_identity();
+            tracing::info!(%identity, "starting the provisioner (leader-elected)");
+            let observe = crate::provisioner::metrics::Observe {
+                metrics: crate::provisioner::metrics::ProvisionerMetrics::register(&opts.metrics),
+                audit,
+                identity: config.identity.portico.clone(),
+            };
+            let (policy, stats) = (policy.clone(), Default::default());
+            Some(match view.clone() {
+                Some(view) => tokio::spawn(crate::provisioner::run_sharing(
+                    client, policy, identity, stop_rx, ready_tx, stats, observe, view,
+                )),
+                None => tokio::spawn(crate::provisioner::run_observed(
+                    client, policy, identity, stop_rx, ready_tx, stats, observe,
+                )),
+            })
+        }
     };
     let api = if args.api {
         let mut api_opts = crate::service_api::ApiOptions::new(&args.tls_cert, &args.tls_key);
@@ -324,7 +356,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let signal = server::shutdown_signal().await;
         tracing::info!(signal, "shutting down");
     } else {
-        let running = server::start(opts, Webhook::new(config))
+        let mut webhook = Webhook::new(config);
+        if let Some(view) = view {
+            webhook = webhook.with_view(std::sync::Arc::new(view));
+        }
+        let running = server::start(opts, webhook)
             .await
             .context("cannot start the webhook server")?;
         running.run_until_signal().await;

@@ -12,7 +12,7 @@
 use super::cluster::{ClusterView, Known};
 use super::host::{host_prefix, host_space, HostSpace};
 use super::identity::{is_cluster_component, role_of, Role};
-use super::object::{Kind, Object, Operation, Request};
+use super::object::{Kind, Map, Object, Operation, Request};
 use super::policy::Policy;
 use super::prefix::Prefix;
 use super::route::RouteValue;
@@ -114,16 +114,21 @@ pub fn owner_of(
 /// The prefix a Service's selector routes to: its owner label, else the prefix of the route
 /// values it selects.
 pub fn selector_owner(policy: &Policy, object: &Object) -> Option<Owner> {
-    let selector = object.selector.as_ref()?;
-    let prefix = selector
+    let prefix = selector_prefix(policy, object.selector.as_ref()?)?;
+    Some(Owner::of(prefix, None))
+}
+
+/// [`selector_owner`] of a bare selector: the shell's Service watch keeps only this of each
+/// Service, so it must agree with the rule that judges a Service under review.
+pub fn selector_prefix<'a>(policy: &Policy, selector: &'a Map) -> Option<&'a str> {
+    selector
         .get(&policy.owner_label)
         .map(String::as_str)
         .or_else(|| {
             [policy.job_label(), policy.pod0_label()]
                 .iter()
                 .find_map(|k| selector.get(*k).and_then(|v| RouteValue::prefix_of(v)))
-        })?;
-    Some(Owner::of(prefix, None))
+        })
 }
 
 /// Whether the requester may change or delete objects whatever their owner.

@@ -9,10 +9,14 @@
 //! for the pod0 election. A world that did not change gets no request at all. Failures are kept
 //! per object with exponential backoff and reported on the Exposure status and as Events.
 //! Only the replica that holds the Lease writes ([`lease`]).
+//!
+//! The pod cache is shared with the webhook's view of the cluster ([`view`]): in `portico serve`
+//! one pod watch feeds both ([`run_sharing`]).
 
 pub mod lease;
 pub mod metrics;
 pub mod pods;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -169,6 +173,11 @@ where
 
 fn no_strip<K>(_: &mut K) {}
 
+/// The pods the provisioner and the webhook's view read: those that carry the routing label.
+fn routed_pods(policy: &Policy) -> watcher::Config {
+    watcher::Config::default().labels(policy.job_label())
+}
+
 fn key(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
@@ -206,8 +215,25 @@ impl Provisioner {
         leadership: Leadership,
         notify: Arc<Notify>,
     ) -> Self {
+        let pods = pods::PodCache::spawn(
+            Api::all(client.clone()),
+            routed_pods(&policy),
+            policy.clone(),
+            notify.clone(),
+        );
+        Self::start_with_pods(client, policy, leadership, notify, pods)
+    }
+
+    /// [`Provisioner::start`] reading pods from a cache already running (the webhook's view's),
+    /// whose changes wake `notify`.
+    pub fn start_with_pods(
+        client: Client,
+        policy: Arc<Policy>,
+        leadership: Leadership,
+        notify: Arc<Notify>,
+        pods: pods::PodCache,
+    ) -> Self {
         let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-        let routed = watcher::Config::default().labels(policy.job_label());
         let stores = Stores {
             exposures: spawn_watch(
                 Api::all(client.clone()),
@@ -222,12 +248,7 @@ impl Provisioner {
                 notify.clone(),
             ),
             ingresses: spawn_watch(Api::all(client.clone()), managed, no_strip, notify.clone()),
-            pods: pods::PodCache::spawn(
-                Api::all(client.clone()),
-                routed,
-                policy.clone(),
-                notify.clone(),
-            ),
+            pods,
             jobs: spawn_watch(
                 Api::all(client.clone()),
                 watcher::Config::default(),
@@ -993,12 +1014,71 @@ pub async fn run_observed(
     stats: Arc<Stats>,
     observe: metrics::Observe,
 ) {
+    run_inner(
+        client, policy, identity, shutdown, ready, stats, observe, None,
+    )
+    .await
+}
+
+/// [`run_observed`], reading pods from the webhook's view's cache instead of a watch of its own:
+/// a replica that serves the webhook watches pods once.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_sharing(
+    client: Client,
+    policy: Arc<Policy>,
+    identity: String,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
+    observe: metrics::Observe,
+    view: view::LiveView,
+) {
+    run_inner(
+        client,
+        policy,
+        identity,
+        shutdown,
+        ready,
+        stats,
+        observe,
+        Some(view),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_inner(
+    client: Client,
+    policy: Arc<Policy>,
+    identity: String,
+    shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+    stats: Arc<Stats>,
+    observe: metrics::Observe,
+    shared: Option<view::LiveView>,
+) {
     let p = &policy.config.provisioner;
     let leases = Api::namespaced(client.clone(), &p.lease_namespace);
     let (elector, leadership) = Elector::new(leases, &p.lease_name, &identity, p.lease_seconds);
     let election = tokio::spawn(elector.run(shutdown.clone()));
-    let notify = Arc::new(Notify::new());
-    let mut provisioner = Provisioner::start(client, policy, leadership, notify.clone());
+    let (mut provisioner, notify) = match shared {
+        Some(view) => {
+            let notify = view.notify();
+            let provisioner = Provisioner::start_with_pods(
+                client,
+                policy,
+                leadership,
+                notify.clone(),
+                view.pods(),
+            );
+            (provisioner, notify)
+        }
+        None => {
+            let notify = Arc::new(Notify::new());
+            let provisioner = Provisioner::start(client, policy, leadership, notify.clone());
+            (provisioner, notify)
+        }
+    };
     provisioner.stats = stats;
     provisioner.observe = observe;
     provisioner.run(notify, shutdown, ready).await;

@@ -13,6 +13,7 @@ use kube::{Client, CustomResourceExt};
 use portico::admission::Webhook;
 use portico::api::Exposure;
 use portico::config::Config;
+use portico::provisioner::view::LiveView;
 use portico::server::certs::{mint, CertSpec};
 use portico::server::{RunningServer, ServeOptions};
 use portico_sandbox::{RunningSandbox, Sandbox, SandboxOptions};
@@ -46,6 +47,9 @@ pub struct Loop {
     pub sandbox: RunningSandbox,
     pub webhook: RunningServer,
     pub config: Config,
+    /// The webhook's watch-fed view of the cluster, when started with [`Loop::start_viewed`]
+    /// (else the webhook knows nothing of the cluster, as `serve` without one).
+    pub view: Option<LiveView>,
     _certs: tempfile::TempDir,
 }
 
@@ -58,10 +62,24 @@ impl Loop {
         Self::start_audited(config, portico::server::audit_log::AuditLog::off()).await
     }
 
+    /// [`Loop::start_with`], the webhook watching the cluster (as Portico's service account)
+    /// for its view of routed pods and Services, as `portico serve` wires it.
+    pub async fn start_viewed(config: Config) -> Loop {
+        Self::start_inner(config, portico::server::audit_log::AuditLog::off(), true).await
+    }
+
     /// [`Loop::start_with`], the webhook writing its audit records to `audit`.
     pub async fn start_audited(
         config: Config,
         audit: portico::server::audit_log::AuditLog,
+    ) -> Loop {
+        Self::start_inner(config, audit, false).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        audit: portico::server::audit_log::AuditLog,
+        viewed: bool,
     ) -> Loop {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
@@ -88,7 +106,19 @@ impl Loop {
         opts.listen = "127.0.0.1:0".parse().expect("addr");
         opts.ops_listen = "127.0.0.1:0".parse().expect("addr");
         opts.audit = audit;
-        let webhook = portico::server::start(opts, Webhook::new(config.clone()))
+        let mut hook = Webhook::new(config.clone());
+        let view = if viewed {
+            let view = LiveView::spawn(
+                client_of(&sandbox, "portico").await,
+                Arc::new(portico::core::Policy::new(config.clone())),
+                Arc::new(tokio::sync::Notify::new()),
+            );
+            hook = hook.with_view(Arc::new(view.clone()));
+            Some(view)
+        } else {
+            None
+        };
+        let webhook = portico::server::start(opts, hook)
             .await
             .expect("webhook starts");
         sandbox.set_service_endpoint(
@@ -128,6 +158,7 @@ impl Loop {
             sandbox,
             webhook,
             config,
+            view,
             _certs: certs,
         }
     }
@@ -162,6 +193,28 @@ impl Loop {
             ready_tx,
             stats.clone(),
             observe,
+        ));
+        RunningProvisioner { stop, task, stats }
+    }
+
+    /// Starts a provisioner that reads pods from the webhook's view's cache (as `portico serve`
+    /// runs it in a replica that serves the webhook); needs [`Loop::start_viewed`].
+    pub async fn provisioner_sharing(&self, identity: &str) -> RunningProvisioner {
+        let view = self.view.clone().expect("a loop started with start_viewed");
+        let client = self.client("portico").await;
+        let (stop, stop_rx) = watch::channel(false);
+        let (ready_tx, _ready_rx) = watch::channel(false);
+        let policy = Arc::new(portico::core::Policy::new(self.config.clone()));
+        let stats = Arc::new(portico::provisioner::Stats::default());
+        let task = tokio::spawn(portico::provisioner::run_sharing(
+            client,
+            policy,
+            identity.to_string(),
+            stop_rx,
+            ready_tx,
+            stats.clone(),
+            Default::default(),
+            view,
         ));
         RunningProvisioner { stop, task, stats }
     }
