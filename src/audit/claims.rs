@@ -605,3 +605,436 @@ pub(super) fn foreign_writer(policy: &Policy, v: &Value) -> Option<String> {
         "{what} field manager {manager:?} ({how}), not Portico's {ours:?}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{audit, Finding, Severity};
+    use super::*;
+    use crate::config::{Config, IdentityMode};
+    use crate::core::decision::{mutate, Edit, Place};
+    use crate::core::object::{Operation, Request, Requester};
+    use serde_json::json;
+
+    fn found(policy: &Policy, objects: Vec<Value>) -> Vec<Finding> {
+        let mut inv = Inventory::default();
+        for o in objects {
+            inv.add(o);
+        }
+        audit(policy, &inv)
+    }
+
+    /// The findings as (rule, object name), in the audit's order, leaving out the older rules
+    /// that the scenes here trip on the way (an unattributed test Service, say).
+    fn rules(found: &[Finding]) -> Vec<(&'static str, &str)> {
+        const OLDER: [&str; 2] = ["unattributed-selector", "orphaned-service"];
+        found
+            .iter()
+            .filter(|f| !OLDER.contains(&f.rule))
+            .map(|f| (f.rule, f.object.name.as_str()))
+            .collect()
+    }
+
+    fn message<'a>(found: &'a [Finding], name: &str) -> &'a str {
+        found
+            .iter()
+            .find(|f| f.object.name == name)
+            .map_or("", |f| f.message.as_str())
+    }
+
+    /// A CronJob whose pod template Portico stamped for user1, with `job_meta` as its
+    /// `spec.jobTemplate.metadata`.
+    fn cronjob(name: &str, job_meta: Value) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"schedule": "@hourly", "jobTemplate": {"metadata": job_meta, "spec": {"template": {
+                "metadata": {"labels": {"jarvice-job-ipaddr": "user1-nightly", "portico.dev/owner": "user1"},
+                    "annotations": {"portico.dev/user": "user1", "portico.dev/ipaddr": "nightly"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}}}}}})
+    }
+
+    #[test]
+    fn identity_keys_in_copied_metadata_that_differ_from_the_stamp_are_forged() {
+        let policy = Policy::default();
+        let forged = cronjob(
+            "forged",
+            json!({"labels": {"portico.dev/owner": "user2", "jarvice-pod0-job-ipaddr": "user2-x"},
+                "annotations": {"portico.dev/user": "user2"}}),
+        );
+        // What Portico itself leaves there: the stamp's own values.
+        let clean = cronjob(
+            "clean",
+            json!({"labels": {"portico.dev/owner": "user1"}, "annotations": {"portico.dev/user": "user1"}}),
+        );
+        // A Job the cronjob controller made from a CronJob before the webhook stripped it.
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "made", "namespace": "team", "annotations": {"portico.dev/user": "user2"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "forged", "uid": "u1", "controller": true}]},
+            "spec": {"template": {"metadata": {"labels": {"jarvice-job-ipaddr": "user1-nightly", "portico.dev/owner": "user1"},
+                "annotations": {"portico.dev/user": "user1"}}}}});
+        // A Deployment whose annotations the deployment controller copies onto ReplicaSets.
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "deploy", "namespace": "team", "annotations": {"portico.dev/user": "user2"}},
+            "spec": {"template": {"metadata": {"labels": {"jarvice-job-ipaddr": "user1-web", "portico.dev/owner": "user1"},
+                "annotations": {"portico.dev/user": "user1"}}}}});
+        // No stamp and no tag: the user annotation is the requester's own business (the webhook
+        // keeps it when it is the requester's name), but an owner label is never allowed.
+        let unstamped = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "plain", "namespace": "team", "annotations": {"portico.dev/user": "someone"}},
+            "spec": {"template": {"metadata": {"labels": {"app": "db"}}}}});
+        let owner_label = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "labelled", "namespace": "team", "labels": {"portico.dev/owner": "user1"}},
+            "spec": {"template": {"metadata": {"labels": {"app": "agent"}}}}});
+        let f = found(
+            &policy,
+            vec![forged, clean, job, deployment, unstamped, owner_label],
+        );
+        assert_eq!(
+            rules(&f),
+            vec![
+                ("forged-copied-identity", "labelled"),
+                ("forged-copied-identity", "deploy"),
+                ("forged-copied-identity", "forged"),
+                ("forged-copied-identity", "made"),
+            ]
+        );
+        let m = message(&f, "forged");
+        assert!(m.contains("spec.jobTemplate.metadata"), "{m}");
+        assert!(m.contains("portico.dev/user=\"user2\""), "{m}");
+        assert!(m.contains("portico.dev/owner=\"user2\""), "{m}");
+        assert!(m.contains("jarvice-pod0-job-ipaddr"), "{m}");
+        assert!(m.contains("stamped for user \"user1\""), "{m}");
+        assert!(message(&f, "made").contains("copied it from CronJob forged"));
+        assert!(message(&f, "deploy").contains("onto every ReplicaSet"));
+        assert_eq!(f[2].route.as_deref(), Some("user1-nightly"));
+        assert_eq!(f[2].severity, Severity::Violation);
+    }
+
+    #[test]
+    fn the_audit_flags_exactly_what_the_webhook_strips_from_a_cronjob() {
+        let policy = Policy::default();
+        let v = cronjob(
+            "forged",
+            json!({"labels": {"portico.dev/owner": "user2", "jarvice-pod0-job-ipaddr": "user2-x"},
+                "annotations": {"portico.dev/user": "user2"}}),
+        );
+        let Some((kind, object)) = decoded(&v) else {
+            panic!("a CronJob decodes");
+        };
+        let request = Request {
+            operation: Operation::Create,
+            kind,
+            namespace: "team".into(),
+            requester: Requester {
+                username: "user1".into(),
+                groups: vec![],
+            },
+            subresource: None,
+            dry_run: false,
+            object: Some(object),
+            old_object: None,
+        };
+        let decision = mutate(&policy, &request);
+        let mut stripped: Vec<&str> = decision
+            .edits()
+            .iter()
+            .filter_map(|e| match e {
+                Edit::RemoveLabel {
+                    place: Place::JobTemplate,
+                    key,
+                }
+                | Edit::RemoveAnnotation {
+                    place: Place::JobTemplate,
+                    key,
+                } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        stripped.sort_unstable();
+        assert_eq!(
+            stripped,
+            vec![
+                "jarvice-pod0-job-ipaddr",
+                "portico.dev/owner",
+                "portico.dev/user"
+            ]
+        );
+        let f = found(&policy, vec![v]);
+        for key in stripped {
+            assert!(f[0].message.contains(key), "{key}: {}", f[0].message);
+        }
+    }
+
+    fn routed_pod(name: &str, prefix: &str, ip: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "team",
+            "labels": {"jarvice-job-ipaddr": format!("{prefix}-job"), "jarvice-pod0-job-ipaddr": format!("{prefix}-job"), "portico.dev/owner": prefix},
+            "annotations": {"portico.dev/user": prefix}},
+            "status": {"podIP": ip, "podIPs": [{"ip": ip}]}})
+    }
+
+    fn service(name: &str, labels: Value, selector: Option<Value>) -> Value {
+        let mut v = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "team", "labels": labels}, "spec": {"ports": [{"port": 80}]}});
+        if let Some(selector) = selector {
+            v["spec"]["selector"] = selector;
+        }
+        v
+    }
+
+    fn slice(name: &str, service: &str, managed_by: &str, endpoints: Value) -> Value {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "team",
+                "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": managed_by}},
+            "addressType": "IPv4", "endpoints": endpoints})
+    }
+
+    #[test]
+    fn hand_written_endpoints_into_routed_services_or_other_users_pods_are_found() {
+        let policy = Policy::default();
+        let objects = vec![
+            routed_pod("p1", "user1", "10.0.0.1"),
+            routed_pod("p2", "user2", "10.0.0.2"),
+            // user1's routed Service, and the slice Kubernetes made for it.
+            service(
+                "web",
+                json!({}),
+                Some(json!({"jarvice-job-ipaddr": "user1-job", "portico.dev/owner": "user1"})),
+            ),
+            slice(
+                "web-abc",
+                "web",
+                "endpointslice-controller.k8s.io",
+                json!([{"addresses": ["10.0.0.1"]}]),
+            ),
+            // A slice written beside it, pointing at user2's pod: joins a routed Service.
+            slice(
+                "web-extra",
+                "web",
+                "kubectl",
+                json!([{"addresses": ["10.0.0.9"]}]),
+            ),
+            // user2's selector-less Service, pointed by hand at user1's pod (by IP) and by
+            // targetRef: foreign.
+            service("side", json!({"portico.dev/owner": "user2"}), None),
+            slice(
+                "side-1",
+                "side",
+                "kubectl",
+                json!([{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.8"], "targetRef": {"kind": "Pod", "name": "p1"}}]),
+            ),
+            // user1's own selector-less Service pointed at user1's pod: what the webhook allows.
+            service("own", json!({"portico.dev/owner": "user1"}), None),
+            slice(
+                "own-1",
+                "own",
+                "kubectl",
+                json!([{"addresses": ["10.0.0.1"]}]),
+            ),
+            // A selector-less Service nobody can be said to own: a warning.
+            service("anon", json!({}), None),
+            slice(
+                "anon-1",
+                "anon",
+                "kubectl",
+                json!([{"addresses": ["10.0.0.2"]}]),
+            ),
+            // A hand-written Endpoints object of user2's Service into user1's pod.
+            service("legacy", json!({"portico.dev/owner": "user2"}), None),
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "legacy", "namespace": "team"},
+                "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]}),
+            // The Endpoints of a Service with a selector are the endpoints controller's.
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web", "namespace": "team"},
+                "subsets": [{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]}),
+            // An address that is no routed pod's is nobody's business here.
+            slice(
+                "outside",
+                "side",
+                "kubectl",
+                json!([{"addresses": ["192.0.2.1"]}]),
+            ),
+        ];
+        let f = found(&policy, objects);
+        assert_eq!(
+            rules(&f),
+            vec![
+                ("unattributed-endpoints", "anon-1"),
+                ("foreign-endpoints", "side-1"),
+                ("hand-written-endpoints", "web-extra"),
+                ("foreign-endpoints", "legacy"),
+            ]
+        );
+        let m = message(&f, "side-1");
+        assert!(m.contains("address 10.0.0.1 (pod team/p1)"), "{m}");
+        assert!(m.contains("targetRef pod team/p1"), "{m}");
+        assert!(m.contains("prefix \"user2\""), "{m}");
+        assert!(message(&f, "web-extra").contains("prefix \"user1\""));
+        assert_eq!(f[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn ingresses_on_another_users_host_or_across_users_services_are_squatting() {
+        let policy = Policy::default();
+        let ingress = |name: &str, labels: Value, host: Option<&str>, backends: &[&str]| {
+            let paths: Vec<Value> = backends
+                .iter()
+                .map(|b| json!({"path": "/", "pathType": "Prefix", "backend": {"service": {"name": b, "port": {"number": 80}}}}))
+                .collect();
+            let mut rule = json!({"http": {"paths": paths}});
+            if let Some(h) = host {
+                rule["host"] = json!(h);
+            }
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": name, "namespace": "team", "labels": labels},
+                "spec": {"rules": [rule]}})
+        };
+        let objects = vec![
+            json!({"apiVersion": "portico.dev/v1alpha1", "kind": "Exposure", "metadata": {"name": "web", "namespace": "team"},
+                "spec": {"tag": "web", "user": "user1", "service": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80}]}},
+                "status": {"host": "user1-web.apps.example"}}),
+            service(
+                "u1",
+                json!({}),
+                Some(json!({"jarvice-job-ipaddr": "user1-web", "portico.dev/owner": "user1"})),
+            ),
+            service(
+                "u2",
+                json!({}),
+                Some(json!({"jarvice-job-ipaddr": "user2-web", "portico.dev/owner": "user2"})),
+            ),
+            service("plain", json!({}), Some(json!({"app": "x"}))),
+            // Portico's own Ingress for another user's Exposure: its host is known and it is
+            // never a squatter itself.
+            ingress(
+                "portico",
+                json!({"app.kubernetes.io/managed-by": "portico", "portico.dev/owner": "user3"}),
+                Some("user3-app.apps.example"),
+                &["plain"],
+            ),
+            // Squatters: a bare Ingress on user1's host; one on user1's host sending to user2's
+            // Service; one on Portico's user3 host (case and a trailing dot do not hide it).
+            ingress(
+                "bare",
+                json!({}),
+                Some("user1-web.apps.example"),
+                &["plain"],
+            ),
+            ingress(
+                "redirect",
+                json!({}),
+                Some("user1-web.apps.example"),
+                &["u2"],
+            ),
+            ingress(
+                "taken",
+                json!({}),
+                Some("User3-App.apps.example."),
+                &["plain"],
+            ),
+            // One that mixes two users' Services and says nothing of whose it is.
+            ingress("mixed", json!({}), Some("other.example"), &["u1", "u2"]),
+            // Legitimate: user1's own Ingress on user1's host, to user1's Service; and an
+            // Ingress on a host nobody has to no routed Service.
+            ingress(
+                "own",
+                json!({"portico.dev/owner": "user1"}),
+                Some("user1-web.apps.example"),
+                &["u1"],
+            ),
+            ingress("free", json!({}), Some("free.example"), &["plain"]),
+            ingress(
+                "via-backend",
+                json!({}),
+                Some("user1-web.apps.example"),
+                &["u1"],
+            ),
+        ];
+        let f = found(&policy, objects);
+        assert_eq!(
+            rules(&f),
+            vec![
+                ("ingress-squat", "bare"),
+                ("ingress-squat", "mixed"),
+                ("ingress-squat", "redirect"),
+                ("ingress-squat", "taken"),
+            ]
+        );
+        let m = message(&f, "redirect");
+        assert!(m.contains("user \"user1\"'s Exposure team/web"), "{m}");
+        assert!(m.contains("Service u2 (prefix \"user2\")"), "{m}");
+        assert!(message(&f, "taken").contains("Portico's Ingress team/portico"));
+        assert!(message(&f, "mixed").contains("more than one user"));
+    }
+
+    #[test]
+    fn the_host_space_answers_one_owner_per_host_the_oldest() {
+        let mut space = HostSpace::default();
+        let owner = |p: &str, order: &str| HostOwner {
+            prefix: p.into(),
+            why: p.into(),
+            order: order.into(),
+        };
+        space.claim("A.example.", owner("late", "2024-02-01T00:00:00Z"));
+        space.claim("a.example", owner("early", "2024-01-01T00:00:00Z"));
+        space.claim("a.example", owner("undated", ""));
+        assert_eq!(
+            space.owner_of("a.EXAMPLE").map(|o| o.prefix.as_str()),
+            Some("early")
+        );
+        assert_eq!(space.owner_of("b.example"), None);
+    }
+
+    #[test]
+    fn the_last_writer_other_than_portico_is_named() {
+        let policy = Policy::default();
+        let v = json!({"metadata": {"managedFields": [
+            {"manager": "portico", "operation": "Apply", "time": "2024-01-01T00:00:00Z",
+                "fieldsV1": {"f:spec": {"f:selector": {}}}},
+            {"manager": "kubectl-label", "operation": "Update", "time": "2024-03-01T00:00:00Z",
+                "fieldsV1": {"f:metadata": {"f:labels": {}}}},
+            {"manager": "kubectl-edit", "operation": "Update", "time": "2024-02-01T00:00:00Z",
+                "fieldsV1": {"f:spec": {"f:selector": {"f:jarvice-job-ipaddr": {}}}}}]}});
+        let w = foreign_writer(&policy, &v).unwrap_or_default();
+        assert!(w.contains("spec.selector last written by field manager \"kubectl-edit\" (Update at 2024-02-01T00:00:00Z)"), "{w}");
+        let ours =
+            json!({"metadata": {"managedFields": [{"manager": "portico", "operation": "Apply"}]}});
+        assert_eq!(foreign_writer(&policy, &ours), None);
+    }
+
+    #[test]
+    fn namespace_identities_attribute_through_their_own_prefix_space() {
+        let mut config = Config::default();
+        config.identity.mode = IdentityMode::Namespace;
+        let policy = Policy::new(config);
+        let pod = |name: &str, user: &str, prefix: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "team-a",
+                "labels": {"jarvice-job-ipaddr": format!("{prefix}-x"), "jarvice-pod0-job-ipaddr": format!("{prefix}-x"), "portico.dev/owner": prefix},
+                "annotations": {"portico.dev/user": user}}})
+        };
+        let objects = vec![
+            pod("ok", "system:namespace:team-a", "ns.team.a"),
+            // Stamped in user mode before the switch: not the namespace's.
+            pod("old", "user1", "user1"),
+            // A Service of namespace team-a selecting its own namespace's route: fine; one
+            // selecting user1's: foreign, even though its owner label says user1.
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "own", "namespace": "team-a"},
+                "spec": {"selector": {"jarvice-job-ipaddr": "ns.team.a-x"}}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "user-mode", "namespace": "team-a",
+                "labels": {"portico.dev/owner": "user1"}},
+                "spec": {"selector": {"jarvice-job-ipaddr": "user1-x"}}}),
+            // The namespace `team` is not the namespace `team-a`, nor user "team".
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "neighbour", "namespace": "team"},
+                "spec": {"selector": {"jarvice-job-ipaddr": "ns.team.a-x"}}}),
+        ];
+        let f = found(&policy, objects);
+        assert_eq!(
+            rules(&f),
+            vec![
+                ("prefix-mismatch", "old"),
+                ("foreign-selector", "neighbour"),
+                ("foreign-selector", "user-mode"),
+            ]
+        );
+        assert!(message(&f, "old").contains("\"system:namespace:team-a\""));
+        assert!(message(&f, "user-mode").contains("prefix \"ns.team.a\""));
+        assert!(message(&f, "neighbour").contains("prefix \"ns.team\""));
+    }
+}

@@ -1006,4 +1006,94 @@ mod tests {
         );
         assert_eq!(found[2].severity, Severity::Warning);
     }
+
+    #[test]
+    fn re_pointed_services_are_found_with_who_wrote_them() {
+        let mut inv = Inventory::default();
+        // A Service whose selector's owner label and route value name different users.
+        inv.add(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "split", "namespace": "team",
+            "annotations": {"portico.dev/user": "user1"}},
+            "spec": {"selector": {"jarvice-job-ipaddr": "user1-foobar", "portico.dev/owner": "user2"}}}));
+        // The same with nothing to say whose it is: still its own contradiction.
+        inv.add(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "split-anon", "namespace": "team"},
+            "spec": {"selector": {"jarvice-pod0-job-ipaddr": "user2-foobar", "portico.dev/owner": "user1"}}}));
+        // A Job that asks Portico for a Service, the Service Portico made (since re-pointed with
+        // kubectl edit to another tag of the same user), and one that still matches.
+        let job = |name: &str, uid: &str, tag: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "team", "uid": uid,
+                "annotations": {"portico.dev/expose": "ClusterIP", "portico.dev/ipaddr": tag}},
+                "spec": {"template": {"metadata": {"labels": {"jarvice-job-ipaddr": format!("user1-{tag}"), "portico.dev/owner": "user1"},
+                    "annotations": {"portico.dev/user": "user1", "portico.dev/ipaddr": tag}}}}})
+        };
+        let managed = |name: &str, job: &str, uid: &str, route: &str, fields: Value| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "team",
+                "labels": {"app.kubernetes.io/managed-by": "portico", "portico.dev/owner": "user1", "portico.dev/workload": job},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": uid, "controller": true}],
+                "managedFields": fields},
+                "spec": {"selector": {"jarvice-job-ipaddr": route, "portico.dev/owner": "user1"}, "ports": [{"name": "http", "port": 80}]}})
+        };
+        inv.add(job("sim", "u-sim", "sim"));
+        inv.add(job("calm", "u-calm", "calm"));
+        inv.add(managed(
+            "sim-expose",
+            "sim",
+            "u-sim",
+            "user1-other",
+            json!([{"manager": "portico", "operation": "Apply", "time": "2024-01-01T00:00:00Z",
+                "fieldsV1": {"f:spec": {"f:selector": {}}}},
+                {"manager": "kubectl-edit", "operation": "Update", "time": "2024-02-01T00:00:00Z",
+                "fieldsV1": {"f:spec": {"f:selector": {"f:jarvice-job-ipaddr": {}}}}}]),
+        ));
+        inv.add(managed(
+            "calm-expose",
+            "calm",
+            "u-calm",
+            "user1-calm",
+            json!([{"manager": "portico", "operation": "Apply"}]),
+        ));
+        // A Portico-managed Service re-pointed at user2's route: its owner label is user1's. (Not
+        // drift: the Job's plan has no Service of that name to compare with.)
+        inv.add(managed(
+            "stolen",
+            "calm",
+            "u-calm",
+            "user2-calm",
+            json!([{"manager": "kubectl-patch", "operation": "Update", "time": "2024-03-01T00:00:00Z"}]),
+        ));
+        let found = audit(&Policy::default(), &inv);
+        let got: Vec<_> = found
+            .iter()
+            .map(|f| (f.rule, f.object.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("drift", "sim-expose"),
+                ("foreign-selector", "split"),
+                ("foreign-selector", "split-anon"),
+                ("foreign-selector", "stolen"),
+            ]
+        );
+        let text = |name: &str, rule: &str| {
+            found
+                .iter()
+                .find(|f| f.object.name == name && f.rule == rule)
+                .map(|f| f.message.clone())
+                .unwrap_or_default()
+        };
+        let m = text("sim-expose", "drift");
+        assert!(
+            m.contains("Job sim asks for jarvice-job-ipaddr=user1-sim"),
+            "{m}"
+        );
+        assert!(m.contains("field manager \"kubectl-edit\""), "{m}");
+        let m = text("split", "foreign-selector");
+        assert!(
+            m.contains("selects portico.dev/owner=user2, but belongs to prefix \"user1\""),
+            "{m}"
+        );
+        assert!(m.contains("disagrees with itself"), "{m}");
+        assert!(text("split-anon", "foreign-selector").contains("disagrees with itself"));
+        assert!(text("stolen", "foreign-selector").contains("\"kubectl-patch\""));
+    }
 }
