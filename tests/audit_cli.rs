@@ -54,6 +54,12 @@ fn every_seeded_violation_is_found_and_nothing_else() {
         ("lab", "exposure-conflict"),
         ("lab", "missing-routing-label"),
         ("lab", "unstamped-exposure"),
+        ("shop", "foreign-endpoints"),
+        ("shop", "foreign-selector"),
+        ("shop", "forged-copied-identity"),
+        ("shop", "hand-written-endpoints"),
+        ("shop", "ingress-squat"),
+        ("shop", "unattributed-endpoints"),
         ("team", "foreign-selector"),
         ("team", "missing-routing-label"),
         ("team", "orphaned-service"),
@@ -65,12 +71,14 @@ fn every_seeded_violation_is_found_and_nothing_else() {
     .map(|(ns, name)| (ns.to_string(), name.to_string(), name.to_string()))
     .collect();
     assert_eq!(got, expected, "{}", stdout(&out));
-    assert_eq!(report["violations"], 9);
-    assert_eq!(report["warnings"], 1);
-    assert_eq!(report["scanned"]["pods"], 5);
-    assert_eq!(report["scanned"]["services"], 5);
-    assert_eq!(report["scanned"]["exposures"], 3);
-    assert_eq!(report["scanned"]["workloads"], 1);
+    assert_eq!(report["violations"], 14);
+    assert_eq!(report["warnings"], 2);
+    assert_eq!(report["scanned"]["pods"], 7);
+    assert_eq!(report["scanned"]["services"], 11);
+    assert_eq!(report["scanned"]["ingresses"], 2);
+    assert_eq!(report["scanned"]["exposures"], 4);
+    assert_eq!(report["scanned"]["workloads"], 3);
+    assert_eq!(report["scanned"]["endpoints"], 6);
     let messages: Vec<&str> = report["findings"]
         .as_array()
         .expect("findings")
@@ -110,7 +118,7 @@ fn the_table_names_each_finding_and_sums_up() {
     }
     assert!(text.contains("Service/foreign-selector"), "{text}");
     assert!(
-        text.contains("9 violation(s), 1 warning(s) in 5 pod(s), 5 service(s)"),
+        text.contains("14 violation(s), 2 warning(s) in 7 pod(s), 11 service(s)"),
         "{text}"
     );
 }
@@ -130,7 +138,7 @@ fn policy_reports_are_wg_policy_shaped_per_namespace() {
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
         .collect();
-    assert_eq!(docs.len(), 2, "{text}");
+    assert_eq!(docs.len(), 3, "{text}");
     for doc in &docs {
         assert_eq!(doc["apiVersion"], "wgpolicyk8s.io/v1alpha2");
         assert_eq!(doc["kind"], "PolicyReport");
@@ -196,4 +204,102 @@ fn exit_codes_clean_warning_strict_namespace() {
     let out = portico(&["audit", "-f", "/nonexistent/portico-audit"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read folder"));
+}
+
+/// The ownership rules the webhook now enforces (copied identity, hand-written endpoints, Ingress
+/// squatting, re-pointed selectors), on tests/data/audit/claims alone: exactly their findings,
+/// exit 1, and the same rules in the PolicyReport.
+#[test]
+fn ownership_violations_in_manifests_are_reported_by_rule() {
+    let dir = data().join("claims");
+    let dir = dir.to_str().expect("utf-8");
+    let out = portico(&["audit", "-f", dir, "-o", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let findings = report["findings"].as_array().expect("findings");
+    let mut got: Vec<(&str, &str, &str)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or_default(),
+                f["severity"].as_str().unwrap_or_default(),
+                f["object"]["kind"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![
+            ("foreign-endpoints", "violation", "EndpointSlice"),
+            ("foreign-selector", "violation", "Service"),
+            ("forged-copied-identity", "violation", "CronJob"),
+            ("hand-written-endpoints", "violation", "EndpointSlice"),
+            ("ingress-squat", "violation", "Ingress"),
+            ("unattributed-endpoints", "warning", "EndpointSlice"),
+        ],
+        "{}",
+        stdout(&out)
+    );
+    // Every finding is on the object named after its rule: the ok-* objects pass.
+    for f in findings {
+        assert_eq!(f["object"]["name"], f["rule"], "{f}");
+    }
+    let message = |rule: &str| {
+        findings
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .and_then(|f| f["message"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(message("forged-copied-identity").contains("spec.jobTemplate.metadata"));
+    assert!(message("foreign-endpoints").contains("10.1.0.1 (pod shop/ok-web)"));
+    assert!(message("ingress-squat").contains("user1-web.apps.test"));
+    assert!(message("foreign-selector").contains("\"kubectl-edit\""));
+
+    let out = portico(&["audit", "-f", dir, "-o", "policyreport"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
+        .collect();
+    assert_eq!(docs.len(), 1, "{text}");
+    let results = docs[0]["results"].as_array().expect("results");
+    let mut rules: Vec<(&str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or_default(),
+                r["result"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    rules.sort_unstable();
+    assert_eq!(
+        rules,
+        vec![
+            ("foreign-endpoints", "fail"),
+            ("foreign-selector", "fail"),
+            ("forged-copied-identity", "fail"),
+            ("hand-written-endpoints", "fail"),
+            ("ingress-squat", "fail"),
+            ("unattributed-endpoints", "warn"),
+        ]
+    );
+    assert_eq!(docs[0]["summary"]["fail"], 5);
+    assert_eq!(docs[0]["summary"]["warn"], 1);
+    for r in results {
+        assert!(
+            r["properties"]["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{r:?}"
+        );
+    }
 }

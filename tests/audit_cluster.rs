@@ -4,8 +4,9 @@
 mod harness;
 
 use harness::{eventually, Loop};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, PostParams};
 use portico::api::Exposure;
 use serde_json::{json, Value};
@@ -65,12 +66,17 @@ async fn audit_of_the_sandbox_reports_what_was_made_around_portico() {
             .then_some(())
     })
     .await;
-    eventually(20, "two labelled pods", || async {
+    let user1_ip = eventually(20, "two labelled pods with IPs", || async {
         let pods = Api::<Pod>::namespaced(user1.clone(), "team")
             .list(&ListParams::default().labels("jarvice-job-ipaddr=user1-foobar"))
             .await
             .ok()?;
-        (pods.items.len() == 2).then_some(())
+        let ips: Vec<String> = pods
+            .items
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+            .collect();
+        (ips.len() == 2).then(|| ips[0].clone())
     })
     .await;
 
@@ -106,6 +112,50 @@ async fn audit_of_the_sandbox_reports_what_was_made_around_portico() {
         .await
         .expect("leftover");
 
+    // Made before Portico stripped copied identity (here: in a namespace its webhook does not
+    // see): a CronJob whose pod template is stamped for user1 but whose jobTemplate.metadata,
+    // which the cronjob controller copies onto every Job, says user2.
+    Api::<CronJob>::namespaced(admin.clone(), "portico-system")
+        .create(
+            &PostParams::default(),
+            &from(json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": {"name": "nightly"},
+                "spec": {"schedule": "@hourly", "jobTemplate": {
+                    "metadata": {"labels": {"portico.dev/owner": "user2"}, "annotations": {"portico.dev/user": "user2"}},
+                    "spec": {"template": {
+                        "metadata": {"labels": {"jarvice-job-ipaddr": "user1-nightly", "portico.dev/owner": "user1"},
+                            "annotations": {"portico.dev/user": "user1", "portico.dev/ipaddr": "nightly"}},
+                        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}}}}}})),
+        )
+        .await
+        .expect("a CronJob the webhook does not see");
+    // Hand-written EndpointSlices by an administrator: one that joins user1's routed Service
+    // `web` (the Exposure's), and one that sends user2's selector-less Service to user1's pod.
+    services
+        .create(
+            &PostParams::default(),
+            &from(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "side", "labels": {"portico.dev/owner": "user2"}},
+                "spec": {"ports": [{"port": 80}]}})),
+        )
+        .await
+        .expect("a selector-less Service");
+    let slices = Api::<EndpointSlice>::namespaced(admin.clone(), "team");
+    for (name, service, address) in [
+        ("web-extra", "web", "192.0.2.10".to_string()),
+        ("side-1", "side", user1_ip.clone()),
+    ] {
+        slices
+            .create(
+                &PostParams::default(),
+                &from(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+                    "addressType": "IPv4", "endpoints": [{"addresses": [address]}], "ports": [{"port": 80}]})),
+            )
+            .await
+            .expect("an administrator may write endpoints");
+    }
+
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     l.sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
@@ -137,7 +187,10 @@ async fn audit_of_the_sandbox_reports_what_was_made_around_portico() {
     got.sort();
     let want: Vec<(String, String, String)> = [
         ("exposure-conflict", "team", "web2"),
+        ("foreign-endpoints", "team", "side-1"),
         ("foreign-selector", "team", "borrowed"),
+        ("forged-copied-identity", "portico-system", "nightly"),
+        ("hand-written-endpoints", "team", "web-extra"),
         ("orphaned-service", "team", "leftover"),
         ("unstamped-route", "portico-system", "sneaky"),
     ]
@@ -147,6 +200,7 @@ async fn audit_of_the_sandbox_reports_what_was_made_around_portico() {
     assert_eq!(got, want, "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["scanned"]["pods"], 3);
     assert_eq!(report["scanned"]["exposures"], 2);
+    assert_eq!(report["scanned"]["endpoints"], 2);
     assert!(report["source"]
         .as_str()
         .is_some_and(|s| s.contains("admin")));

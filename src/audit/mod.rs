@@ -6,8 +6,14 @@
 //!
 //! Whose an object is comes only from what Portico stamps (the identity annotation and owner
 //! label), from owner references to objects in the inventory, or — in namespace identity mode —
-//! from the namespace. An object whose owner cannot be told is reported as such, never guessed.
+//! from the namespace (the user [`namespace_user`] names, in its own prefix space). An object
+//! whose owner cannot be told is reported as such, never guessed.
+//!
+//! The rules for what the webhook refuses or strips since it learnt about copied metadata,
+//! hand-written endpoints and Ingress hosts live in [`claims`]: they read objects through the
+//! same decoder and core functions the webhook decides with.
 
+mod claims;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,8 +24,11 @@ use serde_json::Value;
 use crate::api::Exposure;
 use crate::config::IdentityMode;
 use crate::core::decision::{JOB_INDEX, POD_INDEX};
-use crate::core::desired::{exposure_plan, Owner, MANAGED_BY, MANAGER};
+use crate::core::desired::{
+    exposure_plan, job_plan, JobExposureRequest, Owner, MANAGED_BY, MANAGER,
+};
 use crate::core::object::Kind;
+use crate::core::prefix::namespace_user;
 use crate::core::route::RouteValue;
 use crate::core::Policy;
 
@@ -30,20 +39,24 @@ pub struct Inventory {
     pub services: Vec<Value>,
     pub ingresses: Vec<Value>,
     pub exposures: Vec<Value>,
-    /// Jobs, CronJobs, StatefulSets, Deployments, ReplicaSets, DaemonSets.
+    /// Jobs, CronJobs, StatefulSets, Deployments, ReplicaSets, DaemonSets,
+    /// ReplicationControllers.
     pub workloads: Vec<Value>,
+    /// EndpointSlices and Endpoints: written by hand, they route around selectors.
+    pub endpoints: Vec<Value>,
     /// Kinds the source could not list (e.g. no Exposure CRD installed); said in the report.
     pub unavailable: Vec<String>,
 }
 
 /// Kinds that own pods through a pod template.
-pub const WORKLOAD_KINDS: [&str; 6] = [
+pub const WORKLOAD_KINDS: [&str; 7] = [
     "Job",
     "CronJob",
     "StatefulSet",
     "Deployment",
     "ReplicaSet",
     "DaemonSet",
+    "ReplicationController",
 ];
 
 impl Inventory {
@@ -56,6 +69,7 @@ impl Inventory {
             "Service" => self.services.push(object),
             "Ingress" => self.ingresses.push(object),
             "Exposure" => self.exposures.push(object),
+            "EndpointSlice" | "Endpoints" => self.endpoints.push(object),
             k if WORKLOAD_KINDS.contains(&k) => self.workloads.push(object),
             k if k.ends_with("List") => {
                 let mut kept = false;
@@ -96,6 +110,7 @@ impl Inventory {
             ingresses: self.ingresses.len(),
             exposures: self.exposures.len(),
             workloads: self.workloads.len(),
+            endpoints: self.endpoints.len(),
         }
     }
 }
@@ -115,6 +130,8 @@ pub struct Scanned {
     pub ingresses: usize,
     pub exposures: usize,
     pub workloads: usize,
+    /// EndpointSlices and Endpoints.
+    pub endpoints: usize,
 }
 
 /// How bad a finding is.
@@ -153,7 +170,7 @@ pub struct Finding {
 }
 
 /// Every rule: id, severity, what it means (for `--help`, the docs and PolicyReport results).
-pub const RULES: [(&str, Severity, &str); 10] = [
+pub const RULES: [(&str, Severity, &str); 15] = [
     (
         "missing-routing-label",
         Severity::Violation,
@@ -177,7 +194,7 @@ pub const RULES: [(&str, Severity, &str); 10] = [
     (
         "foreign-selector",
         Severity::Violation,
-        "a Service, Ingress or Exposure selects a route value of a user other than its own",
+        "a Service, Ingress or Exposure selects a route value of a user other than its own, or a selector's owner label and route values name different users",
     ),
     (
         "unattributed-selector",
@@ -197,12 +214,37 @@ pub const RULES: [(&str, Severity, &str); 10] = [
     (
         "drift",
         Severity::Violation,
-        "a Service Portico manages for an Exposure does not select what the Exposure asks for",
+        "a Service Portico manages for an Exposure or a workload does not select what its owner asks for",
     ),
     (
         "orphaned-service",
         Severity::Violation,
         "a Service or Ingress managed by Portico has no owner, or its owner is gone",
+    ),
+    (
+        "forged-copied-identity",
+        Severity::Violation,
+        "a workload's own metadata, or a CronJob's spec.jobTemplate.metadata, carries Portico identity keys that differ from the stamp on its pod template (controllers copy them onto the objects they make)",
+    ),
+    (
+        "hand-written-endpoints",
+        Severity::Violation,
+        "an EndpointSlice or Endpoints object not written by Kubernetes' endpoint controllers joins a routed Service",
+    ),
+    (
+        "foreign-endpoints",
+        Severity::Violation,
+        "a hand-written EndpointSlice or Endpoints object sends its Service's traffic to another user's routed pod",
+    ),
+    (
+        "unattributed-endpoints",
+        Severity::Warning,
+        "a hand-written EndpointSlice or Endpoints object lists a routed pod, but nothing says whose the object or its Service is",
+    ),
+    (
+        "ingress-squat",
+        Severity::Violation,
+        "an Ingress (not Portico's own) claims another user's host, or sends to routed Services of a user other than its other claims",
     ),
 ];
 
@@ -336,6 +378,12 @@ pub fn audit(policy: &Policy, inv: &Inventory) -> Vec<Finding> {
     services(&mut a, inv, &owners, &prefixes);
     ingresses(&mut a, inv, &owners, &prefixes);
     orphans(&mut a, inv, &owners);
+    claims::copied_identity(&mut a, inv);
+    // What the webhook's cluster view would know, built from the same objects.
+    let view = claims::routed_view(policy, inv);
+    claims::endpoints(&mut a, inv, &owners, &prefixes, &view);
+    let hosts = claims::HostSpace::new(policy, inv, &prefixes);
+    claims::ingress_squat(&mut a, inv, &owners, &prefixes, &view, &hosts);
     let mut findings = a.findings;
     findings.sort_by(|x, y| (&x.object, x.rule).cmp(&(&y.object, y.rule)));
     findings
@@ -400,6 +448,21 @@ fn pods(a: &mut Auditor<'_>, inv: &Inventory, owners: &Owners<'_>) {
             );
             continue;
         };
+        // In namespace identity mode the namespace is the user, whatever the pod says: a pod
+        // stamped for anyone else was stamped before the mode changed, or around Portico.
+        let namespace_identity = (policy.config.identity.mode == IdentityMode::Namespace)
+            .then(|| namespace_user(namespace_of(p)));
+        let mut problems = Vec::new();
+        let user = match &namespace_identity {
+            Some(ns_user) if ns_user != user => {
+                problems.push(format!(
+                    "{}={user:?} (in namespace identity mode its user is {ns_user:?})",
+                    policy.user_annotation
+                ));
+                ns_user.as_str()
+            }
+            _ => user,
+        };
         let expected = match a.prefix(user) {
             Ok(prefix) => prefix,
             Err(reason) => {
@@ -412,7 +475,6 @@ fn pods(a: &mut Auditor<'_>, inv: &Inventory, owners: &Owners<'_>) {
                 continue;
             }
         };
-        let mut problems = Vec::new();
         if RouteValue::prefix_of(route) != Some(expected.as_str()) {
             problems.push(format!("{job}={route}"));
         }
@@ -433,7 +495,12 @@ fn pods(a: &mut Auditor<'_>, inv: &Inventory, owners: &Owners<'_>) {
                 p,
                 Some(route),
                 format!(
-                    "stamped user {user:?} has prefix {expected:?}, but the pod carries {}",
+                    "{} user {user:?} has prefix {expected:?}, but the pod carries {}",
+                    if namespace_identity.is_some() {
+                        "namespace identity"
+                    } else {
+                        "stamped"
+                    },
                     problems.join(", ")
                 ),
             );
@@ -526,6 +593,18 @@ fn attributed(
     exposure_prefixes: &HashMap<(String, String), String>,
 ) -> Option<(String, String)> {
     let policy = a.policy;
+    // In namespace identity mode the namespace decides, before anything written on the object:
+    // its user is `system:namespace:<ns>`, whose prefix lives in its own space (`ns.<ns>`).
+    if policy.config.identity.mode == IdentityMode::Namespace {
+        let ns = namespace_of(v);
+        let user = namespace_user(ns);
+        if let Ok(p) = a.prefix(&user) {
+            return Some((
+                p,
+                format!("its namespace {ns:?} (namespace identity {user:?})"),
+            ));
+        }
+    }
     if let Some(p) = s(v, &["metadata", "labels", &policy.owner_label]) {
         return Some((p.to_string(), format!("its {} label", policy.owner_label)));
     }
@@ -554,12 +633,6 @@ fn attributed(
             }
         }
     }
-    if policy.config.identity.mode == IdentityMode::Namespace {
-        let ns = namespace_of(v);
-        if let Ok(p) = a.prefix(ns) {
-            return Some((p, format!("its namespace {ns:?} (namespace identity)")));
-        }
-    }
     None
 }
 
@@ -585,73 +658,168 @@ fn services(
         .collect();
     for svc in &inv.services {
         let selector = map(svc, &["spec", "selector"]);
-        let Some((key, route)) = selected_route(policy, selector) else {
+        let route = selected_route(policy, selector).map(|(_, r)| r);
+        // Drift first: a managed Service whose selector was emptied selects nothing routed, but
+        // still is not what its owner asks for.
+        if let Some(message) = drift(policy, svc, owners, &exposures) {
+            a.find("drift", svc, route, with_writer(policy, svc, message));
+        }
+        // Every prefix the selector names: its owner label's value, and the prefix of each
+        // route value. A selector whose parts disagree was re-pointed by hand: Portico writes
+        // them together, and the webhook refuses any that is not the requester's own.
+        let mut named: Vec<(String, String)> = Vec::new();
+        if let Some(owner) = selector.and_then(|m| m.get(&policy.owner_label)?.as_str()) {
+            named.push((format!("{}={owner}", policy.owner_label), owner.to_string()));
+        }
+        for key in [policy.pod0_label(), policy.job_label()] {
+            if let Some(v) = selector.and_then(|m| m.get(key)?.as_str()) {
+                let prefix = RouteValue::prefix_of(v).unwrap_or(v);
+                named.push((format!("{key}={v}"), prefix.to_string()));
+            }
+        }
+        if named.is_empty() {
             continue;
-        };
+        }
+        let shown = named
+            .iter()
+            .map(|(kv, _)| kv.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut problems = Vec::new();
+        if let Some((first_kv, first)) = named.first() {
+            for (kv, prefix) in &named[1..] {
+                if prefix != first {
+                    problems.push(format!(
+                        "its selector disagrees with itself: {first_kv} names prefix {first:?}, {kv} prefix {prefix:?}"
+                    ));
+                }
+            }
+        }
         match attributed(a, svc, owners, exposure_prefixes) {
             Some((prefix, why)) => {
-                if RouteValue::prefix_of(route) != Some(prefix.as_str()) {
-                    a.find(
-                        "foreign-selector",
-                        svc,
-                        Some(route),
-                        format!("selects {key}={route}, but belongs to prefix {prefix:?} ({why})"),
+                let foreign: Vec<&str> = named
+                    .iter()
+                    .filter(|(_, p)| *p != prefix)
+                    .map(|(kv, _)| kv.as_str())
+                    .collect();
+                if !foreign.is_empty() {
+                    problems.insert(
+                        0,
+                        format!(
+                            "selects {}, but belongs to prefix {prefix:?} ({why})",
+                            foreign.join(",")
+                        ),
                     );
                 }
             }
-            None => a.find(
+            None if problems.is_empty() => a.find(
                 "unattributed-selector",
                 svc,
-                Some(route),
+                route,
                 format!(
-                    "selects {key}={route}; neither a {} label, a {} annotation nor an owner says whose it is",
+                    "selects {shown}; neither a {} label, a {} annotation nor an owner says whose it is",
                     policy.owner_label, policy.user_annotation
                 ),
             ),
+            None => {}
         }
-        // Drift: an Exposure's Service must select exactly what the Exposure asks for.
-        let Some(owner) = owners
-            .of(svc)
-            .filter(|o| s(o, &["kind"]) == Some("Exposure"))
-        else {
-            continue;
-        };
-        let name = s(owner, &["metadata", "name"]).unwrap_or_default();
-        let Some(exposure) = exposures.get(&(namespace_of(owner), name)) else {
-            continue;
-        };
-        let Ok(typed) = serde_json::from_value::<Exposure>((*exposure).clone()) else {
-            continue;
-        };
-        let plan_owner = Owner {
-            api_version: "portico.dev/v1alpha1".into(),
-            kind: "Exposure".into(),
-            name: name.to_string(),
-            uid: s(owner, &["metadata", "uid"])
-                .unwrap_or_default()
-                .to_string(),
-        };
-        if let Ok(plan) = exposure_plan(policy, namespace_of(owner), &plan_owner, &typed.spec, None)
-        {
-            let want = plan.service.spec.as_ref().and_then(|s| s.selector.clone());
-            let have: Option<BTreeMap<String, String>> = selector.map(|m| {
+        if !problems.is_empty() {
+            a.find(
+                "foreign-selector",
+                svc,
+                route,
+                with_writer(
+                    policy,
+                    svc,
+                    format!(
+                        "{}. Point it back at its owner's own route value, or delete it",
+                        problems.join("; ")
+                    ),
+                ),
+            );
+        }
+    }
+}
+
+/// How a Service Portico manages differs from what its owner (an Exposure, or a workload that
+/// asks for exposure) asks for: the same plan the provisioner writes from, compared by selector.
+fn drift(
+    policy: &Policy,
+    svc: &Value,
+    owners: &Owners<'_>,
+    exposures: &BTreeMap<(&str, &str), &Value>,
+) -> Option<String> {
+    let have: Option<BTreeMap<String, String>> = map(svc, &["spec", "selector"]).map(|m| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    });
+    let owner = owners.of(svc)?;
+    let kind = s(owner, &["kind"]).unwrap_or_default();
+    let name = s(owner, &["metadata", "name"]).unwrap_or_default();
+    let namespace = namespace_of(owner);
+    let plan_owner = Owner {
+        api_version: s(owner, &["apiVersion"])
+            .unwrap_or("portico.dev/v1alpha1")
+            .to_string(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        uid: s(owner, &["metadata", "uid"])
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let want = if kind == "Exposure" {
+        let exposure = exposures.get(&(namespace, name))?;
+        let typed = serde_json::from_value::<Exposure>((*exposure).clone()).ok()?;
+        let plan = exposure_plan(policy, namespace, &plan_owner, &typed.spec, None).ok()?;
+        plan.service.spec.and_then(|s| s.selector)
+    } else {
+        // Only the Services Portico made for a workload: a workload's own hand-made Services
+        // are not Portico's to compare.
+        if s(svc, &["metadata", "labels", MANAGED_BY]) != Some(MANAGER) {
+            return None;
+        }
+        let annotations: Option<BTreeMap<String, String>> =
+            map(owner, &["metadata", "annotations"]).map(|m| {
                 m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
                     .collect()
             });
-            if want.is_some() && want != have {
-                a.find(
-                    "drift",
-                    svc,
-                    Some(route),
-                    format!(
-                        "selects {}, but Exposure {name} asks for {}",
-                        show(have.as_ref()),
-                        show(want.as_ref())
-                    ),
-                );
-            }
-        }
+        let request = JobExposureRequest::from_annotations(
+            &policy.config.annotation_domain,
+            annotations.as_ref(),
+        );
+        let labels: BTreeMap<String, String> = template_meta(owner)
+            .and_then(|m| m.get("labels")?.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let plan = job_plan(policy, namespace, &plan_owner, &request, &labels).ok()??;
+        let svc_name = s(svc, &["metadata", "name"]).unwrap_or_default();
+        plan.services
+            .into_iter()
+            .find(|d| d.metadata.name.as_deref() == Some(svc_name))?
+            .spec
+            .and_then(|s| s.selector)
+    };
+    (want.is_some() && want != have).then(|| {
+        format!(
+            "selects {}, but {kind} {name} asks for {}; Portico restores it when it runs",
+            show(have.as_ref()),
+            show(want.as_ref())
+        )
+    })
+}
+
+/// `message`, followed by who other than Portico last wrote the object, when its
+/// `metadata.managedFields` says.
+fn with_writer(policy: &Policy, v: &Value, message: String) -> String {
+    match claims::foreign_writer(policy, v) {
+        Some(writer) => format!("{message} ({writer})"),
+        None => message,
     }
 }
 
@@ -837,5 +1005,95 @@ mod tests {
             found[1].message
         );
         assert_eq!(found[2].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn re_pointed_services_are_found_with_who_wrote_them() {
+        let mut inv = Inventory::default();
+        // A Service whose selector's owner label and route value name different users.
+        inv.add(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "split", "namespace": "team",
+            "annotations": {"portico.dev/user": "user1"}},
+            "spec": {"selector": {"jarvice-job-ipaddr": "user1-foobar", "portico.dev/owner": "user2"}}}));
+        // The same with nothing to say whose it is: still its own contradiction.
+        inv.add(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "split-anon", "namespace": "team"},
+            "spec": {"selector": {"jarvice-pod0-job-ipaddr": "user2-foobar", "portico.dev/owner": "user1"}}}));
+        // A Job that asks Portico for a Service, the Service Portico made (since re-pointed with
+        // kubectl edit to another tag of the same user), and one that still matches.
+        let job = |name: &str, uid: &str, tag: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "team", "uid": uid,
+                "annotations": {"portico.dev/expose": "ClusterIP", "portico.dev/ipaddr": tag}},
+                "spec": {"template": {"metadata": {"labels": {"jarvice-job-ipaddr": format!("user1-{tag}"), "portico.dev/owner": "user1"},
+                    "annotations": {"portico.dev/user": "user1", "portico.dev/ipaddr": tag}}}}})
+        };
+        let managed = |name: &str, job: &str, uid: &str, route: &str, fields: Value| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "team",
+                "labels": {"app.kubernetes.io/managed-by": "portico", "portico.dev/owner": "user1", "portico.dev/workload": job},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": uid, "controller": true}],
+                "managedFields": fields},
+                "spec": {"selector": {"jarvice-job-ipaddr": route, "portico.dev/owner": "user1"}, "ports": [{"name": "http", "port": 80}]}})
+        };
+        inv.add(job("sim", "u-sim", "sim"));
+        inv.add(job("calm", "u-calm", "calm"));
+        inv.add(managed(
+            "sim-expose",
+            "sim",
+            "u-sim",
+            "user1-other",
+            json!([{"manager": "portico", "operation": "Apply", "time": "2024-01-01T00:00:00Z",
+                "fieldsV1": {"f:spec": {"f:selector": {}}}},
+                {"manager": "kubectl-edit", "operation": "Update", "time": "2024-02-01T00:00:00Z",
+                "fieldsV1": {"f:spec": {"f:selector": {"f:jarvice-job-ipaddr": {}}}}}]),
+        ));
+        inv.add(managed(
+            "calm-expose",
+            "calm",
+            "u-calm",
+            "user1-calm",
+            json!([{"manager": "portico", "operation": "Apply"}]),
+        ));
+        // A Portico-managed Service re-pointed at user2's route: its owner label is user1's. (Not
+        // drift: the Job's plan has no Service of that name to compare with.)
+        inv.add(managed(
+            "stolen",
+            "calm",
+            "u-calm",
+            "user2-calm",
+            json!([{"manager": "kubectl-patch", "operation": "Update", "time": "2024-03-01T00:00:00Z"}]),
+        ));
+        let found = audit(&Policy::default(), &inv);
+        let got: Vec<_> = found
+            .iter()
+            .map(|f| (f.rule, f.object.name.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("drift", "sim-expose"),
+                ("foreign-selector", "split"),
+                ("foreign-selector", "split-anon"),
+                ("foreign-selector", "stolen"),
+            ]
+        );
+        let text = |name: &str, rule: &str| {
+            found
+                .iter()
+                .find(|f| f.object.name == name && f.rule == rule)
+                .map(|f| f.message.clone())
+                .unwrap_or_default()
+        };
+        let m = text("sim-expose", "drift");
+        assert!(
+            m.contains("Job sim asks for jarvice-job-ipaddr=user1-sim"),
+            "{m}"
+        );
+        assert!(m.contains("field manager \"kubectl-edit\""), "{m}");
+        let m = text("split", "foreign-selector");
+        assert!(
+            m.contains("selects portico.dev/owner=user2, but belongs to prefix \"user1\""),
+            "{m}"
+        );
+        assert!(m.contains("disagrees with itself"), "{m}");
+        assert!(text("split-anon", "foreign-selector").contains("disagrees with itself"));
+        assert!(text("stolen", "foreign-selector").contains("\"kubectl-patch\""));
     }
 }

@@ -103,8 +103,8 @@ impl Report {
         }
         let s = &self.scanned;
         out.push_str(&format!(
-            "{}: {} violation(s), {} warning(s) in {} pod(s), {} service(s), {} ingress(es), {} exposure(s), {} workload(s)\n",
-            self.source, self.violations, self.warnings, s.pods, s.services, s.ingresses, s.exposures, s.workloads
+            "{}: {} violation(s), {} warning(s) in {} pod(s), {} service(s), {} ingress(es), {} exposure(s), {} workload(s), {} endpoint object(s)\n",
+            self.source, self.violations, self.warnings, s.pods, s.services, s.ingresses, s.exposures, s.workloads, s.endpoints
         ));
         if !self.unavailable.is_empty() {
             out.push_str(&format!(

@@ -17,8 +17,10 @@ use crate::core::Policy;
 /// Checks (see docs/auditor.md): pods that ask for a tag but carry no routing label; routing
 /// labels without Portico's identity stamp, or whose prefix is not the stamped user's; Services,
 /// Ingresses and Exposures that select another user's route value; Services nobody can be said to
-/// own; Exposures in conflict; Services that drifted from their Exposure; Services and Ingresses
-/// managed by Portico whose owner is gone.
+/// own; Exposures in conflict; Services that drifted from their owner; Services and Ingresses
+/// managed by Portico whose owner is gone; identity keys in metadata that controllers copy
+/// (a CronJob's jobTemplate, a workload's own); hand-written EndpointSlices and Endpoints into
+/// routed Services or other users' pods; Ingresses on another user's host.
 ///
 /// Exit code: 0 when there is no violation, 1 when there is (or, with --strict, any warning),
 /// 2 when the audit could not run.
@@ -105,6 +107,7 @@ pub fn from_dir(dir: &Path, namespace: Option<&str>) -> anyhow::Result<Inventory
             &mut inventory.ingresses,
             &mut inventory.exposures,
             &mut inventory.workloads,
+            &mut inventory.endpoints,
         ] {
             list.retain(keep);
         }
@@ -161,7 +164,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// What the audit lists: (group, version, kind, plural).
-const LISTED: [(&str, &str, &str, &str); 10] = [
+const LISTED: [(&str, &str, &str, &str); 13] = [
     ("", "v1", "Pod", "pods"),
     ("", "v1", "Service", "services"),
     ("networking.k8s.io", "v1", "Ingress", "ingresses"),
@@ -172,6 +175,9 @@ const LISTED: [(&str, &str, &str, &str); 10] = [
     ("apps", "v1", "Deployment", "deployments"),
     ("apps", "v1", "ReplicaSet", "replicasets"),
     ("apps", "v1", "DaemonSet", "daemonsets"),
+    ("", "v1", "ReplicationController", "replicationcontrollers"),
+    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    ("", "v1", "Endpoints", "endpoints"),
 ];
 
 /// Lists everything the checks need from the cluster the kubeconfig names.
