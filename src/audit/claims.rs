@@ -23,8 +23,10 @@ use crate::api::Exposure;
 use crate::core::claims::SERVICE_NAME_LABEL;
 use crate::core::cluster::{ClusterView, Known, NoView, Routed, RoutedPod};
 use crate::core::desired::{exposure_plan, Owner as PlanOwner, MANAGED_BY, MANAGER};
+use crate::core::host::{host_space, may_claim, HostSpace as Space};
 use crate::core::object::{Kind, Meta, Object};
 use crate::core::ownership::{owner_of, selector_owner};
+use crate::core::prefix::Prefix;
 use crate::core::Policy;
 
 use super::{attributed, controller_of, namespace_of, s, Auditor, Inventory, Owners};
@@ -528,6 +530,10 @@ pub(super) fn ingress_squat(
         let mut seen = BTreeSet::new();
         for host in &ingress.hosts {
             let Some(owner) = hosts.owner_of(host) else {
+                // No Exposure or Portico Ingress holds it: the host-space rule decides.
+                if let Some(problem) = space_claim(a.policy, host, attribution.as_ref()) {
+                    problems.push(problem);
+                }
                 continue;
             };
             if !seen.insert(host.to_ascii_lowercase()) {
@@ -568,6 +574,31 @@ pub(super) fn ingress_squat(
                 ),
             );
         }
+    }
+}
+
+/// A host claimed outside what the audit knows of: refused by the webhook's host-space rule
+/// ([`may_claim`]) for the prefix the Ingress is attributed to, or, when nothing says whose it is,
+/// any host in some prefix's space (or a catch-all) is someone else's.
+fn space_claim(
+    policy: &Policy,
+    host: &str,
+    attribution: Option<&(String, String)>,
+) -> Option<String> {
+    match attribution {
+        Some((prefix, why)) => may_claim(policy, &Prefix::from_encoded(prefix), host)
+            .err()
+            .map(|e| format!("claims host {host:?} ({why}), but {e}")),
+        None => match host_space(policy, host) {
+            Space::Owned(space) => Some(format!(
+                "claims host {host:?} in the host space \"{space}-…\" of another user, and nothing on it says whose it is"
+            )),
+            Space::Wildcard => Some(format!(
+                "claims {}, which answers for every user's host space, and nothing on it says whose it is",
+                if host.is_empty() { "every host (a rule without a host or a default backend)".to_string() } else { format!("host {host:?}") }
+            )),
+            Space::Outside | Space::Unowned => None,
+        },
     }
 }
 
@@ -962,6 +993,56 @@ mod tests {
         assert!(m.contains("Service u2 (prefix \"user2\")"), "{m}");
         assert!(message(&f, "taken").contains("Portico's Ingress team/portico"));
         assert!(message(&f, "mixed").contains("more than one user"));
+    }
+
+    #[test]
+    fn ingresses_in_another_users_host_space_are_squatting_without_any_exposure() {
+        let mut config = crate::config::Config::default();
+        config.provisioner.domain = "apps.test".into();
+        let policy = Policy::new(config);
+        let ingress = |name: &str, labels: Value, host: Option<&str>| {
+            let mut rule = json!({"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "plain", "port": {"number": 80}}}}]}});
+            if let Some(h) = host {
+                rule["host"] = json!(h);
+            }
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": name, "namespace": "team", "labels": labels},
+                "spec": {"rules": [rule]}})
+        };
+        let objects = vec![
+            service("plain", json!({}), Some(json!({"app": "x"}))),
+            // user2's Ingress in user1's space; one nobody's in user1's space; a catch-all.
+            ingress(
+                "theirs",
+                json!({"portico.dev/owner": "user2"}),
+                Some("user1-lab.apps.test"),
+            ),
+            ingress("anon", json!({}), Some("USER1-lab.apps.test")),
+            ingress("catchall", json!({}), None),
+            // Legitimate: user2 in their own space, and hosts in nobody's space.
+            ingress(
+                "own",
+                json!({"portico.dev/owner": "user2"}),
+                Some("user2-lab.apps.test"),
+            ),
+            ingress("www", json!({}), Some("www.apps.test")),
+            ingress("elsewhere", json!({}), Some("shop.example.org")),
+        ];
+        let f = found(&policy, objects);
+        assert_eq!(
+            rules(&f),
+            vec![
+                ("ingress-squat", "anon"),
+                ("ingress-squat", "catchall"),
+                ("ingress-squat", "theirs"),
+            ]
+        );
+        assert!(
+            message(&f, "theirs").contains("user2-"),
+            "{}",
+            message(&f, "theirs")
+        );
     }
 
     #[test]
