@@ -154,15 +154,18 @@ pub fn check(
     if acts_for_everyone(policy, request) {
         return None;
     }
+    // Status is written by whatever runs the object (the kubelet, a load balancer or readiness
+    // gate controller of the cluster's choosing): RBAC decides who that is. What status writes
+    // could do to routing — a pod's labels — is refused to everyone but Portico elsewhere.
+    if request.subresource.as_deref() == Some("status") {
+        return None;
+    }
     let old = request.old_object.as_ref()?;
     let owner = owner_of(policy, &request.kind, &request.namespace, old, view)?;
     if owner.is(requester_prefix) {
         return None;
     }
-    let what = match &request.subresource {
-        Some(sub) => format!("the {sub} of {}", request.kind.name()),
-        None => request.kind.name().to_string(),
-    };
+    let what = request.kind.name();
     Some(format!(
         "{what} {}/{} belongs to {}; {} may not {verb} it. Only its owner, administrators (identity.administrators), Portico and the cluster's own controllers may; ask its owner or an administrator",
         request.namespace,
