@@ -256,3 +256,72 @@ async fn a_replication_controllers_pods_carry_its_stamp() {
     .await;
     assert_eq!(labels(&pod.metadata), (Some("user1-lab"), Some("user1")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingresses_and_aliases_reach_only_their_writers_services_and_hosts() {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let l = Loop::start_viewed(test_config()).await;
+    let view = l.view.clone().expect("view");
+    tokio::time::timeout(std::time::Duration::from_secs(20), view.ready())
+        .await
+        .expect("the view lists within 20 s")
+        .expect("the watches run");
+    let (user1, user2) = (l.client("user1").await, l.client("user2").await);
+    let _: Service = create(
+        &user1,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lab", "namespace": NS},
+        "spec": {"selector": {"jarvice-job-ipaddr": "user1-lab"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let _: Service = create(
+        &user2,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mine", "namespace": NS},
+        "spec": {"selector": {"jarvice-job-ipaddr": "user2-mine"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    // The view learns of user1's Service from its watch.
+    eventually(20, "the view to know Service lab", || async {
+        match portico::core::cluster::ClusterView::service_owner(&view, NS, "lab") {
+            portico::core::cluster::Known::Yes(Some(owner)) => (owner == "user1").then_some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let ingress = |name: &str, host: &str, backend: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": backend, "port": {"number": 80}}}}]}}]}})
+    };
+    let ingresses = Api::<Ingress>::namespaced(user2.clone(), NS);
+    for (name, host, backend, why) in [
+        ("steal", "user2-shop.apps.test", "lab", "Service team/lab"),
+        ("squat", "user1-lab.apps.test", "mine", "host space"),
+        ("catch", "*.apps.test", "mine", "wildcard"),
+    ] {
+        let object: Ingress =
+            serde_json::from_value(ingress(name, host, backend)).expect("ingress");
+        let m = refused(
+            ingresses.create(&PostParams::default(), &object).await,
+            name,
+        );
+        assert!(m.contains(why), "{name}: {m}");
+    }
+    let own: Ingress =
+        serde_json::from_value(ingress("own", "user2-shop.apps.test", "mine")).expect("ingress");
+    ingresses
+        .create(&PostParams::default(), &own)
+        .await
+        .expect("user2's own host and Service");
+    let alias: Service = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "alias", "namespace": NS},
+        "spec": {"type": "ExternalName", "externalName": "lab.team.svc.cluster.local"}}))
+    .expect("service");
+    let m = refused(
+        Api::<Service>::namespaced(user2.clone(), NS)
+            .create(&PostParams::default(), &alias)
+            .await,
+        "alias",
+    );
+    assert!(m.contains("aliases"), "{m}");
+}
