@@ -173,6 +173,7 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
         }
     }
     assert!(covers("pods/status", "UPDATE"));
+    assert!(covers("pods/ephemeralcontainers", "UPDATE"));
 }
 
 #[test]

@@ -588,6 +588,8 @@ fn an_external_name_service_cannot_alias_another_users_service() {
         "lab.team.svc.cluster.local",
         "LAB.team.svc",
         "lab.team.svc.cluster.local.",
+        "lab-0.lab.team.svc.cluster.local",
+        "10-0-0-7.team.pod.cluster.local",
     ] {
         let r = validate(&w, "CREATE", &user("user2"), Some(&alias(target)), None);
         assert!(
@@ -693,4 +695,50 @@ fn a_host_in_another_users_space_cannot_be_claimed_by_any_object() {
     assert!(create(&w, &user("user2"), &ex("user1-lab.apps.test")).is_err());
     assert!(create(&w, &user("user2"), &ex("user2-lab.apps.test")).is_ok());
     assert!(create(&w, &user("user2"), &ex("")).is_ok());
+}
+
+#[test]
+fn fqdn_endpoints_cannot_name_another_users_pods_through_cluster_dns() {
+    let w = webhook_seeing_user1();
+    let fqdn = |address: &str| {
+        Obj(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "f", "namespace": "team"}, "addressType": "FQDN",
+            "endpoints": [{"addresses": [address]}], "ports": [{"port": 80}]}),
+        )
+    };
+    for address in [
+        "lab-0.lab.team.svc.cluster.local",
+        "10-0-0-7.team.pod.cluster.local",
+    ] {
+        let r = validate(&w, "CREATE", &user("user2"), Some(&fqdn(address)), None);
+        assert!(
+            !r.allowed && r.message.contains("resolves to"),
+            "{address}: {}",
+            r.message
+        );
+    }
+    for address in ["mine.team.svc.cluster.local", "shop.example.org"] {
+        assert!(validate(&w, "CREATE", &user("user2"), Some(&fqdn(address)), None).allowed);
+    }
+}
+
+#[test]
+fn another_user_cannot_add_an_ephemeral_container_to_a_stamped_pod() {
+    let w = webhook();
+    let p = stored(&w, "user1", &pod("lab-0").tag("lab"));
+    let mut debugged = p.clone();
+    debugged.0["spec"]["ephemeralContainers"] =
+        json!([{"name": "debugger", "image": "busybox", "targetContainerName": "main"}]);
+    let mut r = review("UPDATE", &user("user2"), Some(&debugged), Some(&p));
+    r["request"]["subResource"] = json!("ephemeralcontainers");
+    let reply = send(&w, Endpoint::Validate, &r);
+    assert!(
+        !reply.allowed && reply.message.contains("belongs to user \"user1\""),
+        "{}",
+        reply.message
+    );
+    let mut r = review("UPDATE", &user("user1"), Some(&debugged), Some(&p));
+    r["request"]["subResource"] = json!("ephemeralcontainers");
+    assert!(send(&w, Endpoint::Validate, &r).allowed);
 }

@@ -62,6 +62,18 @@ pub fn endpoints(
             }
         }
         for address in &endpoint.addresses {
+            // An FQDN endpoint (addressType FQDN) can name a pod or a Service through cluster DNS.
+            if let Some(resolved) = dns_target(address) {
+                if let Some(owner) = dns_owner(view, &resolved)? {
+                    if requester != Some(owner.as_str()) {
+                        return Err((
+                            "foreign-pod",
+                            format!("{what} {namespace}/{} lists {address:?}, which resolves to the pods of the user with prefix \"{owner}\"; you may only send traffic to your own pods", object.name),
+                        ));
+                    }
+                }
+                continue;
+            }
             if let Some(pod) = known(view.pod_by_ip(address))? {
                 if foreign_pod(&pod, requester) {
                     return Err((
@@ -75,13 +87,43 @@ pub fn endpoints(
     Ok(())
 }
 
-/// The Service an in-cluster DNS name names: `<name>.<namespace>.svc[.<cluster domain>][.]`.
-pub fn service_of_dns_name(name: &str) -> Option<(String, String)> {
+/// What an in-cluster DNS name resolves to, as cluster DNS answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsTarget {
+    /// `[<pod hostname>.]<service>.<namespace>.svc[.<cluster domain>]`: a Service, or one pod of
+    /// a headless Service by its hostname — either way that Service's pods.
+    Service { namespace: String, name: String },
+    /// `<a-b-c-d>.<namespace>.pod[.<cluster domain>]`: the pod with that IP.
+    PodIp(String),
+}
+
+/// The in-cluster target of a DNS name, if it names one.
+pub fn dns_target(name: &str) -> Option<DnsTarget> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let mut labels = name.split('.');
-    let (service, namespace, svc) = (labels.next()?, labels.next()?, labels.next()?);
-    (svc == "svc" && !service.is_empty() && !namespace.is_empty())
-        .then(|| (namespace.to_string(), service.to_string()))
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() >= 3 && labels[2] == "pod" && !labels[1].is_empty() {
+        let ip = if labels[0].contains(':') {
+            labels[0].to_string()
+        } else {
+            labels[0].replace('-', ".")
+        };
+        return Some(DnsTarget::PodIp(ip));
+    }
+    // The Service is the label before the namespace before `svc`; labels before it name pods.
+    let svc = labels.iter().skip(2).position(|l| *l == "svc")? + 2;
+    let (service, namespace) = (labels[svc - 2], labels[svc - 1]);
+    (!service.is_empty() && !namespace.is_empty()).then(|| DnsTarget::Service {
+        namespace: namespace.to_string(),
+        name: service.to_string(),
+    })
+}
+
+/// The owner of what a DNS name resolves to, when it is someone's.
+fn dns_owner(view: &dyn ClusterView, target: &DnsTarget) -> Result<Option<String>, Refusal> {
+    Ok(match target {
+        DnsTarget::Service { namespace, name } => known(view.service_owner(namespace, name))?,
+        DnsTarget::PodIp(ip) => known(view.pod_by_ip(ip))?.map(|p| p.owner),
+    })
 }
 
 /// An ExternalName Service may not alias another user's routed Service: an Ingress or a client
@@ -98,14 +140,14 @@ pub fn external_name(
     let Some(target) = object.external_name.as_deref() else {
         return Ok(());
     };
-    let Some((target_ns, target_name)) = service_of_dns_name(target) else {
+    let Some(resolved) = dns_target(target) else {
         return Ok(());
     };
-    if let Some(owner) = known(view.service_owner(&target_ns, &target_name))? {
+    if let Some(owner) = dns_owner(view, &resolved)? {
         if requester != Some(owner.as_str()) {
             return Err((
                 "foreign-service",
-                format!("ExternalName Service {namespace}/{} aliases {target:?}, the Service {target_ns}/{target_name} that routes to the pods of the user with prefix \"{owner}\"; alias only your own Services", object.name),
+                format!("ExternalName Service {namespace}/{} aliases {target:?}, which resolves to the pods of the user with prefix \"{owner}\"; alias only your own Services and pods", object.name),
             ));
         }
     }
@@ -137,17 +179,31 @@ pub fn ingress_backends(
 mod tests {
     use super::*;
 
+    fn service(namespace: &str, name: &str) -> Option<DnsTarget> {
+        Some(DnsTarget::Service {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+
     #[test]
-    fn in_cluster_service_names_are_recognised() {
+    fn in_cluster_dns_names_are_recognised() {
         assert_eq!(
-            service_of_dns_name("web.team.svc.cluster.local."),
-            Some(("team".into(), "web".into()))
+            dns_target("web.team.svc.cluster.local."),
+            service("team", "web")
+        );
+        assert_eq!(dns_target("Web.Team.SVC"), service("team", "web"));
+        // One pod of a headless Service, by its hostname: still that Service's pods.
+        assert_eq!(
+            dns_target("lab-0.lab.team.svc.cluster.local"),
+            service("team", "lab")
         );
         assert_eq!(
-            service_of_dns_name("Web.Team.SVC"),
-            Some(("team".into(), "web".into()))
+            dns_target("10-0-0-7.team.pod.cluster.local"),
+            Some(DnsTarget::PodIp("10.0.0.7".into()))
         );
-        assert_eq!(service_of_dns_name("example.com"), None);
-        assert_eq!(service_of_dns_name("web.team"), None);
+        assert_eq!(dns_target("example.com"), None);
+        assert_eq!(dns_target("web.team"), None);
+        assert_eq!(dns_target("10.0.0.7"), None);
     }
 }
