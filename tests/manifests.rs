@@ -178,7 +178,10 @@ fn webhook_configurations_fail_closed_and_spare_the_system() {
         for op in ["UPDATE", "DELETE"] {
             assert!(covers(r, op), "validating webhook misses {op} {r}");
         }
-        assert!(!covers(r, "CREATE"), "a {r} creation would call Portico twice");
+        assert!(
+            !covers(r, "CREATE"),
+            "a {r} creation would call Portico twice"
+        );
     }
     assert!(covers("pods/status", "UPDATE"));
     assert!(covers("pods/ephemeralcontainers", "UPDATE"));

@@ -590,15 +590,14 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
         | Kind::ReplicationController => {
             let w = Workload::deserialize(d)?;
             let (name, meta) = split(w.metadata);
-            let template = w
-                .spec
-                .and_then(|s| s.template)
-                .and_then(|t| t.metadata)
-                .map(MetaIn::into_meta);
+            let template = w.spec.and_then(|s| s.template);
+            let template_missing = template.is_none();
+            let template = template.and_then(|t| t.metadata).map(MetaIn::into_meta);
             Object {
                 name,
                 meta,
                 template,
+                template_missing,
                 ..Object::default()
             }
         }
@@ -610,14 +609,14 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
                 Some(j) => (j.metadata, j.spec),
                 None => (None, None),
             };
-            let template = job_spec
-                .and_then(|s| s.template)
-                .and_then(|t| t.metadata)
-                .map(MetaIn::into_meta);
+            let template = job_spec.and_then(|s| s.template);
+            let template_missing = template.is_none();
+            let template = template.and_then(|t| t.metadata).map(MetaIn::into_meta);
             Object {
                 name,
                 meta,
                 template,
+                template_missing,
                 job_template: job_meta.map(MetaIn::into_meta),
                 ..Object::default()
             }

@@ -382,6 +382,14 @@ fn stamp(policy: &Policy, request: &Request, object: &Object, place: Place) -> D
     .or_else(|| meta.annotation(&policy.tag_annotation))
     .or_else(|| meta.label(policy.job_label()));
 
+    if let (Place::Template, true, Some(tag)) = (place, object.template_missing, tag) {
+        let path = request.kind.pod_template_path().unwrap_or(&[]).join(".");
+        return Decision::deny(
+            "no-template",
+            format!("this {} asks for ipaddr tag {tag:?} but has no pod template ({path}) for Portico to stamp; add the template", request.kind.name()),
+        )
+        .about(None, Some(tag));
+    }
     let identity = match identity_of(policy, request, object, tag.is_some()) {
         Ok(identity) => identity,
         Err(e) => return Decision::deny(e.code(), e.to_string()).about(None, tag),

@@ -173,6 +173,9 @@ pub struct Object {
     pub meta: Meta,
     /// The pod template's metadata, for workloads. `None` when the template has no `metadata`.
     pub template: Option<Meta>,
+    /// A workload without a pod template at all (the apiserver refuses it, but a JSON Patch must
+    /// not address a path whose parent is missing).
+    pub template_missing: bool,
     /// A Service's `spec.selector`.
     pub selector: Option<Map>,
     /// A Service's `spec.type` (`ClusterIP` when absent) and `spec.externalName`.
