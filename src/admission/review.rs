@@ -640,18 +640,16 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
         Kind::Exposure => {
             let e = Exposure::deserialize(d)?;
             let (name, meta) = split(e.metadata);
-            let exposure = e
-                .spec
-                .map(|s| ExposureView {
-                    tag: s.tag,
-                    user: s.user,
-                    host: s.ingress.and_then(|i| i.host),
-                })
-                .unwrap_or_default();
+            // No `spec` at all stays `None`: a patch that stamps the user must add `spec` whole.
+            let exposure = e.spec.map(|s| ExposureView {
+                tag: s.tag,
+                user: s.user,
+                host: s.ingress.and_then(|i| i.host),
+            });
             Object {
                 name,
                 meta,
-                exposure: Some(exposure),
+                exposure,
                 ..Object::default()
             }
         }
