@@ -36,7 +36,10 @@ fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn name(obj: &Value) -> String {
-    obj["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A refusal by Portico's webhook (not RBAC, not the apiserver's own validation).
@@ -47,7 +50,11 @@ fn assert_portico_denied(r: &kubectl_bin::Ran, what: &str, needle: &str) {
         "{what}: refused, but not by Portico: {}",
         r.err
     );
-    assert!(r.err.contains(needle), "{what}: expected {needle:?} in: {}", r.err);
+    assert!(
+        r.err.contains(needle),
+        "{what}: expected {needle:?} in: {}",
+        r.err
+    );
 }
 
 fn indexed_job(name: &str, tag: &str) -> String {
@@ -79,7 +86,11 @@ spec:
 #[test]
 fn a_job_by_user1_gets_pods_labelled_for_user1_from_the_real_job_controller() {
     let c = cluster();
-    let r = c.kubectl("user1", &["create", "-f", "-"], Some(&indexed_job("lab", "foobar")));
+    let r = c.kubectl(
+        "user1",
+        &["create", "-f", "-"],
+        Some(&indexed_job("lab", "foobar")),
+    );
     assert!(r.ok, "{}", r.err);
     assert!(
         r.err.contains("Warning: portico:") && r.err.contains("user1-foobar"),
@@ -95,10 +106,7 @@ fn a_job_by_user1_gets_pods_labelled_for_user1_from_the_real_job_controller() {
         assert_eq!(label(p, "portico.dev/owner"), Some("user1"), "{p}");
         assert_eq!(annotation(p, "portico.dev/user"), Some("user1"), "{p}");
         // Made by the controller, not by user1: the stamp came through the pod template.
-        assert_eq!(
-            p["metadata"]["ownerReferences"][0]["kind"], "Job",
-            "{p}"
-        );
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Job", "{p}");
     }
     let first: Vec<&Value> = pods
         .iter()
@@ -113,13 +121,25 @@ fn a_job_by_user1_gets_pods_labelled_for_user1_from_the_real_job_controller() {
     let pod = name(&pods[0]);
     let r = c.kubectl(
         "user2",
-        &["label", "pod", &pod, "jarvice-job-ipaddr=user2-x", "--overwrite"],
+        &[
+            "label",
+            "pod",
+            &pod,
+            "jarvice-job-ipaddr=user2-x",
+            "--overwrite",
+        ],
         None,
     );
     assert_portico_denied(&r, "user2's relabel", "cannot be changed afterwards");
     let r = c.kubectl(
         "user1",
-        &["annotate", "pod", &pod, "portico.dev/user=user2", "--overwrite"],
+        &[
+            "annotate",
+            "pod",
+            &pod,
+            "portico.dev/user=user2",
+            "--overwrite",
+        ],
         None,
     );
     assert!(!r.ok, "identity annotation changed: {}", r.out);
@@ -133,7 +153,13 @@ fn kubectl_create_namespace_deployment_and_job_work() {
     c.ok("user1", &["create", "namespace", "made-by-user1"], None);
     c.ok(
         "user1",
-        &["create", "deployment", "web", "--image=busybox", "--replicas=1"],
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=1",
+        ],
         None,
     );
     c.ok("user1", &["create", "job", "once", "--image=busybox"], None);
@@ -188,8 +214,19 @@ spec:
                 .cloned()
         })
     });
-    // No more runs: they would only repeat this one.
-    c.ok("user2", &["delete", "cronjob", "nightly", "--wait=false"], None);
+    // No more runs: they would only repeat this one. (Suspended, not deleted: deleting would
+    // have the garbage collector take this Job and its pods away.)
+    c.ok(
+        "user2",
+        &[
+            "patch",
+            "cronjob",
+            "nightly",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+        None,
+    );
     assert_ne!(annotation(&job, "portico.dev/user"), Some("user1"), "{job}");
     assert_ne!(label(&job, "portico.dev/owner"), Some("user1"), "{job}");
     let job_name = name(&job);
@@ -232,6 +269,25 @@ fn pods_status_cannot_relabel_a_pod_for_an_admin_or_a_node() {
         Some(&pod_yaml("bound", "bound", Some("e2e-node"))),
     );
     let relabel = r#"{"metadata":{"labels":{"jarvice-job-ipaddr":"user2-trap"}}}"#;
+    // What a kubelet does: PUT the whole pod to pods/status. (`kubectl patch --subresource`
+    // first GETs pods/status, which the Node authorizer does not grant.)
+    let put_status = |edit: &dyn Fn(&mut Value)| {
+        let mut pod: Value =
+            serde_json::from_str(&c.ok("admin", &["get", "pod", "bound", "-o", "json"], None))
+                .expect("pod");
+        edit(&mut pod);
+        c.kubectl(
+            "node",
+            &[
+                "replace",
+                "--raw",
+                "/api/v1/namespaces/team/pods/bound/status",
+                "-f",
+                "-",
+            ],
+            Some(&pod.to_string()),
+        )
+    };
     let patch = |who: &str, body: &str| {
         c.kubectl(
             who,
@@ -248,8 +304,12 @@ fn pods_status_cannot_relabel_a_pod_for_an_admin_or_a_node() {
         )
     };
     let r = patch("admin", relabel);
-    assert_portico_denied(&r, "admin's relabel through pods/status", "status subresource");
-    let r = patch("node", relabel);
+    assert_portico_denied(
+        &r,
+        "admin's relabel through pods/status",
+        "status subresource",
+    );
+    let r = put_status(&|p| p["metadata"]["labels"]["jarvice-job-ipaddr"] = "user2-trap".into());
     assert!(!r.ok, "the node relabelled through pods/status: {}", r.out);
     assert!(
         r.err.contains("cannot update labels through pod status"),
@@ -257,8 +317,10 @@ fn pods_status_cannot_relabel_a_pod_for_an_admin_or_a_node() {
         r.err
     );
     // Playing the kubelet: the node reports the pod running.
-    let running = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#;
-    let r = patch("node", running);
+    let r = put_status(&|p| {
+        p["status"]["phase"] = "Running".into();
+        p["status"]["conditions"] = serde_json::json!([{"type": "Ready", "status": "True"}]);
+    });
     assert!(r.ok, "{}", r.err);
     let pod: Value =
         serde_json::from_str(&c.ok("admin", &["get", "pod", "bound", "-o", "json"], None))
@@ -288,7 +350,8 @@ metadata:
   name: own-exposure
 spec:
   tag: owned
-  ports: [{port: 80}]
+  service:
+    ports: [{name: http, port: 80}]
 "#;
     let deployment = r#"
 apiVersion: apps/v1
@@ -310,7 +373,11 @@ spec:
     for doc in [service, exposure, deployment] {
         c.ok("user1", &["create", "-f", "-"], Some(doc));
     }
-    c.ok("user1", &["create", "-f", "-"], Some(&pod_yaml("own-pod", "owned", None)));
+    c.ok(
+        "user1",
+        &["create", "-f", "-"],
+        Some(&pod_yaml("own-pod", "owned", None)),
+    );
 
     let r = c.kubectl(
         "user2",
@@ -333,7 +400,7 @@ spec:
             "own-exposure",
             "--type=merge",
             "-p",
-            r#"{"spec":{"ports":[{"port":8080}]}}"#,
+            r#"{"spec":{"service":{"ports":[{"name":"http","port":8080}]}}}"#,
         ],
         None,
     );
@@ -380,7 +447,13 @@ fn the_shipped_manifests_apply_cleanly() {
     assert_eq!(status("NonStructuralSchema"), None, "{crd}");
     let hooks: Value = serde_json::from_str(&c.ok(
         "admin",
-        &["get", "validatingwebhookconfiguration", "portico", "-o", "json"],
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "portico",
+            "-o",
+            "json",
+        ],
         None,
     ))
     .expect("webhooks");
@@ -402,7 +475,14 @@ fn the_shipped_manifests_apply_cleanly() {
     assert!(copy.success());
     let overlay = tmp.path().join("manifests/overlays/self-managed");
     let certs = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["certs", "--service", "portico", "--namespace", "portico-system", "--out"])
+        .args([
+            "certs",
+            "--service",
+            "portico",
+            "--namespace",
+            "portico-system",
+            "--out",
+        ])
         .arg(overlay.join("certs"))
         .output()
         .expect("portico certs");
@@ -414,6 +494,9 @@ fn the_shipped_manifests_apply_cleanly() {
             "--dry-run=server",
             "-k",
             overlay.to_str().expect("utf-8 path"),
+            // Its objects are in portico-system (kubectl_bin passes `-n team` first).
+            "-n",
+            "portico-system",
         ],
         None,
     );

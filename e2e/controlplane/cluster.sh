@@ -90,6 +90,7 @@ cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-clien
 ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key"
 ossl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 # Portico's serving certificate for 127.0.0.1, from Portico's own generator (its own CA).
+mkdir -p "$pki/portico"
 "$PORTICO" certs --service portico --namespace portico-system --host 127.0.0.1 --host localhost \
   --out "$pki/portico" > "$pki/portico/ca-bundle.b64"
 

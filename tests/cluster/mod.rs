@@ -37,7 +37,11 @@ impl Cluster {
     /// [`Cluster::kubectl`] that must succeed; returns stdout.
     pub fn ok(&self, context: &str, args: &[&str], stdin: Option<&str>) -> String {
         let r = self.kubectl(context, args, stdin);
-        assert!(r.ok, "kubectl --context {context} {args:?} failed: {}", r.err);
+        assert!(
+            r.ok,
+            "kubectl --context {context} {args:?} failed: {}",
+            r.err
+        );
         r.out
     }
 
@@ -75,7 +79,8 @@ fn free_port(pair: bool) -> u16 {
     for _ in 0..50 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
-        if !pair || (port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok())
+        if !pair
+            || (port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok())
         {
             return port;
         }
@@ -186,7 +191,10 @@ pub fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
