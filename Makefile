@@ -48,7 +48,7 @@ lint:
 
 # The e2e tier (tests/e2e_cluster.rs) needs the control plane binaries: built here first, once per
 # machine (Go required; minutes when cold, nothing when cached), so the build shows its progress.
-test: kubectl controlplane lint
+test: kubectl lint controlplane
 	$(CARGO) test --workspace --all-targets
 
 # etcd and Kubernetes' kube-apiserver, kube-controller-manager and kube-scheduler, built from their

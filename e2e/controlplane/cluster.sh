@@ -31,7 +31,7 @@ ETCD_PORT="${CLUSTER_ETCD_PORT:-12379}"
 PEER_PORT="$((ETCD_PORT + 1))"
 WEBHOOK_PORT="${CLUSTER_WEBHOOK_PORT:-8444}"
 OPS_PORT="${CLUSTER_OPS_PORT:-9091}"
-PORTICO="${PORTICO:-$root/target/debug/portico}"
+PORTICO="${PORTICO:-${CARGO_TARGET_DIR:-$root/target}/debug/portico}"
 KUBECTL="${KUBECTL:-$root/.tools/kubectl/bin/kubectl}"
 # The range the apiserver allocates Service cluster IPs from; its first address is `kubernetes`.
 SERVICE_RANGE=10.0.0.0/24
@@ -50,8 +50,18 @@ mkdir -p "$DIR/pki" "$DIR/etcd"
 pki="$DIR/pki"
 
 pids=()
+# Newest first, so the apiserver goes before etcd (it would otherwise retry etcd for minutes on
+# its way out); whatever is still running after 5 s is killed: the cluster is thrown away anyway.
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
+  for _ in $(seq 1 25); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 1 ] || break
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT

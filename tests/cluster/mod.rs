@@ -133,6 +133,7 @@ fn start() -> Result<Cluster, String> {
     }
     eprintln!("e2e: control plane binaries ready in {:?}", t.elapsed());
 
+    remove_stale_state();
     let base = std::env::temp_dir().join(format!("portico-e2e-{}", std::process::id()));
     let dir = base.join("cluster");
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
@@ -182,6 +183,23 @@ fn start() -> Result<Cluster, String> {
         dir,
         kubectl,
     })
+}
+
+/// The state of earlier runs (about 100 MB each, mostly etcd) whose test binary is gone: kept
+/// until the next run so that a failure's logs can be read, then removed.
+fn remove_stale_state() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("portico-e2e-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `secs` naming `what`.
