@@ -171,6 +171,69 @@ fn kubectl_create_namespace_deployment_and_job_work() {
     });
 }
 
+/// The provisioner, as Portico's service account with only the shipped RBAC, makes an Exposure's
+/// Service on the real apiserver (server-side apply) and reports it in the Exposure's status.
+#[test]
+fn the_provisioner_makes_an_exposures_service_as_its_own_service_account() {
+    let c = cluster();
+    c.ok(
+        "user1",
+        &["create", "-f", "-"],
+        Some(&indexed_job("exp-lab", "explab")),
+    );
+    let exposure = r#"
+apiVersion: portico.dev/v1alpha1
+kind: Exposure
+metadata:
+  name: explab
+spec:
+  tag: explab
+  target: pod0
+  service:
+    ports: [{name: http, port: 80, targetPort: 8888}]
+"#;
+    c.ok("user1", &["create", "-f", "-"], Some(exposure));
+    let service = eventually(30, "the Exposure's Service in its status", || {
+        let ex: Value = serde_json::from_str(&c.ok(
+            "user1",
+            &["get", "exposure", "explab", "-o", "json"],
+            None,
+        ))
+        .ok()?;
+        ex["status"]["service"].as_str().map(str::to_string)
+    });
+    let svc: Value = serde_json::from_str(&c.ok(
+        "user1",
+        &[
+            "get",
+            "service",
+            &service,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+        None,
+    ))
+    .expect("service");
+    assert_eq!(
+        svc["spec"]["selector"]["jarvice-pod0-job-ipaddr"], "user1-explab",
+        "{svc}"
+    );
+    assert!(
+        svc["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|f| f["manager"] == "portico")),
+        "not applied by Portico: {svc}"
+    );
+    // user1 made the Exposure, not the Service: that is Portico's, and refused to user2.
+    let r = c.kubectl(
+        "user2",
+        &["delete", "service", &service, "--wait=false"],
+        None,
+    );
+    assert_portico_denied(&r, "user2 deleting user1's exposed Service", "user1");
+}
+
 // --- 2. ownership attacks, end to end ---
 
 /// user2's CronJob carries user1's identity in `spec.jobTemplate.metadata`, which the real
