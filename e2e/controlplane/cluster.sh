@@ -230,10 +230,12 @@ provisioner:
 CONFIG
 
 say "Portico (webhook https://127.0.0.1:$WEBHOOK_PORT, ops http://127.0.0.1:$OPS_PORT)"
-KUBECONFIG="$DIR/portico.kubeconfig" "$PORTICO" serve --config "$DIR/portico/config.yaml" \
+# POD_NAME names it in the provisioner's Lease (`e2e-portico-<pid>`), as the Deployment's would.
+KUBECONFIG="$DIR/portico.kubeconfig" POD_NAME=e2e-portico "$PORTICO" serve --config "$DIR/portico/config.yaml" \
   --tls-cert "$pki/portico/tls.crt" --tls-key "$pki/portico/tls.key" \
   --listen "127.0.0.1:$WEBHOOK_PORT" --ops-listen "127.0.0.1:$OPS_PORT" > "$DIR/portico.log" 2>&1 &
 pids+=($!)
+echo "$!" > "$DIR/portico.pid"
 wait_for portico 30 http_ok "$OPS_PORT" /readyz
 
 # Pods need their namespace's default service account, which the controller-manager creates.
@@ -247,7 +249,9 @@ wait_for kube-controller-manager 60 k -n team get serviceaccount default
   printf -- '- name: portico\n  context: {cluster: portico-e2e, user: portico, namespace: portico-system}\n'
   printf 'current-context: admin\n'
 } > "$DIR/kubeconfig"
-echo "$API_PORT" > "$DIR/ready"
+# Everything a test needs to run Portico itself (stop this one by portico.pid and start its own
+# with portico.kubeconfig, pki/portico/ and portico/config.yaml on WEBHOOK_PORT).
+printf 'API_PORT=%s\nWEBHOOK_PORT=%s\nOPS_PORT=%s\n' "$API_PORT" "$WEBHOOK_PORT" "$OPS_PORT" > "$DIR/ready"
 
 say "ready — try it from another terminal"
 cat <<HELP >&2
@@ -256,13 +260,16 @@ cat <<HELP >&2
   \$KUBECTL --context user1 create job lab --image busybox        # namespace: team
   logs: $DIR/*.log          Ctrl-C stops everything
 HELP
+# The control plane (etcd, apiserver, controller-manager, scheduler) must stay up; Portico may be
+# stopped and replaced by a test (leader election, restarts).
+control_plane=("${pids[@]:0:4}")
 if [ -n "${PARENT_PID:-}" ]; then
   # Started by a test binary: stop with it, even when it ends without a chance to clean up.
   while kill -0 "$PARENT_PID" 2>/dev/null; do
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || die "a component exited; see $DIR/*.log"; done
+    for p in "${control_plane[@]}"; do kill -0 "$p" 2>/dev/null || die "a component exited; see $DIR/*.log"; done
     sleep 1
   done
 else
-  wait -n "${pids[@]}" || true
+  wait -n "${control_plane[@]}" || true
   die "a component exited; see $DIR/*.log"
 fi

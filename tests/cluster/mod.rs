@@ -45,6 +45,103 @@ impl Cluster {
         r.out
     }
 
+    /// A port from the `ready` file: `API_PORT`, `WEBHOOK_PORT` (the one the webhook
+    /// configurations call), `OPS_PORT`.
+    pub fn port(&self, name: &str) -> u16 {
+        let ready = std::fs::read_to_string(self.dir.join("ready")).expect("ready file");
+        ready
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {}/ready", self.dir.display()))
+    }
+
+    /// The pid of the Portico the cluster started.
+    pub fn portico_pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.join("portico.pid"))
+            .expect("portico.pid")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    /// Another `portico serve` as Portico's service account, with the cluster's configuration and
+    /// certificate, named `pod_name` in the Lease, its webhook on `webhook_port` (the cluster's
+    /// `WEBHOOK_PORT` to take the webhook's place). Ready (ops `/readyz`) when returned; killed
+    /// when dropped.
+    pub fn start_portico(&self, pod_name: &str, webhook_port: u16) -> Portico {
+        let ops = free_port(false);
+        let log = std::fs::File::create(self.dir.join(format!("portico-{pod_name}.log")))
+            .expect("log file");
+        let pki = self.dir.join("pki/portico");
+        let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.join("portico/config.yaml"))
+            .arg("--tls-cert")
+            .arg(pki.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(pki.join("tls.key"))
+            .args(["--listen", &format!("127.0.0.1:{webhook_port}")])
+            .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
+            .env("KUBECONFIG", self.dir.join("portico.kubeconfig"))
+            .env("POD_NAME", pod_name)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("portico serve");
+        let p = Portico { child, ops };
+        eventually(30, &format!("portico {pod_name} ready"), || {
+            p.ops_ok("/readyz").then_some(())
+        });
+        p
+    }
+}
+
+/// A `portico serve` a test started.
+pub struct Portico {
+    pub child: std::process::Child,
+    pub ops: u16,
+}
+
+impl Portico {
+    /// GET on its ops port: true on HTTP 200.
+    pub fn ops_ok(&self, path: &str) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.ops)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            return false;
+        }
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).is_ok() && buf.ends_with(b"200")
+    }
+
+    /// SIGTERM, as a Deployment's rollout would, then wait for it to exit.
+    pub fn stop(mut self) {
+        terminate(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Portico {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGTERM to one process we started.
+pub fn terminate(pid: u32) {
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+}
+
+impl Cluster {
     /// The tail of one component's log, for failure messages.
     pub fn log_tail(&self, component: &str) -> String {
         tail(&self.dir.join(format!("{component}.log")), 30)
