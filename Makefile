@@ -5,7 +5,8 @@ TOOLS := $(CURDIR)/.tools
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
-.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest faults
+.PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest faults \
+	cluster controlplane
 
 # `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
 # the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
@@ -45,8 +46,21 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: kubectl lint
+# The e2e tier (tests/e2e_cluster.rs) needs the control plane binaries: built here first, once per
+# machine (Go required; minutes when cold, nothing when cached), so the build shows its progress.
+test: kubectl lint controlplane
 	$(CARGO) test --workspace --all-targets
+
+# etcd and Kubernetes' kube-apiserver, kube-controller-manager and kube-scheduler, built from their
+# Go modules at the versions pinned in e2e/controlplane/, into ~/.cache/portico/controlplane/.
+controlplane:
+	@e2e/controlplane/build.sh >/dev/null
+
+# A real Kubernetes control plane on loopback with Portico (webhook + provisioner) in its admission
+# path, until Ctrl-C; kubeconfig with contexts admin, user1, user2, portal, portico, node in
+# .cluster/kubeconfig. See docs/e2e.md.
+cluster: build kubectl
+	e2e/controlplane/cluster.sh
 
 # Against the cluster in KUBECONFIG when one answers, else the sandbox with a scripted scene.
 run: build certs kubectl
@@ -62,7 +76,7 @@ manifests: build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(TOOLS) .sandbox
+	rm -rf $(TOOLS) .sandbox .cluster
 
 # Benchmarks (release build, loopback only, bounded in time): criterion micro-benchmarks, the
 # webhook against a bare TLS limit server under h2load, the provisioner at 100 to 10,000 pods.
