@@ -6,7 +6,7 @@ export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
 .PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest faults \
-	cluster controlplane
+	cluster controlplane fixtures
 
 # `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
 # the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
@@ -61,6 +61,12 @@ controlplane:
 # .cluster/kubeconfig. See docs/e2e.md.
 cluster: build kubectl
 	e2e/controlplane/cluster.sh
+
+# Re-record the test data from the real control plane (tests/data/admission-reviews/, the label
+# tables in tests/data/labels/, the recorded fuzz seeds): see docs/e2e.md, "Fixtures". Commit them.
+fixtures: kubectl controlplane
+	$(CARGO) build --bin portico --example record_fixtures
+	$(CARGO) run --example record_fixtures
 
 # Against the cluster in KUBECONFIG when one answers, else the sandbox with a scripted scene.
 run: build certs kubectl
