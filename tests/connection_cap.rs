@@ -31,7 +31,7 @@ use tokio_rustls::TlsConnector;
 const DAY: Duration = Duration::from_secs(86_400);
 /// Upper bound for any single wait in these tests.
 const PATIENCE: Duration = Duration::from_secs(30);
-const POD_CREATE: &str = "06-pod-create-kubernetes-admin-complete-review.json";
+const POD_CREATE: &str = "01-pod-create-user1.json";
 /// The small cap the tests fill.
 const CAP: usize = 8;
 const HTTP1: &[u8] = b"http/1.1";
@@ -40,7 +40,7 @@ const BOTH: &[&[u8]] = &[b"h2", HTTP1];
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/admission-reviews")
+        .join("tests/data/admission-reviews")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }

@@ -1,4 +1,5 @@
-//! Every real AdmissionReview in `shared/fixtures/admission-reviews/` gets a well-formed answer
+//! Every AdmissionReview recorded from the real apiserver (`tests/data/admission-reviews/`, made by
+//! `make fixtures`) gets a well-formed answer
 //! carrying its `uid`, under every configuration shape, on both endpoints — with and without a
 //! tag added to the object.
 
@@ -11,8 +12,7 @@ use portico::config::Config;
 use serde_json::{json, Value};
 
 fn fixtures() -> Vec<(String, Value)> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission-reviews");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/admission-reviews");
     let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok())
@@ -130,8 +130,7 @@ fn every_fixture_with_a_tag_added_is_stamped_or_refused_clearly() {
 
 #[test]
 fn review_command_matches_the_webhook_on_every_fixture() {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission-reviews");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/admission-reviews");
     for (name, review) in fixtures() {
         let out = portico::cli::offline::review(None, &[], Some(&dir.join(&name)), false).unwrap();
         let expected = support::webhook()

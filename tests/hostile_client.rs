@@ -36,12 +36,12 @@ use tokio_rustls::TlsConnector;
 const DAY: Duration = Duration::from_secs(86_400);
 /// Upper bound for any single wait in these tests.
 const PATIENCE: Duration = Duration::from_secs(30);
-const POD_CREATE: &str = "06-pod-create-kubernetes-admin-complete-review.json";
+const POD_CREATE: &str = "01-pod-create-user1.json";
 const JSON: Option<&str> = Some("application/json");
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/admission-reviews")
+        .join("tests/data/admission-reviews")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
@@ -647,7 +647,7 @@ async fn object_that_is_not_a_pod_is_answered_inside_the_review() {
     // Objects of another kind under `kind: Pod` (a Service, a ConfigMap, a bare `{}`): judged by
     // their metadata like any pod; a tag on them is stamped for the requester only.
     for object in [
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"jarvice-job-ipaddr": "user1-x"}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"selector": {"jarvice-job-ipaddr": "user2-x"}}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "annotations": {"portico.dev/ipaddr": "web"}}, "data": {"k": "v"}}),
         json!({}),
     ] {
@@ -660,16 +660,16 @@ async fn object_that_is_not_a_pod_is_answered_inside_the_review() {
         let got: Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(got["response"]["uid"], uid, "{object}");
         if let Some(route) = got["response"]["auditAnnotations"]["route"].as_str() {
-            assert_eq!(route, format!("{}-web", prefix_of_admin()), "{object}");
+            assert_eq!(route, format!("{}-web", prefix_of_requester()), "{object}");
         }
     }
     ts.still_serves().await;
 }
 
-/// The prefix of the fixture's requester (`kubernetes-admin`), as the webhook encodes it.
-fn prefix_of_admin() -> String {
+/// The prefix of the fixture's requester (`user1`), as the webhook encodes it.
+fn prefix_of_requester() -> String {
     portico::core::Policy::new(Config::default())
-        .prefix_for("kubernetes-admin")
+        .prefix_for("user1")
         .expect("encodable")
         .as_str()
         .to_owned()
@@ -724,8 +724,8 @@ async fn duplicate_keys() {
         ),
         // The request's own uid (other objects in the review have a `uid` too).
         base.replacen(
-            "\"uid\":\"1299d386",
-            "\"uid\":\"other\",\"uid\":\"1299d386",
+            &format!("\"uid\":{uid}"),
+            &format!("\"uid\":\"other\",\"uid\":{uid}"),
             1,
         ),
         base.replacen(
@@ -760,7 +760,7 @@ async fn duplicate_keys() {
     assert_eq!(got["response"]["allowed"], false, "{got}");
 
     // A label repeated with a forged value first, then last.
-    let admin = prefix_of_admin();
+    let requester = prefix_of_requester();
     for labels in [
         "{\"jarvice-job-ipaddr\":\"user2-web\",\"jarvice-job-ipaddr\":\"web\"}",
         "{\"jarvice-job-ipaddr\":\"web\",\"jarvice-job-ipaddr\":\"user2-web\"}",
@@ -788,8 +788,8 @@ async fn duplicate_keys() {
                 json_patch::patch(&mut stored, &patch).unwrap();
             }
             let labels = &stored["metadata"]["labels"];
-            assert_eq!(labels["jarvice-job-ipaddr"], format!("{admin}-web"), "{labels}");
-            assert_eq!(labels["portico.dev/owner"], admin.as_str(), "{labels}");
+            assert_eq!(labels["jarvice-job-ipaddr"], format!("{requester}-web"), "{labels}");
+            assert_eq!(labels["portico.dev/owner"], requester.as_str(), "{labels}");
         }
     }
     ts.still_serves().await;
@@ -802,8 +802,8 @@ async fn invalid_utf8_and_lone_surrogates_get_400() {
     let mut cases: Vec<Vec<u8>> = Vec::new();
     // Raw invalid UTF-8 inside strings the decoder reads, and inside ones it skips.
     for (needle, bad) in [
-        ("\"kubernetes-admin\"", &b"\"kubernetes\xff-admin\""[..]),
-        ("\"nginx\"", b"\"ngi\xc3\x28nx\""),
+        ("\"user1\"", &b"\"user\xff1\""[..]),
+        ("\"busybox\"", b"\"busy\xc3\x28box\""),
         ("\"CREATE\"", b"\"CRE\xed\xa0\x80ATE\""),
         ("\"Pod\"", b"\"P\xf0\x28\x8c\x28od\""),
     ] {
@@ -817,13 +817,10 @@ async fn invalid_utf8_and_lone_surrogates_get_400() {
     }
     // Escaped lone surrogates in the user name.
     cases.push(
-        base.replacen("\"kubernetes-admin\"", "\"kubernetes\\ud800-admin\"", 1)
+        base.replacen("\"user1\"", "\"user\\ud8001\"", 1)
             .into_bytes(),
     );
-    cases.push(
-        base.replacen("\"kubernetes-admin\"", "\"\\udfff\"", 1)
-            .into_bytes(),
-    );
+    cases.push(base.replacen("\"user1\"", "\"\\udfff\"", 1).into_bytes());
     for body in cases {
         for version in [Version::HTTP_11, Version::HTTP_2] {
             let reply = ts.post(version, "/mutate", &body, JSON).await;
@@ -841,7 +838,7 @@ async fn invalid_utf8_and_lone_surrogates_get_400() {
         }
     }
     // Every case that touches a field the decision reads is a 400.
-    let user = base.replacen("\"kubernetes-admin\"", "\"kubernetes\\ud800-admin\"", 1);
+    let user = base.replacen("\"user1\"", "\"user\\ud8001\"", 1);
     assert!(ts
         .webhook
         .answer(Endpoint::Mutate, user.as_bytes())

@@ -38,12 +38,12 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/admission-reviews")
+        .join("tests/data/admission-reviews")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
-const POD_CREATE: &str = "06-pod-create-kubernetes-admin-complete-review.json";
+const POD_CREATE: &str = "01-pod-create-user1.json";
 
 async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, fut)
@@ -424,8 +424,7 @@ async fn real_review_over_http1_and_http2() {
         }
     }
     // Every fixture goes through unharmed: the body reaching the webhook is the one sent.
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission-reviews");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/admission-reviews");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {

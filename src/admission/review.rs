@@ -894,7 +894,7 @@ mod tests {
     fn fixture_bodies() -> Vec<(String, String)> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut out = Vec::new();
-        for dir in ["../shared/fixtures/admission-reviews", "benches/data"] {
+        for dir in ["tests/data/admission-reviews", "benches/data"] {
             for entry in std::fs::read_dir(root.join(dir)).expect("fixture directory") {
                 let path = entry.expect("entry").path();
                 if path.extension().is_some_and(|x| x == "json") {
