@@ -54,12 +54,14 @@ test: kubectl lint controlplane
 # etcd and Kubernetes' kube-apiserver, kube-controller-manager and kube-scheduler, built from their
 # Go modules at the versions pinned in e2e/controlplane/, into ~/.cache/portico/controlplane/.
 controlplane:
+	@command -v openssl >/dev/null || { echo "installing openssl (the e2e cluster's certificates)"; \
+	  apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
 	@e2e/controlplane/build.sh >/dev/null
 
 # A real Kubernetes control plane on loopback with Portico (webhook + provisioner) in its admission
 # path, until Ctrl-C; kubeconfig with contexts admin, user1, user2, portal, portico, node in
 # .cluster/kubeconfig. See docs/e2e.md.
-cluster: build kubectl
+cluster: build kubectl controlplane
 	e2e/controlplane/cluster.sh
 
 # Re-record the test data from the real control plane (tests/data/admission-reviews/, the label
