@@ -273,12 +273,14 @@ async fn s04_ingress_host_template_and_case_conflict() {
     );
     create_exposure(
         &user1,
-        &exposure("explicit", spec("other", Some("User1-FooBar.apps.test"))),
+        // Named to sort after "lower": creation times have one-second resolution, and a tie goes
+        // to the smaller key, so the older Exposure keeps the host even within the same second.
+        &exposure("squatter", spec("other", Some("User1-FooBar.apps.test"))),
     )
     .await
     .expect("exposure");
     let st = eventually(20, "conflict", || async {
-        status_of(&user1, "explicit")
+        status_of(&user1, "squatter")
             .await
             .filter(|s| condition(s, "Conflict").is_some_and(|c| c.0 == "True"))
     })
