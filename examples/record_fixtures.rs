@@ -13,8 +13,8 @@
 //! client sent it plus the apiserver's defaults, before any webhook changed it. The reviews are
 //! written as received, only indented (the keys keep the apiserver's order).
 //!
-//! Candidate label strings: Kubernetes' validation tables (`SHARED_LABELS`, default
-//! `../shared/fixtures/labels/`, when present) plus the edge cases below.
+//! Candidate label strings: those already in `tests/data/labels/*.tsv` (first taken from
+//! Kubernetes' own validation tests) plus the edge cases below.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -939,27 +939,25 @@ fn first_line(s: &str) -> String {
 // Label keys and values: the apiserver's verdict.
 
 fn labels(root: &Path, cluster: &Cluster, version: &str) -> anyhow::Result<()> {
-    let shared = std::env::var_os("SHARED_LABELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/fixtures/labels"));
-    let from_tables = |prefix: &str| -> Vec<String> {
-        let mut out = Vec::new();
-        for suffix in [".tsv", "_validatelabels.tsv"] {
-            let path = shared.join(format!("{prefix}{suffix}"));
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                out.extend(
-                    text.lines()
-                        .filter_map(|l| l.rsplit_once('\t'))
-                        .map(|(v, _)| v.to_string()),
-                );
-            } else {
+    // The candidates already in the repository's tables are judged again (a re-record keeps
+    // every string once taken from Kubernetes' own validation tests), then the edge cases below.
+    let dir = root.join("tests/data/labels");
+    let from_tables = |name: &str| -> Vec<String> {
+        let path = dir.join(format!("{name}.tsv"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| l.rsplit_once('\t'))
+                .map(|(v, _)| v.to_string())
+                .collect(),
+            Err(_) => {
                 eprintln!(
                     "fixtures: {} not found; only the built-in candidates",
                     path.display()
                 );
+                Vec::new()
             }
         }
-        out
     };
     let a = |n: usize| "a".repeat(n);
     // The longest DNS subdomain (253): labels of 63, 63, 63, 59 and 1 with their four dots.
@@ -1058,7 +1056,6 @@ fn labels(root: &Path, cluster: &Cluster, version: &str) -> anyhow::Result<()> {
             .filter(|s| !s.contains(['\t', '\n', '\r']) && seen.insert(s.clone()))
             .collect()
     };
-    let dir = root.join("tests/data/labels");
     std::fs::create_dir_all(&dir)?;
     let verdict = |labels: Value| -> anyhow::Result<bool> {
         let cm = json!({
@@ -1110,9 +1107,9 @@ fn labels(root: &Path, cluster: &Cluster, version: &str) -> anyhow::Result<()> {
              (`examples/record_fixtures.rs`) creates, as an administrator and as a server-side dry run,\n\
              a ConfigMap carrying the candidate as a label key (value `v`) or as the value of key `k`;\n\
              `valid` means the apiserver accepted it, `invalid` that it refused it naming\n\
-             `metadata.labels`. The candidates are the strings of Kubernetes' own validation tables\n\
-             (`apimachinery`'s tests, as kept next to the repository in `../shared/fixtures/labels/`)\n\
-             plus the edge cases listed in the recorder; the verdicts are the apiserver's, none copied.\n\
+             `metadata.labels`. The candidates are the strings already in these tables (first taken\n\
+             from the validation tests of Kubernetes' `apimachinery`) plus the edge cases listed in\n\
+             the recorder; the verdicts are the apiserver's, none copied.\n\
              `src/core/label.rs`'s tests compare Portico's verdict with this one on every row.\n"
         ),
     )?;
