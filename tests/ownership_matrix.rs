@@ -742,3 +742,19 @@ fn another_user_cannot_add_an_ephemeral_container_to_a_stamped_pod() {
     r["request"]["subResource"] = json!("ephemeralcontainers");
     assert!(send(&w, Endpoint::Validate, &r).allowed);
 }
+
+#[test]
+fn a_target_ref_without_a_namespace_is_read_in_the_requests_namespace() {
+    let w = webhook_seeing_user1();
+    let s = Obj(
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "s"}, "addressType": "IPv4",
+        "endpoints": [{"addresses": ["192.0.2.1"], "targetRef": {"kind": "Pod", "name": "lab-0"}}]}),
+    );
+    let r = validate(&w, "CREATE", &user("user2"), Some(&s), None);
+    assert!(
+        !r.allowed && r.message.contains("pod team/lab-0"),
+        "{}",
+        r.message
+    );
+}

@@ -333,8 +333,6 @@ struct MetaIn {
     #[serde(default)]
     annotations: Option<Map>,
     #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
     owner_references: Option<Vec<OwnerIn>>,
 }
 
@@ -495,17 +493,13 @@ struct EndpointsIn {
     subsets: Option<Vec<SubsetIn>>,
 }
 
-fn endpoint_view(e: EndpointIn, namespace: &str) -> EndpointView {
+fn endpoint_view(e: EndpointIn) -> EndpointView {
     let mut addresses = e.addresses.unwrap_or_default();
     addresses.extend(e.ip);
-    let pod = e.target_ref.and_then(|r| {
-        (r.kind.as_deref() == Some("Pod")).then(|| {
-            (
-                r.namespace.unwrap_or_else(|| namespace.to_string()),
-                r.name.unwrap_or_default(),
-            )
-        })
-    });
+    let pod = e
+        .target_ref
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .map(|r| (r.namespace, r.name.unwrap_or_default()));
     EndpointView { addresses, pod }
 }
 
@@ -692,14 +686,12 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
         }
         Kind::EndpointSlice => {
             let e = SliceIn::deserialize(d)?;
-            let ns = e.metadata.as_ref().and_then(|m| m.namespace.clone());
-            let ns = ns.unwrap_or_default();
             let (name, meta) = split(e.metadata);
             let endpoints = e
                 .endpoints
                 .unwrap_or_default()
                 .into_iter()
-                .map(|e| endpoint_view(e, &ns))
+                .map(endpoint_view)
                 .collect();
             Object {
                 name,
@@ -710,8 +702,6 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
         }
         Kind::Endpoints => {
             let e = EndpointsIn::deserialize(d)?;
-            let ns = e.metadata.as_ref().and_then(|m| m.namespace.clone());
-            let ns = ns.unwrap_or_default();
             let (name, meta) = split(e.metadata);
             let endpoints = e
                 .subsets
@@ -722,7 +712,7 @@ fn decode_object_from<'de, D: Deserializer<'de>>(kind: &Kind, d: D) -> Result<Ob
                     all.extend(s.not_ready_addresses.unwrap_or_default());
                     all
                 })
-                .map(|e| endpoint_view(e, &ns))
+                .map(endpoint_view)
                 .collect();
             Object {
                 name,

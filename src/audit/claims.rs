@@ -220,10 +220,11 @@ fn hand_written(kind: &Kind, object: &Object, service: Option<&Value>) -> bool {
 /// A routed pod an endpoint points at, with how it points.
 fn targets(
     view: &Routed,
+    namespace: &str,
     endpoint: &crate::core::object::EndpointView,
 ) -> Vec<(String, RoutedPod)> {
     let mut out = Vec::new();
-    if let Some((ns, name)) = &endpoint.pod {
+    if let Some((ns, name)) = endpoint.target_pod(namespace) {
         if let Known::Yes(Some(pod)) = view.pod(ns, name) {
             out.push((format!("targetRef pod {ns}/{name}"), pod));
         }
@@ -322,7 +323,7 @@ pub(super) fn endpoints(
         let mut foreign = BTreeSet::new();
         let mut unknown = BTreeSet::new();
         for endpoint in object.endpoints.iter().flatten() {
-            for (how, pod) in targets(view, endpoint) {
+            for (how, pod) in targets(view, namespace, endpoint) {
                 match &claimant {
                     Some((prefix, _)) if *prefix == pod.owner => {}
                     Some(_) => {

@@ -51,7 +51,7 @@ pub fn endpoints(
         }
     }
     for endpoint in object.endpoints.iter().flatten() {
-        if let Some((pod_ns, pod_name)) = &endpoint.pod {
+        if let Some((pod_ns, pod_name)) = endpoint.target_pod(namespace) {
             if let Some(pod) = known(view.pod(pod_ns, pod_name))? {
                 if foreign_pod(&pod, requester) {
                     return Err((

@@ -162,8 +162,18 @@ pub struct IngressView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointView {
     pub addresses: Vec<String>,
-    /// `targetRef` when it names a Pod: (namespace, name); the namespace defaults to the object's.
-    pub pod: Option<(String, String)>,
+    /// `targetRef` when it names a Pod: its namespace as written (`None`: the object's own) and
+    /// name.
+    pub pod: Option<(Option<String>, String)>,
+}
+
+impl EndpointView {
+    /// The pod `targetRef` names, its namespace defaulting to `namespace` (the object's, which
+    /// is the request's: the apiserver decides it, not the body).
+    pub fn target_pod<'a>(&'a self, namespace: &'a str) -> Option<(&'a str, &'a str)> {
+        let (ns, name) = self.pod.as_ref()?;
+        Some((ns.as_deref().unwrap_or(namespace), name))
+    }
 }
 
 /// An object under review.
