@@ -22,9 +22,10 @@ use crate::admission::review::decode_object;
 use crate::api::Exposure;
 use crate::core::claims::SERVICE_NAME_LABEL;
 use crate::core::cluster::{ClusterView, Known, NoView, Routed, RoutedPod};
+use crate::core::decision::{copied_identity_keys, Place};
 use crate::core::desired::{exposure_plan, Owner as PlanOwner, MANAGED_BY, MANAGER};
 use crate::core::host::{host_space, may_claim, HostSpace as Space};
-use crate::core::object::{Kind, Meta, Object};
+use crate::core::object::{Kind, Object};
 use crate::core::ownership::{owner_of, selector_owner};
 use crate::core::prefix::Prefix;
 use crate::core::Policy;
@@ -141,36 +142,33 @@ pub(super) fn copied_identity(a: &mut Auditor<'_>, inv: &Inventory) {
             .as_ref()
             .and_then(|t| t.annotation(&policy.user_annotation));
         let stamped_prefix = stamp.as_ref().map(|o| o.prefix.as_str());
-        let mut places: Vec<(String, &Meta)> = vec![(own_place(w, &kind), &object.meta)];
-        if let Some(job_template) = &object.job_template {
-            places.push((
-                "spec.jobTemplate.metadata (the cronjob controller copies it onto every Job)"
-                    .to_string(),
-                job_template,
-            ));
+        // The webhook's own rule; a user annotation is judged only against a template that names
+        // one (the webhook lets the requester's own name stand, and the audit cannot know who
+        // that was).
+        let mut by_place: BTreeMap<Place, Vec<String>> = BTreeMap::new();
+        for key in copied_identity_keys(policy, &kind, &object, stamped_user, stamped_prefix) {
+            if !key.label && stamped_user.is_none() {
+                continue;
+            }
+            let what = if key.label { "label" } else { "annotation" };
+            by_place
+                .entry(key.place)
+                .or_default()
+                .push(format!("{what} {}={:?}", key.key, key.value));
         }
-        let mut problems = Vec::new();
-        for (place, meta) in places {
-            let mut here = Vec::new();
-            if let (Some(have), Some(want)) =
-                (meta.annotation(&policy.user_annotation), stamped_user)
-            {
-                if have != want {
-                    here.push(format!("annotation {}={have:?}", policy.user_annotation));
-                }
-            }
-            if let Some(have) = meta.label(&policy.owner_label) {
-                if stamped_prefix != Some(have) {
-                    here.push(format!("label {}={have:?}", policy.owner_label));
-                }
-            }
-            if let Some(have) = meta.label(policy.pod0_label()) {
-                here.push(format!("label {}={have:?}", policy.pod0_label()));
-            }
-            if !here.is_empty() {
-                problems.push(format!("{} in {place}", here.join(", ")));
-            }
-        }
+        let problems: Vec<String> = by_place
+            .into_iter()
+            .map(|(place, here)| {
+                let place = match place {
+                    Place::JobTemplate => {
+                        "spec.jobTemplate.metadata (the cronjob controller copies it onto every Job)"
+                            .to_string()
+                    }
+                    _ => own_place(w, &kind),
+                };
+                format!("{} in {place}", here.join(", "))
+            })
+            .collect();
         if problems.is_empty() {
             continue;
         }

@@ -206,6 +206,58 @@ fn clear_copied(
     prefix: Option<&str>,
 ) -> Result<Cleared, (&'static str, String)> {
     let (mut edits, mut warnings) = (Vec::new(), Vec::new());
+    for found in copied_identity_keys(policy, kind, object, user, prefix) {
+        let CopiedKey {
+            place,
+            label,
+            key,
+            value,
+        } = found;
+        let what = if label { "label" } else { "annotation" };
+        let why = format!(
+            "{what} {key}={value:?} in {} is not yours to set: identity comes only from the stamp Portico writes on the pod template",
+            describe_place(kind, place)
+        );
+        if policy.config.strict {
+            let code = if label {
+                "forged-label"
+            } else {
+                "forged-identity"
+            };
+            return Err((code, format!("{why}; remove it")));
+        }
+        warnings.push(format!("portico: removed {why}"));
+        let key = key.to_string();
+        edits.push(if label {
+            Edit::RemoveLabel { place, key }
+        } else {
+            Edit::RemoveAnnotation { place, key }
+        });
+    }
+    Ok((edits, warnings))
+}
+
+/// One of Portico's identity keys in metadata a controller copies that is not the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiedKey<'a> {
+    pub place: Place,
+    pub label: bool,
+    pub key: &'a str,
+    pub value: &'a str,
+}
+
+/// The identity keys in a workload's copied metadata (its own, a CronJob's
+/// `jobTemplate.metadata`) that differ from the stamp: a user annotation other than `user`, an
+/// owner label other than `prefix`, any pod0 label. The one rule the webhook clears by and
+/// `portico audit` reports by.
+pub fn copied_identity_keys<'a>(
+    policy: &'a Policy,
+    kind: &Kind,
+    object: &'a Object,
+    user: Option<&str>,
+    prefix: Option<&str>,
+) -> Vec<CopiedKey<'a>> {
+    let mut out = Vec::new();
     for &place in copied_places(kind) {
         let Some(meta) = place_meta(object, place) else {
             continue;
@@ -231,38 +283,18 @@ fn clear_copied(
             ),
         ];
         for (label, key, current, allowed) in found {
-            let Some(current) = current else { continue };
-            if Some(current) == allowed {
-                continue;
-            }
-            let what = if label { "label" } else { "annotation" };
-            let why = format!(
-                "{what} {key}={current:?} in {} is not yours to set: identity comes only from the stamp Portico writes on the pod template",
-                describe_place(kind, place)
-            );
-            if policy.config.strict {
-                let code = if label {
-                    "forged-label"
-                } else {
-                    "forged-identity"
-                };
-                return Err((code, format!("{why}; remove it")));
-            }
-            warnings.push(format!("portico: removed {why}"));
-            edits.push(if label {
-                Edit::RemoveLabel {
+            match current {
+                Some(value) if Some(value) != allowed => out.push(CopiedKey {
                     place,
-                    key: key.to_string(),
-                }
-            } else {
-                Edit::RemoveAnnotation {
-                    place,
-                    key: key.to_string(),
-                }
-            });
+                    label,
+                    key,
+                    value,
+                }),
+                _ => {}
+            }
         }
     }
-    Ok((edits, warnings))
+    out
 }
 
 /// A pod's index in its Indexed Job or StatefulSet, from the annotation or labels their
