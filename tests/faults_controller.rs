@@ -273,9 +273,12 @@ fn check_state(l: &Loop) -> Result<(), String> {
     Ok(())
 }
 
-/// Polls [`check_state`] until it holds (or panics after `secs` with the last difference);
-/// returns how long it took.
+/// Polls [`check_state`] until it holds (or panics after `secs`, doubled as a margin for a shared
+/// machine, with the last difference); returns how long it took. The bound only stops a test
+/// that never converges: how fast it converges is a figure (printed, and in docs/reliability.md),
+/// not an assertion.
 async fn converge(l: &Loop, secs: u64, what: &str) -> Duration {
+    let secs = secs * 2;
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < Duration::from_secs(secs) {
