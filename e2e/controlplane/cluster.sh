@@ -240,6 +240,12 @@ wait_for portico 30 http_ok "$OPS_PORT" /readyz
 
 # Pods need their namespace's default service account, which the controller-manager creates.
 wait_for kube-controller-manager 60 k -n team get serviceaccount default
+# The authorizer learns the tenants' RoleBindings from its own watch, a moment after they are
+# applied: the cluster is ready for the tests once it grants what users.yaml says.
+for who in user1 user2 portal; do
+  wait_for kube-apiserver 30 k auth can-i create jobs.batch -n team --as "$who" --quiet
+  wait_for kube-apiserver 30 k auth can-i create exposures.portico.dev -n team --as "$who" --quiet
+done
 
 # The kubeconfig users get: the four certificate contexts and Portico's token.
 {
