@@ -5,7 +5,8 @@
 #   etcd, kube-apiserver (RBAC + Node authorization, the default admission plugins plus
 #   NodeRestriction, client-certificate users, a service-account issuer and signing key),
 #   kube-controller-manager (--use-service-account-credentials: pods are created by
-#   system:serviceaccount:kube-system:job-controller and friends), kube-scheduler, and Portico
+#   system:serviceaccount:kube-system:job-controller and friends), kube-scheduler, kwok playing
+#   the kubelet of one node (e2e-node: pods become Running with IPs, deleted pods go), and Portico
 #   (`portico serve`: webhook + provisioner) as the service account portico-system:portico with
 #   the token of a TokenRequest, bound only by the shipped ClusterRole and Role.
 #
@@ -35,6 +36,8 @@ PORTICO="${PORTICO:-${CARGO_TARGET_DIR:-$root/target}/debug/portico}"
 KUBECTL="${KUBECTL:-$root/.tools/kubectl/bin/kubectl}"
 # The range the apiserver allocates Service cluster IPs from; its first address is `kubernetes`.
 SERVICE_RANGE=10.0.0.0/24
+# The addresses kwok gives pods: room for the 10,000-pod figure.
+POD_RANGE=10.64.0.0/16
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'cluster: %s\n' "$*" >&2; exit 1; }
@@ -91,8 +94,12 @@ cert admin "/O=system:masters/CN=admin"
 cert user1 "/CN=user1"
 cert user2 "/CN=user2"
 cert portal "/CN=portal"
-# A kubelet's identity (no kubelet runs): the Node authorizer and NodeRestriction judge it.
+# The kubelet's identity: the Node authorizer and NodeRestriction judge it.
 cert node "/O=system:nodes/CN=system:node:e2e-node"
+# kwok plays that kubelet: the same user, so its pod status writes look like a kubelet's (the
+# webhooks' matchConditions skip system:nodes, NodeRestriction holds it to its node's pods), and
+# system:masters for the cluster-wide watches the Node authorizer does not grant a kubelet.
+cert kwok "/O=system:masters/O=system:nodes/CN=system:node:e2e-node"
 cert controller-manager "/CN=system:kube-controller-manager"
 cert scheduler "/CN=system:kube-scheduler"
 cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
@@ -126,6 +133,7 @@ kubeconfig() {
 kubeconfig "$DIR/admin.kubeconfig" admin user1 user2 portal node
 kubeconfig "$DIR/controller-manager.kubeconfig" controller-manager
 kubeconfig "$DIR/scheduler.kubeconfig" scheduler
+kubeconfig "$DIR/kwok.kubeconfig" kwok
 k() { "$KUBECTL" --kubeconfig "$DIR/admin.kubeconfig" --context admin --request-timeout=10s "$@"; }
 
 # wait_for WHAT SECONDS COMMAND...: polls every 0.2 s; fails naming the log to read.
@@ -182,6 +190,22 @@ say "kube-controller-manager and kube-scheduler"
 pids+=($!)
 "$bin/kube-scheduler" --kubeconfig "$DIR/scheduler.kubeconfig" --leader-elect=false \
   --secure-port 0 --profiling=false > "$DIR/kube-scheduler.log" 2>&1 &
+pids+=($!)
+
+say "kwok: the kubelet of node e2e-node (pods Running with an IP from $POD_RANGE)"
+k apply -f - > /dev/null <<NODE || die "could not register the node e2e-node"
+apiVersion: v1
+kind: Node
+metadata:
+  name: e2e-node
+  labels: {kubernetes.io/hostname: e2e-node, kubernetes.io/os: linux, type: kwok}
+  annotations: {kwok.x-k8s.io/node: fake}
+NODE
+stages="$bin/../kwok-stages"
+"$bin/kwok" --kubeconfig "$DIR/kwok.kubeconfig" --manage-single-node e2e-node \
+  --cidr "$POD_RANGE" --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
+  -c "$stages/node-initialize.yaml" -c "$stages/node-heartbeat-with-lease.yaml" \
+  -c "$stages/pod-ready.yaml" -c "$stages/pod-delete.yaml" > "$DIR/kwok.log" 2>&1 &
 pids+=($!)
 
 say "Portico's manifests (manifests/base, webhooks rewritten to https://127.0.0.1:$WEBHOOK_PORT)"
@@ -266,9 +290,9 @@ cat <<HELP >&2
   \$KUBECTL --context user1 create job lab --image busybox        # namespace: team
   logs: $DIR/*.log          Ctrl-C stops everything
 HELP
-# The control plane (etcd, apiserver, controller-manager, scheduler) must stay up; Portico may be
+# The control plane (etcd, apiserver, controller-manager, scheduler, kwok) must stay up; Portico may be
 # stopped and replaced by a test (leader election, restarts).
-control_plane=("${pids[@]:0:4}")
+control_plane=("${pids[@]:0:5}")
 if [ -n "${PARENT_PID:-}" ]; then
   # Started by a test binary: stop with it, even when it ends without a chance to clean up.
   while kill -0 "$PARENT_PID" 2>/dev/null; do
