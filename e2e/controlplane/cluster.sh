@@ -53,6 +53,19 @@ mkdir -p "$DIR/pki" "$DIR/etcd"
 pki="$DIR/pki"
 
 pids=()
+names=()
+# start NAME: runs `run_NAME` in the background, its pid in $DIR/NAME.pid; logs append to
+# $DIR/NAME.log, so a restarted component keeps its history in one file.
+start() {
+  "run_$1"
+  local pid=$!
+  echo "$pid" > "$DIR/$1.pid"
+  local i
+  for i in "${!names[@]}"; do
+    if [ "${names[i]}" = "$1" ]; then pids[i]=$pid; return; fi
+  done
+  names+=("$1"); pids+=("$pid")
+}
 # Newest first, so the apiserver goes before etcd (it would otherwise retry etcd for minutes on
 # its way out); whatever is still running after 5 s is killed: the cluster is thrown away anyway.
 cleanup() {
@@ -158,39 +171,46 @@ http_ok() {
 say "etcd on 127.0.0.1:$ETCD_PORT"
 # No fsync: the data is thrown away with the cluster, and fsync dominates etcd's latency on
 # shared CI disks.
-"$bin/etcd" --name e2e --data-dir "$DIR/etcd" --unsafe-no-fsync \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "e2e=http://127.0.0.1:$PEER_PORT" \
-  > "$DIR/etcd.log" 2>&1 &
-pids+=($!)
+run_etcd() {
+  "$bin/etcd" --name e2e --data-dir "$DIR/etcd" --unsafe-no-fsync \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+    --initial-cluster "e2e=http://127.0.0.1:$PEER_PORT" >> "$DIR/etcd.log" 2>&1 &
+}
+start etcd
 wait_for etcd 30 http_ok "$ETCD_PORT" /health
 
 say "kube-apiserver on https://127.0.0.1:$API_PORT"
-"$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --secure-port "$API_PORT" \
-  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" \
-  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
-  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
-  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
-  --service-account-issuer https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range "$SERVICE_RANGE" --allow-privileged \
-  --profiling=false > "$DIR/kube-apiserver.log" 2>&1 &
-pids+=($!)
+run_kube-apiserver() {
+  "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --secure-port "$API_PORT" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --service-cluster-ip-range "$SERVICE_RANGE" --allow-privileged \
+    --profiling=false >> "$DIR/kube-apiserver.log" 2>&1 &
+}
+start kube-apiserver
 wait_for kube-apiserver 90 k get --raw /readyz
 
 say "kube-controller-manager and kube-scheduler"
-"$bin/kube-controller-manager" --kubeconfig "$DIR/controller-manager.kubeconfig" \
-  --use-service-account-credentials --service-account-private-key-file "$pki/sa.key" \
-  --root-ca-file "$pki/ca.crt" --cluster-signing-cert-file "$pki/ca.crt" \
-  --cluster-signing-key-file "$pki/ca.key" --service-cluster-ip-range "$SERVICE_RANGE" \
-  --leader-elect=false --secure-port 0 --profiling=false > "$DIR/kube-controller-manager.log" 2>&1 &
-pids+=($!)
-"$bin/kube-scheduler" --kubeconfig "$DIR/scheduler.kubeconfig" --leader-elect=false \
-  --secure-port 0 --profiling=false > "$DIR/kube-scheduler.log" 2>&1 &
-pids+=($!)
+run_kube-controller-manager() {
+  "$bin/kube-controller-manager" --kubeconfig "$DIR/controller-manager.kubeconfig" \
+    --use-service-account-credentials --service-account-private-key-file "$pki/sa.key" \
+    --root-ca-file "$pki/ca.crt" --cluster-signing-cert-file "$pki/ca.crt" \
+    --cluster-signing-key-file "$pki/ca.key" --service-cluster-ip-range "$SERVICE_RANGE" \
+    --leader-elect=false --secure-port 0 --profiling=false >> "$DIR/kube-controller-manager.log" 2>&1 &
+}
+start kube-controller-manager
+run_kube-scheduler() {
+  "$bin/kube-scheduler" --kubeconfig "$DIR/scheduler.kubeconfig" --leader-elect=false \
+    --secure-port 0 --profiling=false >> "$DIR/kube-scheduler.log" 2>&1 &
+}
+start kube-scheduler
 
 say "kwok: the kubelet of node e2e-node (pods Running with an IP from $POD_RANGE)"
 k apply -f - > /dev/null <<NODE || die "could not register the node e2e-node"
@@ -202,11 +222,13 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake}
 NODE
 stages="$bin/../kwok-stages"
-"$bin/kwok" --kubeconfig "$DIR/kwok.kubeconfig" --manage-single-node e2e-node \
-  --cidr "$POD_RANGE" --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
-  -c "$stages/node-initialize.yaml" -c "$stages/node-heartbeat-with-lease.yaml" \
-  -c "$stages/pod-ready.yaml" -c "$stages/pod-delete.yaml" > "$DIR/kwok.log" 2>&1 &
-pids+=($!)
+run_kwok() {
+  "$bin/kwok" --kubeconfig "$DIR/kwok.kubeconfig" --manage-single-node e2e-node \
+    --cidr "$POD_RANGE" --node-ip 127.0.0.1 --node-lease-duration-seconds 40 \
+    -c "$stages/node-initialize.yaml" -c "$stages/node-heartbeat-with-lease.yaml" \
+    -c "$stages/pod-ready.yaml" -c "$stages/pod-delete.yaml" >> "$DIR/kwok.log" 2>&1 &
+}
+start kwok
 
 say "Portico's manifests (manifests/base, webhooks rewritten to https://127.0.0.1:$WEBHOOK_PORT)"
 mkdir -p "$DIR/portico"
@@ -290,16 +312,22 @@ cat <<HELP >&2
   \$KUBECTL --context user1 create job lab --image busybox        # namespace: team
   logs: $DIR/*.log          Ctrl-C stops everything
 HELP
-# The control plane (etcd, apiserver, controller-manager, scheduler, kwok) must stay up; Portico may be
-# stopped and replaced by a test (leader election, restarts).
-control_plane=("${pids[@]:0:5}")
-if [ -n "${PARENT_PID:-}" ]; then
-  # Started by a test binary: stop with it, even when it ends without a chance to clean up.
-  while kill -0 "$PARENT_PID" 2>/dev/null; do
-    for p in "${control_plane[@]}"; do kill -0 "$p" 2>/dev/null || die "a component exited; see $DIR/*.log"; done
-    sleep 1
+# The control plane (etcd, apiserver, controller-manager, scheduler, kwok) must stay up, but a
+# test may restart a component: it creates $DIR/hold-NAME, stops the process (NAME.pid), and
+# removes the hold file when the component is to come back; it is then started again as before.
+# Portico may be stopped and replaced by a test (leader election, restarts).
+control_plane=("${names[@]}")
+parent_alive() { [ -z "${PARENT_PID:-}" ] || kill -0 "$PARENT_PID" 2>/dev/null; }
+while parent_alive; do
+  for i in "${!control_plane[@]}"; do
+    name="${control_plane[i]}"
+    kill -0 "${pids[i]}" 2>/dev/null && continue
+    [ -e "$DIR/hold-$name" ] || die "$name exited; see $DIR/$name.log"
+    wait "${pids[i]}" 2>/dev/null || true
+    while [ -e "$DIR/hold-$name" ] && parent_alive; do sleep 0.1; done
+    parent_alive || break
+    printf 'cluster: restarting %s\n' "$name" >&2
+    start "$name"
   done
-else
-  wait -n "${control_plane[@]}" || true
-  die "a component exited; see $DIR/*.log"
-fi
+  sleep 0.2
+done

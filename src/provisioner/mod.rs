@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod pods;
 pub mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,30 @@ struct Failure {
     fingerprint: String,
 }
 
+/// A write that succeeded: what was written, and the version of the object the store showed
+/// when it was written ("" when it showed none).
+#[derive(Debug, Clone)]
+struct Written {
+    fingerprint: String,
+    seen: String,
+    /// Until when the store may lag behind it; then the write is sent again, which is harmless
+    /// (an apply of the same object), so that an object deleted in the meantime comes back even
+    /// if its deletion and our creation reached the store between two passes.
+    until: Instant,
+}
+
+/// How long a watch may take to show Portico its own write before the write is sent again.
+const WATCH_LAG: Duration = Duration::from_secs(10);
+
+/// Whether a write is to be sent now.
+enum Due {
+    Now,
+    /// A refusal of this very write is backing off; its message.
+    BackingOff(String),
+    /// Sent and accepted, and the store has not caught up with it yet.
+    AlreadyWritten,
+}
+
 /// Everything one pass reads.
 struct Stores {
     exposures: Store<Exposure>,
@@ -91,6 +115,14 @@ pub struct Provisioner {
     leadership: Leadership,
     stores: Stores,
     failures: HashMap<String, Failure>,
+    /// Writes accepted whose result the watch has not shown yet, by key. A watch that re-lists
+    /// after an apiserver or etcd restart can lag seconds behind, and the same write sent again
+    /// on every pass meanwhile changes nothing (it was measured doing so ten times a second).
+    written: HashMap<String, Written>,
+    /// The keys this pass wanted to write; failures and written records of other keys are
+    /// dropped after it (their object is gone or as desired), so nothing waits for a retry that
+    /// no longer has a purpose, and no timer wakes the loop for one.
+    touched: HashSet<String>,
     /// Keys of objects whose name is taken by something Portico does not manage.
     foreign: HashMap<String, Instant>,
     pub stats: Arc<Stats>,
@@ -176,6 +208,12 @@ fn no_strip<K>(_: &mut K) {}
 /// The pods the provisioner and the webhook's view read: those that carry the routing label.
 fn routed_pods(policy: &Policy) -> watcher::Config {
     watcher::Config::default().labels(policy.job_label())
+}
+
+/// The version of an object as the store shows it: "" when it shows none.
+fn version(meta: Option<&ObjectMeta>) -> String {
+    meta.and_then(|m| m.resource_version.clone())
+        .unwrap_or_default()
 }
 
 fn key(ns: &str, name: &str) -> String {
@@ -274,6 +312,8 @@ impl Provisioner {
             leadership,
             stores,
             failures: HashMap::new(),
+            written: HashMap::new(),
+            touched: HashSet::new(),
             foreign: HashMap::new(),
             stats: Arc::default(),
             observe: metrics::Observe::default(),
@@ -314,7 +354,8 @@ impl Provisioner {
             if self.leadership.is_leader() {
                 self.pass().await;
             }
-            let next_retry = self.failures.values().map(|f| f.retry_at).min();
+            let retries = self.failures.values().map(|f| f.retry_at);
+            let next_retry = retries.chain(self.written.values().map(|w| w.until)).min();
             let wait = next_retry
                 .map(|t| t.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_secs(30))
@@ -333,11 +374,33 @@ impl Provisioner {
         }
     }
 
-    fn due(&self, key: &str, fingerprint: &str) -> bool {
-        match self.failures.get(key) {
-            Some(f) => f.fingerprint != fingerprint || Instant::now() >= f.retry_at,
-            None => true,
+    /// Whether a message or problem keyed `key` is to be reported now (see [`Provisioner::due_write`]).
+    fn due(&mut self, key: &str, fingerprint: &str) -> bool {
+        matches!(self.due_write(key, fingerprint, None), Due::Now)
+    }
+
+    /// Whether the write `fingerprint` under `key` is to be sent now, the store showing the
+    /// object at version `seen`.
+    fn due_write(&mut self, key: &str, fingerprint: &str, seen: Option<&str>) -> Due {
+        self.touched.insert(key.to_string());
+        if let (Some(w), Some(seen)) = (self.written.get(key), seen) {
+            if w.fingerprint == fingerprint && w.seen == seen && Instant::now() < w.until {
+                return Due::AlreadyWritten;
+            }
         }
+        match self.failures.get(key) {
+            Some(f) if f.fingerprint == fingerprint && Instant::now() < f.retry_at => {
+                Due::BackingOff(f.message.clone())
+            }
+            _ => Due::Now,
+        }
+    }
+
+    /// After a pass: forget the failures and written records of keys it did not want to write.
+    fn forget_untouched(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        self.failures.retain(|k, _| touched.contains(k));
+        self.written.retain(|k, _| touched.contains(k));
     }
 
     /// Counts and records one write that was sent, successful or not; a refusal is remembered
@@ -346,8 +409,10 @@ impl Provisioner {
         &mut self,
         key: &str,
         fingerprint: String,
+        seen: Option<&str>,
         result: Result<(), kube::Error>,
     ) -> Result<(), String> {
+        self.touched.insert(key.to_string());
         self.stats
             .writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -360,8 +425,22 @@ impl Provisioner {
         );
         let Some((message, conflict)) = refusal else {
             self.failures.remove(key);
+            match seen {
+                Some(seen) => {
+                    let written = Written {
+                        fingerprint,
+                        seen: seen.to_string(),
+                        until: Instant::now() + WATCH_LAG,
+                    };
+                    self.written.insert(key.to_string(), written);
+                }
+                None => {
+                    self.written.remove(key);
+                }
+            }
             return Ok(());
         };
+        self.written.remove(key);
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -384,7 +463,12 @@ impl Provisioner {
         Err(message)
     }
 
-    async fn apply<K>(&mut self, key: String, desired: &K) -> Result<(), String>
+    async fn apply<K>(
+        &mut self,
+        key: String,
+        desired: &K,
+        seen: Option<String>,
+    ) -> Result<(), String>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -394,12 +478,10 @@ impl Provisioner {
         K::DynamicType: Default,
     {
         let fingerprint = serde_json::to_string(desired).unwrap_or_default();
-        if !self.due(&key, &fingerprint) {
-            return Err(self
-                .failures
-                .get(&key)
-                .map(|f| f.message.clone())
-                .unwrap_or_default());
+        match self.due_write(&key, &fingerprint, seen.as_deref()) {
+            Due::Now => {}
+            Due::AlreadyWritten => return Ok(()),
+            Due::BackingOff(message) => return Err(message),
         }
         if !self.leadership.is_leader() {
             return Ok(());
@@ -415,7 +497,7 @@ impl Provisioner {
             .patch(&name, &params, &Patch::Apply(desired))
             .await
             .map(|_| ());
-        self.record(&key, fingerprint, result)
+        self.record(&key, fingerprint, seen.as_deref(), result)
     }
 
     /// Whether a Service or Ingress of this name exists and is not Portico's (checked once before
@@ -492,6 +574,7 @@ impl Provisioner {
             node_ports,
             pending_retries: self.failures.len(),
         };
+        self.forget_untouched();
         self.observe.pass(started.elapsed(), facts);
     }
 
@@ -564,7 +647,10 @@ impl Provisioner {
                         match blocked {
                             Some(msg) => observed.conflict = Some(msg),
                             None => {
-                                if let Err(msg) = self.apply(svc_key.clone(), &plan.service).await {
+                                let seen = Some(version(svc.as_deref().map(|o| &o.metadata)));
+                                if let Err(msg) =
+                                    self.apply(svc_key.clone(), &plan.service, seen).await
+                                {
                                     let conflict =
                                         self.failures.get(&svc_key).is_some_and(|f| f.conflict);
                                     if conflict {
@@ -591,7 +677,8 @@ impl Provisioner {
                                     observed.conflict = observed.conflict.take().or(Some(msg))
                                 }
                                 None => {
-                                    if let Err(msg) = self.apply(ing_key, d).await {
+                                    let seen = Some(version(o.as_deref().map(|o| &o.metadata)));
+                                    if let Err(msg) = self.apply(ing_key, d, seen).await {
                                         observed.error = observed.error.take().or(Some(msg));
                                     }
                                 }
@@ -603,7 +690,7 @@ impl Provisioner {
                                 .delete(&name, &DeleteParams::background())
                                 .await
                                 .map(|_| ());
-                            let _ = self.record(&ing_key, String::new(), result);
+                            let _ = self.record(&ing_key, String::new(), None, result);
                         }
                         _ => {}
                     }
@@ -631,7 +718,8 @@ impl Provisioner {
         let name = ex.name_any();
         let k = format!("Status:{}", key(&ns, &name));
         let fingerprint = serde_json::to_string(&status).unwrap_or_default();
-        if !self.due(&k, &fingerprint) {
+        let seen = ex.metadata.resource_version.clone();
+        if !matches!(self.due_write(&k, &fingerprint, seen.as_deref()), Due::Now) {
             return;
         }
         let problem = desired::new_problem(&current, &status);
@@ -649,7 +737,10 @@ impl Provisioner {
             .patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
             .map(|_| ());
-        if self.record(&k, fingerprint, result).is_ok() {
+        if self
+            .record(&k, fingerprint, seen.as_deref(), result)
+            .is_ok()
+        {
             if let Some((reason, message)) = problem {
                 let reference = reference(&exposure_owner(ex), &ns);
                 self.event(reference, false, &reason, &message).await;
@@ -772,7 +863,8 @@ impl Provisioner {
                             continue;
                         }
                     }
-                    if let Err(msg) = self.apply(format!("Service:{ns}/{name}"), svc).await {
+                    let seen = Some(version(observed.as_deref().map(|o| &o.metadata)));
+                    if let Err(msg) = self.apply(format!("Service:{ns}/{name}"), svc, seen).await {
                         let conflict = self
                             .failures
                             .get(&format!("Service:{ns}/{name}"))
@@ -791,7 +883,8 @@ impl Provisioner {
                     .ingresses
                     .get(&ObjectRef::new(&name).within(&ns));
                 if !observed.as_deref().is_some_and(|o| ingress_matches(ing, o)) {
-                    let _ = self.apply(format!("Ingress:{ns}/{name}"), ing).await;
+                    let seen = Some(version(observed.as_deref().map(|o| &o.metadata)));
+                    let _ = self.apply(format!("Ingress:{ns}/{name}"), ing, seen).await;
                 }
             }
             // Write the assigned node ports back onto the workload, once they are known.
@@ -803,8 +896,11 @@ impl Provisioner {
             let annotation = format!("{domain}/node-ports");
             let current = meta.annotations.as_ref().and_then(|a| a.get(&annotation));
             let assigned = exposed.as_deref().and_then(desired::node_ports_summary);
-            if let Some(value) =
-                assigned.filter(|v| Some(v) != current && self.leadership.is_leader())
+            let nodeports_key = format!("NodePorts:{k}");
+            let seen = meta.resource_version.clone();
+            let wanted = assigned.filter(|v| Some(v) != current && self.leadership.is_leader());
+            if let Some(value) = wanted
+                .filter(|v| matches!(self.due_write(&nodeports_key, v, seen.as_deref()), Due::Now))
             {
                 let patch =
                     json!({"metadata": {"annotations": {annotation.clone(): value.clone()}}});
@@ -820,7 +916,7 @@ impl Provisioner {
                     }
                 };
                 if self
-                    .record(&format!("NodePorts:{k}"), value.clone(), result)
+                    .record(&nodeports_key, value.clone(), seen.as_deref(), result)
                     .is_ok()
                 {
                     self.event(
@@ -863,7 +959,7 @@ impl Provisioner {
                     continue;
                 }
                 let result = self.merge_patch::<Pod>(&ns, &pod, &patch).await;
-                let _ = self.record(&k, fp, result);
+                let _ = self.record(&k, fp, None, result);
             }
         }
     }

@@ -99,6 +99,42 @@ impl Cluster {
     }
 }
 
+fn component_pid(dir: &Path, name: &str) -> u32 {
+    let file = dir.join(format!("{name}.pid"));
+    std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", file.display()))
+}
+
+/// A control-plane component kept down by [`Cluster::kill_component`]; comes back when dropped,
+/// so that a failing test does not leave the cluster without it.
+pub struct Held {
+    cluster_dir: PathBuf,
+    name: String,
+    hold: PathBuf,
+}
+
+impl Held {
+    /// Lets the component start again and waits until cluster.sh has started it (not until it
+    /// serves: see [`Cluster::wait_ready`]).
+    pub fn resume(self) {
+        let old = component_pid(&self.cluster_dir, &self.name);
+        let _ = std::fs::remove_file(&self.hold);
+        eventually(
+            30,
+            &format!("cluster.sh to start {} again", self.name),
+            || (component_pid(&self.cluster_dir, &self.name) != old).then_some(()),
+        );
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.hold);
+    }
+}
+
 /// A `portico serve` a test started.
 pub struct Portico {
     pub child: std::process::Child,
@@ -142,6 +178,47 @@ pub fn terminate(pid: u32) {
 }
 
 impl Cluster {
+    /// Kills a control-plane component (`etcd`, `kube-apiserver`, `kube-controller-manager`,
+    /// `kube-scheduler`, `kwok`) with SIGKILL, as a crash would, and keeps it down while the
+    /// returned [`Held`] lives (cluster.sh holds it while `hold-NAME` exists); dropping it, or
+    /// [`Held::resume`], lets cluster.sh start it again.
+    pub fn kill_component(&self, name: &str) -> Held {
+        let hold = self.dir.join(format!("hold-{name}"));
+        std::fs::write(&hold, "").expect("hold file");
+        let held = Held {
+            cluster_dir: self.dir.clone(),
+            name: name.to_string(),
+            hold,
+        };
+        let pid = self.component_pid(name);
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let gone = || {
+            // A zombie counts as gone: cluster.sh reaps it in its own time.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true)
+        };
+        eventually(30, &format!("{name} to die"), || gone().then_some(()));
+        held
+    }
+
+    fn component_pid(&self, name: &str) -> u32 {
+        component_pid(&self.dir, name)
+    }
+
+    /// Waits until the apiserver answers `/readyz` (etcd included) as admin.
+    pub fn wait_ready(&self, secs: u64) {
+        eventually(secs, "the apiserver's /readyz", || {
+            self.kubectl("admin", &["get", "--raw", "/readyz"], None)
+                .ok
+                .then_some(())
+        });
+    }
+
     /// The tail of one component's log, for failure messages.
     pub fn log_tail(&self, component: &str) -> String {
         tail(&self.dir.join(format!("{component}.log")), 30)
