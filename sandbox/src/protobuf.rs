@@ -113,6 +113,11 @@ fn schema() -> Result<&'static Schema, ProtobufError> {
         .map_err(|e| ProtobufError::Descriptors(e.clone()))
 }
 
+/// The descriptors the sandbox decodes with (tests build messages from them).
+pub fn descriptors() -> Result<&'static DescriptorPool, ProtobufError> {
+    schema().map(|s| &s.pool)
+}
+
 /// The message of `kind` in `apiVersion`: `k8s.io.api.<first label of the group, or core>.<v>`,
 /// the apiextensions package, or (DeleteOptions and the like, registered in every group) meta/v1.
 fn message_for(pool: &DescriptorPool, api_version: &str, kind: &str) -> Option<MessageDescriptor> {
