@@ -1133,11 +1133,14 @@ fn decode_body(call: &Call) -> Result<Value, ApiError> {
         serde_yaml::from_slice(&call.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else if ct.contains("protobuf") {
-        Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the sandbox does not accept protobuf",
-        ))
+        crate::protobuf::decode(&call.body).map_err(|e| {
+            let reason = match e.status() {
+                415 => "UnsupportedMediaType",
+                500 => "InternalError",
+                _ => "BadRequest",
+            };
+            ApiError::new(e.status(), reason, e.to_string())
+        })
     } else {
         serde_json::from_slice(&call.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))

@@ -27,6 +27,7 @@ pub mod error;
 pub mod faults;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod rules;
 pub mod selectors;

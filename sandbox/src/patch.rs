@@ -336,36 +336,47 @@ pub struct Conflict {
     pub manager: String,
     /// Its apiVersion.
     pub api_version: String,
+    /// Its operation: the apiserver names the apiVersion of an `Update` manager only.
+    pub operation: String,
     /// `.spec.replicas`
     pub field: String,
 }
 
-/// Renders conflicts like the apiserver: `Apply failed with 1 conflict: conflict with "m" using v1: .spec.x`.
+/// How the apiserver names a manager in a conflict (its fieldmanager's `printManager`):
+/// `"m" using v1` for an Update manager, `"m"` for an Apply manager.
+fn printed_manager(c: &Conflict) -> String {
+    if c.operation == "Update" {
+        format!("\"{}\" using {}", c.manager, c.api_version)
+    } else {
+        format!("\"{}\"", c.manager)
+    }
+}
+
+/// Renders conflicts like the apiserver: `Apply failed with 1 conflict: conflict with "m": .spec.x`
+/// (`"m" using v1` when `m` wrote with an update rather than an apply).
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     if conflicts.len() == 1 {
         let c = &conflicts[0];
         return format!(
-            "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
-            c.manager, c.api_version, c.field
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            printed_manager(c),
+            c.field
         );
     }
     let mut s = format!("Apply failed with {} conflicts: ", conflicts.len());
-    let mut by: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut by: Vec<(String, Vec<String>)> = Vec::new();
     for c in conflicts {
-        match by.iter_mut().find(|(m, _, _)| *m == c.manager) {
-            Some(e) => e.2.push(c.field.clone()),
-            None => by.push((
-                c.manager.clone(),
-                c.api_version.clone(),
-                vec![c.field.clone()],
-            )),
+        let who = printed_manager(c);
+        match by.iter_mut().find(|(m, _)| *m == who) {
+            Some(e) => e.1.push(c.field.clone()),
+            None => by.push((who, vec![c.field.clone()])),
         }
     }
     let parts: Vec<String> = by
         .iter()
-        .map(|(m, v, fs)| {
+        .map(|(m, fs)| {
             let list: Vec<String> = fs.iter().map(|f| format!("- {f}")).collect();
-            format!("conflicts with \"{m}\" using {v}:\n{}", list.join("\n"))
+            format!("conflicts with {m}:\n{}", list.join("\n"))
         })
         .collect();
     s.push_str(&parts.join("\n"));
@@ -400,6 +411,7 @@ pub fn server_side_apply(
                     conflicts.push(Conflict {
                         manager: m.manager.clone(),
                         api_version: m.api_version.clone(),
+                        operation: m.operation.clone(),
                         field: dotted(owned),
                     });
                     lost.push(owned.clone());
@@ -567,7 +579,7 @@ mod tests {
         let err = server_side_apply(Some(&obj), &other, "mgr2", "v1", "", false).unwrap_err();
         assert_eq!(
             conflict_message(&err),
-            "Apply failed with 1 conflict: conflict with \"mgr1\" using v1: .data.a"
+            "Apply failed with 1 conflict: conflict with \"mgr1\": .data.a"
         );
         let forced = server_side_apply(Some(&obj), &other, "mgr2", "v1", "", true).unwrap();
         assert_eq!(forced["data"]["a"], "2");

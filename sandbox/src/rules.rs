@@ -94,6 +94,7 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
                 }
             }
         }
+        ("", "secrets") => set_default(as_object_mut(obj), "type", json!("Opaque")),
         ("batch", "jobs") => {
             let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
             let par_set = spec.get("parallelism").is_some_and(|v| !v.is_null());
@@ -107,11 +108,20 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
             set_default(spec, "suspend", json!(false));
             set_default(spec, "manualSelector", Value::Null);
             spec.remove("manualSelector");
+            let failure_policy = spec.get("podFailurePolicy").is_some_and(|p| !p.is_null());
+            let replacement = if failure_policy {
+                "Failed"
+            } else {
+                "TerminatingOrFailed"
+            };
+            set_default(spec, "podReplacementPolicy", json!(replacement));
             template_defaults(obj);
         }
         ("batch", "cronjobs") => {
             let spec = as_object_mut(as_object_mut(obj).entry("spec").or_insert(json!({})));
             set_default(spec, "concurrencyPolicy", json!("Allow"));
+            set_default(spec, "successfulJobsHistoryLimit", json!(3));
+            set_default(spec, "failedJobsHistoryLimit", json!(1));
             set_default(spec, "suspend", json!(false));
             if let Some(s) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
                 pod_spec_defaults(s);
@@ -147,11 +157,16 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
             if info.plural == "deployments" {
                 set_default(spec, "revisionHistoryLimit", json!(10));
                 set_default(spec, "progressDeadlineSeconds", json!(600));
-                set_default(
-                    spec,
-                    "strategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-                );
+                // SetDefaults_Deployment: an empty strategy (kubectl create deployment sends
+                // `strategy: {}`) is a RollingUpdate of 25%/25%.
+                let strategy = as_object_mut(spec.entry("strategy").or_insert(json!({})));
+                set_default(strategy, "type", json!("RollingUpdate"));
+                if strategy["type"] == "RollingUpdate" {
+                    let rolling =
+                        as_object_mut(strategy.entry("rollingUpdate").or_insert(json!({})));
+                    set_default(rolling, "maxSurge", json!("25%"));
+                    set_default(rolling, "maxUnavailable", json!("25%"));
+                }
             }
             template_defaults(obj);
         }
@@ -216,6 +231,20 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
                     labels.insert("controller-uid".into(), json!(uid));
                     labels.insert("job-name".into(), json!(name));
                 }
+            }
+            // SetDefaults_Job: a Job without labels of its own takes its template's. There they
+            // are one Go map, so the selector labels generated just above show on both.
+            let template_labels = obj
+                .pointer("/spec/template/metadata/labels")
+                .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                .cloned();
+            let meta = meta_mut(obj);
+            let unlabelled = meta
+                .get("labels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty());
+            if let (true, Some(labels)) = (unlabelled, template_labels) {
+                meta.insert("labels".into(), labels);
             }
             as_object_mut(obj).insert("status".into(), json!({}));
         }

@@ -239,7 +239,7 @@ async fn patches_apply_and_dry_run() {
     assert_eq!(r.code, 409);
     assert_eq!(
         r.body["message"],
-        "Apply failed with 1 conflict: conflict with \"portico\" using v1: .data.k"
+        "Apply failed with 1 conflict: conflict with \"portico\": .data.k"
     );
     let r = patch(
         &sb,
