@@ -6,7 +6,7 @@ export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
 PORTICO := target/debug/portico
 
 .PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest faults \
-	cluster controlplane fixtures
+	cluster controlplane fixtures bench-cluster
 
 # `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
 # the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
@@ -91,6 +91,14 @@ clean:
 # Prints the tables; results in target/bench/. See docs/performance.md.
 bench:
 	scripts/bench.sh
+
+# Portico on the real control plane (release build; the cluster of `make cluster` on free ports):
+# pod-create latency with and without Portico's webhooks (1,000 creates each, BENCH_CREATES), and
+# the provisioner at 1,000 and 10,000 pods (BENCH_CLUSTER_PODS). Table in
+# target/bench/cluster/cluster.md; see docs/performance.md.
+bench-cluster: kubectl controlplane
+	$(CARGO) build --release --features portico/bench -p portico --bin portico -p portico-bench --bin portico-bench-cluster
+	target/release/portico-bench-cluster
 
 # Fuzzing (cargo-fuzz, stable toolchain): each target for FUZZ_SECONDS (default 60). Findings
 # land in fuzz/artifacts/; see fuzz/README.md.

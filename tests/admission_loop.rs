@@ -41,20 +41,18 @@ spec:
       containers: [{name: main, image: busybox}]
 "#;
 
-async fn setup() -> Option<(Loop, Kubectl, tempfile::TempDir)> {
-    let bin = kubectl()?;
+async fn setup() -> (Loop, Kubectl, tempfile::TempDir) {
+    let bin = kubectl();
     let l = Loop::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     l.sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-    Some((l, Kubectl { bin, kubeconfig }, dir))
+    (l, Kubectl { bin, kubeconfig }, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_job_as_user1_gets_labelled_pods_and_user2_cannot_relabel_them() {
-    let Some((_l, k, _dir)) = setup().await else {
-        return;
-    };
+    let (_l, k, _dir) = setup().await;
     let (ok, _, err) =
         tokio::task::block_in_place(|| k.run("user1", &["create", "-f", "-"], Some(JOB)));
     assert!(ok, "{err}");
@@ -119,9 +117,7 @@ async fn kubectl_job_as_user1_gets_labelled_pods_and_user2_cannot_relabel_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_down_with_failure_policy_fail_refuses_the_pod() {
-    let Some((l, k, _dir)) = setup().await else {
-        return;
-    };
+    let (l, k, _dir) = setup().await;
     l.webhook.shutdown().await;
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    portico.dev/ipaddr: foobar\nspec:\n  containers: [{name: main, image: busybox}]\n";
     let (ok, _, err) =
@@ -133,7 +129,7 @@ async fn webhook_down_with_failure_policy_fail_refuses_the_pod() {
 /// `make run`'s scripted scene plays against the sandbox on free ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn make_run_scene_plays() {
-    let Some(bin) = kubectl() else { return };
+    let bin = kubectl();
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -148,7 +148,7 @@ fn a_job_by_user1_gets_pods_labelled_for_user1_from_the_real_job_controller() {
 /// kubectl's typed generators build objects client-side from flags; they pass Portico's webhooks
 /// on the real apiserver, and the controllers behind them still create their pods.
 #[test]
-fn kubectl_create_namespace_deployment_and_job_work() {
+fn kubectl_typed_generators_work() {
     let c = cluster();
     c.ok("user1", &["create", "namespace", "made-by-user1"], None);
     c.ok(
@@ -163,12 +163,110 @@ fn kubectl_create_namespace_deployment_and_job_work() {
         None,
     );
     c.ok("user1", &["create", "job", "once", "--image=busybox"], None);
+    c.ok(
+        "user1",
+        &[
+            "create",
+            "cronjob",
+            "nightly",
+            "--image=busybox",
+            "--schedule=0 3 * * *",
+        ],
+        None,
+    );
+    c.ok(
+        "user1",
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        None,
+    );
     eventually(60, "the deployment's pod (replicaset controller)", || {
         (!pods_where(c, "app", |a| a == "web").is_empty()).then_some(())
     });
     eventually(60, "job once's pod (job controller)", || {
         (!pods_where(c, "job-name", |j| j == "once").is_empty()).then_some(())
     });
+}
+
+/// A Deployment's pods (through the real deployment and replicaset controllers) and a
+/// StatefulSet's pods carry user1's route value; the StatefulSet's ordinal 0 is the first pod.
+#[test]
+fn deployment_and_statefulset_pods_are_labelled_for_their_user() {
+    let c = cluster();
+    let workload = |kind: &str, name: &str, tag: &str, extra: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\n  annotations:\n    \
+             portico.dev/ipaddr: {tag}\nspec:\n  replicas: 2\n{extra}  selector:\n    \
+             matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: \
+             {name}}}\n    spec:\n      containers: [{{name: main, image: busybox}}]\n"
+        )
+    };
+    c.ok(
+        "user1",
+        &["create", "-f", "-"],
+        Some(&workload("Deployment", "dep-web", "depweb", "")),
+    );
+    c.ok(
+        "user1",
+        &["create", "-f", "-"],
+        Some(&workload(
+            "StatefulSet",
+            "sts-db",
+            "stsdb",
+            "  serviceName: sts-db\n  podManagementPolicy: Parallel\n",
+        )),
+    );
+    let deployed = eventually(60, "the deployment's two pods", || {
+        let pods = pods_where(c, "app", |a| a == "dep-web");
+        (pods.len() == 2).then_some(pods)
+    });
+    for p in &deployed {
+        assert_eq!(label(p, "jarvice-job-ipaddr"), Some("user1-depweb"), "{p}");
+        assert_eq!(label(p, "portico.dev/owner"), Some("user1"), "{p}");
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet",
+            "{p}"
+        );
+    }
+    let stateful = eventually(60, "the statefulset's two pods", || {
+        let pods = pods_where(c, "app", |a| a == "sts-db");
+        (pods.len() == 2).then_some(pods)
+    });
+    for p in &stateful {
+        assert_eq!(label(p, "jarvice-job-ipaddr"), Some("user1-stsdb"), "{p}");
+        let first = label(p, "jarvice-pod0-job-ipaddr") == Some("user1-stsdb");
+        assert_eq!(
+            first,
+            name(p) == "sts-db-0",
+            "only ordinal 0 is the first pod: {p}"
+        );
+    }
+}
+
+/// `--as`: an administrator impersonating user1 creates a pod stamped for user1 (identity is the
+/// impersonated user's, as the apiserver hands it to the webhook); user1 cannot impersonate.
+#[test]
+fn impersonation_stamps_the_impersonated_user_and_is_not_for_tenants() {
+    let c = cluster();
+    let r = c.kubectl(
+        "admin",
+        &["--as", "user1", "create", "-f", "-", "-o", "json"],
+        Some(&pod_yaml("as-user1", "asuser", None)),
+    );
+    assert!(r.ok, "{}", r.err);
+    let pod: Value = serde_json::from_str(&r.out).expect("pod");
+    assert_eq!(
+        label(&pod, "jarvice-job-ipaddr"),
+        Some("user1-asuser"),
+        "{pod}"
+    );
+    assert_eq!(annotation(&pod, "portico.dev/user"), Some("user1"), "{pod}");
+    let r = c.kubectl(
+        "user1",
+        &["--as", "user2", "create", "-f", "-"],
+        Some(&pod_yaml("as-user2", "asuser", None)),
+    );
+    assert!(!r.ok, "user1 impersonated user2: {}", r.out);
+    assert!(r.err.contains("cannot impersonate"), "{}", r.err);
 }
 
 /// The provisioner, as Portico's service account with only the shipped RBAC, makes an Exposure's

@@ -143,7 +143,7 @@ async fn session(loop_: &Loop, bin: PathBuf) -> (Session, tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_kubectl_session() {
-    let Some(bin) = kubectl() else { return };
+    let bin = kubectl();
     let mut doc = String::from(
         "# A kubectl session with Portico\n\n\
          Recorded by `tests/kubectl_session.rs` against the sandbox API server with Portico's webhook \

@@ -56,7 +56,7 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 #[test]
 fn self_managed_overlay_generates_the_secret_and_injects_the_ca() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     // A copy of manifests/, with certificates made by `portico certs`'s code in the overlay.
     let tmp = tempfile::tempdir().expect("tempdir");
     copy_dir(&root().join("manifests"), tmp.path());
@@ -112,7 +112,7 @@ fn self_managed_overlay_generates_the_secret_and_injects_the_ca() {
 
 #[test]
 fn cert_manager_overlay_asks_for_a_certificate_and_ca_injection() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     let docs = kustomize(&kubectl, &root().join("manifests/overlays/cert-manager"));
     let serving = find(&docs, "Certificate")
         .into_iter()
@@ -148,7 +148,7 @@ fn cert_manager_overlay_asks_for_a_certificate_and_ca_injection() {
 
 #[test]
 fn the_base_still_builds_from_manifests() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     let docs = kustomize(&kubectl, &root().join("manifests"));
     assert_eq!(find(&docs, "Deployment").len(), 1);
     assert!(
@@ -204,7 +204,7 @@ fn dockerfile_builds_the_binary_in_a_builder_and_runs_it_as_non_root() {
 
 #[test]
 fn make_deploy_refuses_clearly_when_no_cluster_answers() {
-    let Some(kubectl) = kubectl() else { return };
+    let kubectl = kubectl();
     let tmp = tempfile::tempdir().expect("tempdir");
     let kubeconfig = tmp.path().join("kubeconfig");
     // A cluster on a port nothing listens on.

@@ -5,27 +5,20 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The kubectl `make test` installs (`KUBECTL`), or `.tools/`. Missing is a failure under CI and
-/// a skip (with a message) elsewhere.
-pub fn kubectl() -> Option<PathBuf> {
+/// The kubectl `make test` installs (`KUBECTL`), or `.tools/`. Missing fails the test with how
+/// to get it: a test that needs kubectl never passes without it.
+pub fn kubectl() -> PathBuf {
     let path = std::env::var_os("KUBECTL")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl/bin/kubectl")
         });
-    if path.exists() {
-        return Some(path);
-    }
     assert!(
-        std::env::var("CI").is_err(),
-        "kubectl missing at {}: `make test` installs it (make kubectl)",
+        path.exists(),
+        "kubectl missing at {}: `make kubectl` installs it (`make test` does so first)",
         path.display()
     );
-    eprintln!(
-        "kubectl not installed ({}); run `make kubectl` — skipping",
-        path.display()
-    );
-    None
+    path
 }
 
 /// What one kubectl run printed.
