@@ -35,7 +35,8 @@ OPS_PORT="${CLUSTER_OPS_PORT:-9091}"
 PORTICO="${PORTICO:-${CARGO_TARGET_DIR:-$root/target}/debug/portico}"
 KUBECTL="${KUBECTL:-$root/.tools/kubectl/bin/kubectl}"
 # The range the apiserver allocates Service cluster IPs from; its first address is `kubernetes`.
-SERVICE_RANGE=10.0.0.0/24
+# Room for the 1,000 Exposures of the scale benchmark (a /24 runs out at 254 Services).
+SERVICE_RANGE=10.0.0.0/16
 # The addresses kwok gives pods: room for the 10,000-pod figure.
 POD_RANGE=10.64.0.0/16
 

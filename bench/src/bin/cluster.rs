@@ -429,9 +429,14 @@ async fn scale(
             break;
         }
         if Instant::now() > deadline {
+            let sample = list
+                .items
+                .iter()
+                .find_map(|e| e.status.as_ref().map(|s| format!("{:?}", s.conditions)));
             bail!(
-                "{pods} pods: after {} s only {right}/{tags} Exposures are right",
-                args.timeout_seconds
+                "{pods} pods: after {} s only {right}/{tags} Exposures are right; one of them: {}",
+                args.timeout_seconds,
+                sample.unwrap_or_default()
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
