@@ -12,6 +12,7 @@ fn keywords(pairs: &[(String, String)]) -> Keywords {
     Keywords {
         values: pairs.iter().cloned().collect(),
         refused: BTreeMap::new(),
+        kinds: BTreeMap::new(),
     }
 }
 

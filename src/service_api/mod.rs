@@ -15,7 +15,10 @@ pub mod cluster;
 pub mod config;
 pub mod input;
 pub mod logs;
+pub mod namespace;
 pub mod plan;
+pub mod poll;
+pub mod record;
 pub mod rest;
 pub mod status;
 pub mod template;
@@ -160,6 +163,11 @@ pub async fn start(
         max_body_bytes: config.api.max_body_bytes,
     });
     let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(collect_abandoned(
+        app.services.clone(),
+        Duration::from_secs(config.api.abandoned_after_seconds / 4),
+        stop_rx.clone(),
+    ));
     let limit = ConnectionLimit::new("api", opts.max_connections, &opts.connections);
     let task = tokio::spawn(run(
         listener,
@@ -214,6 +222,27 @@ pub async fn start_for_serve(opts: ApiOptions, config: &Config) -> anyhow::Resul
     start(opts, std::sync::Arc::new(config.clone()), client)
         .await
         .context("cannot start the service API")
+}
+
+/// Every `every`, removes the records and objects of starts and stops a replica abandoned
+/// mid-way (it crashed, or was stopped): nothing is left that no call can stop.
+async fn collect_abandoned(
+    services: cluster::Services,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => return,
+            _ = tick.tick() => {
+                if let Err(f) = services.collect_abandoned().await {
+                    tracing::warn!(error = %f.message, "service API: cannot collect abandoned starts");
+                }
+            }
+        }
+    }
 }
 
 /// What every connection of the API is served with.
