@@ -716,22 +716,13 @@ impl Services {
                 created.metadata.resource_version.unwrap_or_default()
             }
         };
-        let limit = Duration::from_secs(self.policy.config.api.start_timeout_seconds);
-        let outcome = tokio::time::timeout(
-            limit,
-            self.create_objects(&key, &mut record, &mut rv, objects),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(Outcome::Failed(Failure::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "the cluster did not create the objects within {} s",
-                    limit.as_secs()
-                ),
-            )))
-        });
+        // The bound is checked between steps, never by dropping a create in flight: a create the
+        // apiserver completes after its caller gave up would leave an object nobody recorded.
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(self.policy.config.api.start_timeout_seconds);
+        let outcome = self
+            .create_objects(&key, &mut record, &mut rv, objects, deadline)
+            .await;
         match outcome {
             Ok(()) => {
                 tracing::info!(client = %record.client, service = %service_id, start = %record.start_id, namespace = %record.namespace, objects = record.objects.len(), "service started");
@@ -754,6 +745,7 @@ impl Services {
         record: &mut Record,
         rv: &mut String,
         objects: Vec<(Value, ApiResource)>,
+        deadline: tokio::time::Instant,
     ) -> Result<(), Outcome> {
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -762,6 +754,17 @@ impl Services {
         let job_label = self.policy.job_label().to_string();
         for (i, (object, ar)) in objects.into_iter().enumerate() {
             let r = ObjectRef::of(&object);
+            if tokio::time::Instant::now() > deadline {
+                return Err(Failure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the cluster did not create the objects within api.startTimeoutSeconds ({} s); {r} was not created",
+                        self.policy.config.api.start_timeout_seconds
+                    ),
+                )
+                .into());
+            }
             let obj = serde_json::from_value::<DynamicObject>(object).map_err(|e| {
                 Failure::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
