@@ -20,7 +20,9 @@ pub mod plan;
 pub mod poll;
 pub mod record;
 pub mod rest;
+pub mod start;
 pub mod status;
+pub mod stop;
 pub mod template;
 
 use std::net::SocketAddr;

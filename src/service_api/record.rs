@@ -123,6 +123,10 @@ pub fn on_start(
     }
     let in_progress = r.state != State::Started && !is_abandoned(r, now, abandoned_after);
     if in_progress {
+        // A retried request of the start in progress is answered with its status.
+        if r.state == State::Starting && r.start_id == start_id {
+            return OnStart::Repeat;
+        }
         return OnStart::Busy;
     }
     if r.start_id == start_id && r.state == State::Started {
@@ -156,6 +160,12 @@ pub fn on_lost_record(now: Option<&Record>, nonce: &str) -> OnLostRecord {
         Some(r) if r.state == State::Starting => OnLostRecord::Retry,
         Some(_) => OnLostRecord::Gone,
     }
+}
+
+/// Whether the record found when a stop ends is still the one it stopped (same start), so the
+/// stop may delete it; a newer start's record is left alone.
+pub fn same_start(stopped: &Record, now: &Record) -> bool {
+    stopped.nonce == now.nonce && stopped.start_id == now.start_id
 }
 
 /// Whether a stop, having waited `waited` seconds, may delete the objects a second time and the
@@ -273,9 +283,24 @@ mod tests {
             on_start(Some(&started), "alice", "s2", 100, 60),
             OnStart::Replace
         );
+        let starting = Record {
+            state: State::Starting,
+            ..record()
+        };
+        assert_eq!(
+            on_start(Some(&starting), "alice", "s1", 150, 60),
+            OnStart::Repeat
+        );
+        let stopping = Record {
+            state: State::Stopping,
+            ..record()
+        };
+        assert_eq!(
+            on_start(Some(&stopping), "alice", "s1", 150, 60),
+            OnStart::Busy
+        );
         for state in [State::Starting, State::Stopping] {
             let busy = Record { state, ..record() };
-            assert_eq!(on_start(Some(&busy), "alice", "s1", 150, 60), OnStart::Busy);
             assert_eq!(on_start(Some(&busy), "alice", "s2", 160, 60), OnStart::Busy);
             // Abandoned by a replica that is gone: replaced.
             assert_eq!(
@@ -307,6 +332,23 @@ mod tests {
             OnLostRecord::StoppedByStop
         );
         assert_eq!(on_lost_record(Some(&record()), "n1"), OnLostRecord::Gone);
+    }
+
+    #[test]
+    fn a_stop_ends_only_the_start_it_stopped() {
+        let mine = record();
+        assert!(same_start(
+            &mine,
+            &Record {
+                state: State::Stopping,
+                ..record()
+            }
+        ));
+        let newer = Record {
+            nonce: "n2".into(),
+            ..record()
+        };
+        assert!(!same_start(&mine, &newer));
     }
 
     #[test]
