@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Client as ApiClient;
 use super::config::StampAs;
+use super::limits::StartLimits;
 use super::plan::Keys;
 use super::record::{self, Entry, Record, Seen, State};
 use super::status::{Address, EventLine, Phase};
@@ -44,6 +45,8 @@ pub struct Failure {
     pub message: String,
     pub file: Option<String>,
     pub keyword: Option<String>,
+    /// Seconds after which the same request may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl Failure {
@@ -54,6 +57,7 @@ impl Failure {
             message: message.into(),
             file: None,
             keyword: None,
+            retry_after: None,
         }
     }
 
@@ -181,6 +185,8 @@ pub struct Services {
     pub(super) policy: Arc<Policy>,
     pub(super) keys: Arc<Keys>,
     kinds: Arc<Mutex<HashMap<(String, String), ApiResource>>>,
+    /// Each client's starts in flight and per minute (on this replica).
+    pub(super) limits: StartLimits,
 }
 
 /// The label value naming one client's service: a hash, so that it is label-safe and the same
@@ -227,6 +233,10 @@ impl Services {
             policy: Arc::new(Policy::new((*config).clone())),
             keys: Arc::new(Keys::new(&config)),
             kinds: Arc::new(Mutex::new(HashMap::new())),
+            limits: StartLimits::new(
+                config.api.max_starts_in_flight,
+                config.api.starts_per_minute,
+            ),
         }
     }
 

@@ -42,6 +42,10 @@ pub struct ApiConfig {
     /// A start or stop whose record has not moved on for this long was abandoned by a replica
     /// that went away; its record and objects are collected.
     pub abandoned_after_seconds: u64,
+    /// Starts one client may have in flight at once (per replica).
+    pub max_starts_in_flight: usize,
+    /// Starts one client may begin per minute (per replica).
+    pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
     /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
@@ -201,6 +205,8 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             start_timeout_seconds: 50,
             abandoned_after_seconds: 300,
+            max_starts_in_flight: 4,
+            starts_per_minute: 30,
             service_type: ServiceType::NodePort,
             kubeconfig: None,
             context: None,
@@ -299,6 +305,18 @@ impl ApiConfig {
                 2 * self.start_timeout_seconds + 10
             ));
         }
+        if !(1..=1000).contains(&self.max_starts_in_flight) {
+            out.push(format!(
+                "api.maxStartsInFlight: {} is outside 1..=1000 (starts one client may have in flight)",
+                self.max_starts_in_flight
+            ));
+        }
+        if !(1..=10_000).contains(&self.starts_per_minute) {
+            out.push(format!(
+                "api.startsPerMinute: {} is outside 1..=10000 (starts one client may begin per minute)",
+                self.starts_per_minute
+            ));
+        }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             out.push(format!(
                 "api.maxBodyBytes: {} is outside 1 KiB..=64 MiB",
@@ -389,6 +407,10 @@ mod tests {
         c.indicators.open = "a".into();
         c.keywords.tag = "id".into();
         c.stage = "prod".into();
+        c.max_starts_in_flight = 0;
+        c.starts_per_minute = 0;
+        c.log_bytes = 10;
+        c.start_timeout_seconds = 200;
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
@@ -415,6 +437,10 @@ mod tests {
             "api.clients[1]: username needs",
             "api.clients[1].namespace",
             "identity.trustedSubmitters",
+            "api.maxStartsInFlight",
+            "api.startsPerMinute",
+            "api.logBytes",
+            "api.abandonedAfterSeconds",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

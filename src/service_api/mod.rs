@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod input;
+pub mod limits;
 pub mod logs;
 pub mod namespace;
 pub mod plan;

@@ -161,7 +161,8 @@ impl Services {
         status::last_lines(&logs, lines)
     }
 
-    /// A log, never more than `bytes` of it whatever the server sends.
+    /// A log, never more than `bytes` of it whatever the server sends; a log cut short says so
+    /// in a last line.
     async fn read_log(
         &self,
         api: &Api<Pod>,
@@ -175,7 +176,7 @@ impl Services {
             .map_err(|e| Failure::cluster("reading a log", &e))?;
         let mut buf = Vec::new();
         stream
-            .take(bytes as u64)
+            .take(bytes as u64 + 1)
             .read_to_end(&mut buf)
             .await
             .map_err(|e| {
@@ -185,6 +186,14 @@ impl Services {
                     format!("reading a log: {e}"),
                 )
             })?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        let cut = buf.len() > bytes;
+        buf.truncate(bytes);
+        let mut text = String::from_utf8_lossy(&buf).into_owned();
+        if cut {
+            text.push_str(&format!(
+                "\n… the log was cut at {bytes} bytes (api.logBytes)"
+            ));
+        }
+        Ok(text)
     }
 }

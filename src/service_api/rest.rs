@@ -72,7 +72,13 @@ fn failure_reply(f: Failure) -> Response<Full<Bytes>> {
     if let Some(keyword) = f.keyword {
         body["keyword"] = json!(keyword);
     }
-    json_reply(f.status, &body)
+    let mut reply = json_reply(f.status, &body);
+    if let Some(secs) = f.retry_after {
+        reply
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    reply
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {

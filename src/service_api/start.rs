@@ -20,11 +20,30 @@ use super::cluster::{
     tag_for, valid_component, valid_service_id, Failure, ServiceStatus, Services, StartRequest,
     FIELD_MANAGER,
 };
+use super::limits::Refused;
 use super::plan::{self, ObjectRef, PlanInput};
 use super::record::{self, Entry, OnLostRecord, OnStart, Record, State};
 use super::status::Phase;
 use super::template::{self, is_inert, KeywordInput};
 use crate::core::label::is_dns_label;
+
+/// The refusal of a start over its client's limits.
+fn over_limit(client: &str, refusal: Refused) -> Failure {
+    let (message, retry_after) = match refusal {
+        Refused::TooMany { max } => (
+            format!("client {client:?} already has {max} starts in flight (api.maxStartsInFlight); retry when one has finished"),
+            1,
+        ),
+        Refused::TooFast { max, retry_after } => (
+            format!("client {client:?} began {max} starts this minute (api.startsPerMinute); retry in {retry_after} s"),
+            retry_after,
+        ),
+    };
+    Failure {
+        retry_after: Some(retry_after),
+        ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "limit", message)
+    }
+}
 
 fn stopped_during_start(service_id: &str) -> Failure {
     Failure::new(
@@ -117,6 +136,11 @@ impl Services {
         let tag =
             tag_for(&self.policy, &user, service_id).map_err(|m| Failure::bad("user_id", m))?;
         let key = service_key(name, service_id);
+        // Held until the start's task ends, however it ends.
+        let permit = self
+            .limits
+            .try_begin(name)
+            .map_err(|refusal| over_limit(name, refusal))?;
 
         // Whether this start goes ahead is settled before any template work (packing input/
         // costs CPU and memory a repeated or refused start must not spend).
@@ -215,6 +239,7 @@ impl Services {
             message: e.to_string(),
             file: Some(e.file().to_string()),
             keyword: e.keyword().map(str::to_string),
+            retry_after: None,
         };
         let parsed = template::render_objects(&text, &file_name, &api.indicators, &keywords)
             .map_err(template_error)?;
@@ -288,15 +313,19 @@ impl Services {
             objects: objects.into_iter().zip(resources).collect(),
             previous: current,
         };
-        tokio::spawn(async move { this.create(work).await })
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("the start failed inside the API: {e}"),
-                )
-            })?
+        tokio::spawn(async move {
+            let outcome = this.create(work).await;
+            drop(permit);
+            outcome
+        })
+        .await
+        .map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the start failed inside the API: {e}"),
+            )
+        })?
     }
 }
 
