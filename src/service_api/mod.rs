@@ -70,6 +70,10 @@ pub struct ApiOptions {
     /// dropped after as long again): without it, a client that finishes the TLS handshake and
     /// never sends the HTTP/2 preface would hold one of the capped slots for ever.
     pub idle_timeout: Duration,
+    /// A TLS handshake must finish within this, and an HTTP/1.1 request head arrive within it:
+    /// a client that trickles bytes holds a slot no longer.
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
     /// Where the API's connection gauge and counter go (`listener="api"`). `portico serve`
     /// points it at the webhook's registry, which the ops port serves.
     pub connections: ConnectionMetrics,
@@ -88,6 +92,8 @@ impl ApiOptions {
             logs: logs::LogControl::global(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(90),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -179,6 +185,8 @@ pub async fn start(
             acceptor,
             app,
             idle_timeout: opts.idle_timeout,
+            handshake_timeout: opts.handshake_timeout,
+            header_read_timeout: opts.header_read_timeout,
         }),
         watcher,
         opts.cert_check_interval,
@@ -253,6 +261,8 @@ struct ConnContext {
     acceptor: TlsAcceptor,
     app: Arc<rest::App>,
     idle_timeout: Duration,
+    handshake_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 async fn run(
@@ -304,7 +314,7 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), ctx.acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(ctx.handshake_timeout, ctx.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "service API: TLS handshake failed");
@@ -316,7 +326,7 @@ async fn connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(ctx.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()
