@@ -1124,6 +1124,7 @@ impl TestApi {
         opts.handshake_timeout = Duration::from_millis(500);
         opts.header_read_timeout = Duration::from_millis(500);
         opts.idle_timeout = Duration::from_millis(800);
+        opts.body_read_timeout = Duration::from_millis(500);
         // A cluster address nothing listens on.
         let kube_config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let kube = kube::Client::try_from(kube_config).unwrap();
@@ -1411,5 +1412,41 @@ async fn api_headers_sent_byte_by_byte_and_silent_connections_are_cut_off() {
         read_until_closed(&mut tls).await;
     }
     read_until_closed(&mut bare).await;
+    t.still_serves().await;
+}
+
+#[tokio::test]
+async fn api_a_body_sent_byte_by_byte_gets_408() {
+    let t = TestApi::start().await;
+    let body = br#"{"start_id": "1", "env": {"JUPYTERHUB_USER": "alice"}}"#.repeat(20);
+    let head = format!(
+        "POST /api/services/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {API_TOKEN}\r\nuuidcode: svc-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let tls = t.tls_with(&[b"http/1.1"]).await.unwrap();
+    let (mut read, mut write) = tokio::io::split(tls);
+    write.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for byte in body {
+            if write.write_all(&[byte]).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let text = within("an answer to the slow body", async {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await;
+    writer.abort();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     t.still_serves().await;
 }

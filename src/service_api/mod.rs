@@ -74,6 +74,8 @@ pub struct ApiOptions {
     /// a client that trickles bytes holds a slot no longer.
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this after its head (`408` otherwise).
+    pub body_read_timeout: Duration,
     /// Where the API's connection gauge and counter go (`listener="api"`). `portico serve`
     /// points it at the webhook's registry, which the ops port serves.
     pub connections: ConnectionMetrics,
@@ -94,6 +96,7 @@ impl ApiOptions {
             idle_timeout: Duration::from_secs(90),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -170,6 +173,7 @@ pub async fn start(
         clients,
         logs: opts.logs.clone(),
         max_body_bytes: config.api.max_body_bytes,
+        body_read_timeout: opts.body_read_timeout,
     });
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(collect_abandoned(
