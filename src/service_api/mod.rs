@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod fd_reserve;
 pub mod input;
 pub mod limits;
 pub mod logs;
@@ -76,6 +77,9 @@ pub struct ApiOptions {
     pub header_read_timeout: Duration,
     /// A request body must arrive within this after its head (`408` otherwise).
     pub body_read_timeout: Duration,
+    /// File descriptors the API's cap must leave to the webhook, the ops port and the process
+    /// (see [`fd_reserve`]): by default the webhook's and ops port's default caps plus 256.
+    pub webhook_reserve: usize,
     /// Where the API's connection gauge and counter go (`listener="api"`). `portico serve`
     /// points it at the webhook's registry, which the ops port serves.
     pub connections: ConnectionMetrics,
@@ -97,6 +101,9 @@ impl ApiOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
+            webhook_reserve: crate::server::DEFAULT_MAX_CONNECTIONS
+                + crate::server::DEFAULT_MAX_OPS_CONNECTIONS
+                + 256,
         }
     }
 }
@@ -181,7 +188,8 @@ pub async fn start(
         Duration::from_secs(config.api.abandoned_after_seconds / 4),
         stop_rx.clone(),
     ));
-    let limit = ConnectionLimit::new("api", opts.max_connections, &opts.connections);
+    let cap = fd_reserve::apply(opts.max_connections, opts.webhook_reserve);
+    let limit = ConnectionLimit::new("api", cap, &opts.connections);
     let task = tokio::spawn(run(
         listener,
         limit,
