@@ -51,7 +51,12 @@ impl Services {
     ) -> Result<Option<ServiceStatus>, Failure> {
         let key = service_key(client, service_id);
         // Take the record over: from this write on, no start can record another object.
+        let mut attempts = 0;
         let (mut record, mut rv) = loop {
+            attempts += 1;
+            if attempts > 20 {
+                return Err(super::cluster::busy(service_id));
+            }
             let Some((record, cm)) = self.load(client, service_id).await? else {
                 return Ok(None);
             };
@@ -60,8 +65,10 @@ impl Services {
             }
             let now = now_secs();
             let mut next = record.clone();
-            next.start_pending = record.state == State::Starting
-                && !record::is_abandoned(&record, now, self.abandoned_after());
+            // A start interrupted by an earlier stop still owes its last object.
+            // (Unless the record has sat for longer than any live start takes: it is dead.)
+            let live = !record::is_abandoned(&record, now, self.abandoned_after());
+            next.start_pending = live && (record.start_pending || record.state == State::Starting);
             next.state = State::Stopping;
             next.since = now;
             let rv = cm.metadata.resource_version.clone().unwrap_or_default();
