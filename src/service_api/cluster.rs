@@ -439,11 +439,16 @@ impl Services {
                 format!("reading {r}: {m}"),
             )
         })?;
-        let found = self
-            .dynamic(&record.namespace, &ar)
-            .get_opt(&r.name)
-            .await
-            .map_err(|e| Failure::cluster(&format!("reading {r}"), &e))?;
+        let found = match self.dynamic(&record.namespace, &ar).get_opt(&r.name).await {
+            Ok(found) => found,
+            // The shipped RBAC never lets the API read a Secret back: an object it may not read
+            // cannot be shown to be the service's, so it is left alone.
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                tracing::warn!(object = %r, namespace = %record.namespace, "cannot read it to check that it is the service's; left alone");
+                None
+            }
+            Err(e) => return Err(Failure::cluster(&format!("reading {r}"), &e)),
+        };
         let Some(found) = found else { return Ok(None) };
         let meta = &found.metadata;
         let seen = Seen {
@@ -466,11 +471,25 @@ impl Services {
     /// the same name that do not are someone else's and are left alone.
     pub(super) async fn delete_owned(&self, record: &Record, key: &str) -> Result<(), Failure> {
         for entry in record.objects.iter().rev() {
+            let r = &entry.object;
+            if let Some(uid) = &entry.uid {
+                // Recorded: deleted by its uid without reading it (a Secret is never read back).
+                let ar = self.resource(&r.api_version, &r.kind).await.map_err(|m| {
+                    Failure::new(
+                        StatusCode::BAD_GATEWAY,
+                        "cluster",
+                        format!("deleting {r}: {m}"),
+                    )
+                })?;
+                self.delete_by_uid(&record.namespace, &ar, &r.name, uid)
+                    .await?;
+                continue;
+            }
             let Some((found, ar)) = self.find_owned(record, key, entry).await? else {
                 continue;
             };
             let uid = found.metadata.uid.clone().unwrap_or_default();
-            self.delete_by_uid(&record.namespace, &ar, &entry.object.name, &uid)
+            self.delete_by_uid(&record.namespace, &ar, &r.name, &uid)
                 .await?;
         }
         Ok(())
