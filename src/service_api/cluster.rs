@@ -425,11 +425,14 @@ impl Services {
     }
 
     /// What the cluster holds under `entry`'s name, and whether it is the record's.
+    /// `unreadable_is_absent`: for a deletion, an object the API may not read is not shown to be
+    /// the service's and is left alone; for a poll it is an error worth reporting.
     pub(super) async fn find_owned(
         &self,
         record: &Record,
         key: &str,
         entry: &Entry,
+        unreadable_is_absent: bool,
     ) -> Result<Option<(DynamicObject, ApiResource)>, Failure> {
         let r = &entry.object;
         let ar = self.resource(&r.api_version, &r.kind).await.map_err(|m| {
@@ -443,7 +446,7 @@ impl Services {
             Ok(found) => found,
             // The shipped RBAC never lets the API read a Secret back: an object it may not read
             // cannot be shown to be the service's, so it is left alone.
-            Err(kube::Error::Api(e)) if e.code == 403 => {
+            Err(kube::Error::Api(e)) if e.code == 403 && unreadable_is_absent => {
                 tracing::warn!(object = %r, namespace = %record.namespace, "cannot read it to check that it is the service's; left alone");
                 None
             }
@@ -485,7 +488,7 @@ impl Services {
                     .await?;
                 continue;
             }
-            let Some((found, ar)) = self.find_owned(record, key, entry).await? else {
+            let Some((found, ar)) = self.find_owned(record, key, entry, true).await? else {
                 continue;
             };
             let uid = found.metadata.uid.clone().unwrap_or_default();

@@ -64,7 +64,7 @@ impl Services {
             if r.kind == "Secret" && r.api_version == "v1" {
                 continue;
             }
-            match self.find_owned(record, &key, entry).await? {
+            match self.find_owned(record, &key, entry, false).await? {
                 None => missing.push(r.to_string()),
                 Some((found, _)) => {
                     uids.extend(found.metadata.uid.clone());
