@@ -137,6 +137,17 @@ async fn a_decoy_pod_of_another_user_does_not_change_your_status() {
     sb.fail_pod(NAMESPACE, "decoy-failed", "DecoyFailure", "DECOY failure")
         .await
         .unwrap();
+    // An Event anyone may write, naming the service's pod but not its uid.
+    sb.apply_object(
+        "user2",
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "lab-8.decoy", "namespace": NAMESPACE},
+            "involvedObject": {"kind": "Pod", "name": "lab-8", "namespace": NAMESPACE, "uid": "not-the-pods-uid"},
+            "reason": "DecoyEvent", "message": "DECOY event", "type": "Warning",
+            "lastTimestamp": "2099-01-01T00:00:00Z"}),
+    )
+    .await
+    .unwrap();
     sb.append_pod_log(NAMESPACE, "lab-8", &["the real reason"]);
     sb.fail_pod(
         NAMESPACE,
@@ -154,6 +165,14 @@ async fn a_decoy_pod_of_another_user_does_not_change_your_status() {
     assert!(!failed.to_string().contains("DECOY"), "{failed}");
     assert!(!failed.to_string().contains("decoy"), "{failed}");
     assert!(failed.to_string().contains("the real reason"), "{failed}");
+    assert!(
+        failed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "OOMKilled"),
+        "{failed}"
+    );
 }
 
 fn write(dir: &Path, rel: &str, text: &str) {
