@@ -1089,3 +1089,364 @@ async fn two_thousand_idle_connections() {
     drop(idle);
     ts.still_serves().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The service API's port (`serve --api`): the same abuse, answered by the API's own listener
+// without taking the webhook down. The API's cluster is unreachable on purpose: nothing below
+// may need it, since every refusal comes before the API would call the cluster.
+
+const API_TOKEN: &str = "hostile-suite-token";
+
+/// A webhook and a service API beside it in one process, as `portico serve --api` runs them.
+struct TestApi {
+    hook: TestServer,
+    api: portico::service_api::RunningApi,
+}
+
+impl TestApi {
+    async fn start() -> Self {
+        let hook = TestServer::start().await;
+        let dir = hook._dir.path();
+        let token = dir.join("api.token");
+        std::fs::write(&token, format!("{API_TOKEN}\n")).unwrap();
+        let mut config = Config::default();
+        config.identity.trusted_submitters.users = vec!["portal".into()];
+        config.api.clients = vec![portico::service_api::config::ApiClient {
+            name: "portal".into(),
+            token_file: Some(token.display().to_string()),
+            namespace: "team".into(),
+            ..Default::default()
+        }];
+        config.api.max_body_bytes = 64 * 1024;
+        let mut opts =
+            portico::service_api::ApiOptions::new(dir.join("tls.crt"), dir.join("tls.key"));
+        opts.listen = "127.0.0.1:0".parse().unwrap();
+        opts.handshake_timeout = Duration::from_millis(500);
+        opts.header_read_timeout = Duration::from_millis(500);
+        opts.idle_timeout = Duration::from_millis(800);
+        opts.body_read_timeout = Duration::from_millis(500);
+        // A cluster address nothing listens on.
+        let kube_config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let kube = kube::Client::try_from(kube_config).unwrap();
+        let api = within(
+            "api start",
+            portico::service_api::start(opts, Arc::new(config), kube),
+        )
+        .await
+        .unwrap();
+        Self { hook, api }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.api.addr()
+    }
+
+    async fn tls_with(&self, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+        let config = self
+            .hook
+            .tls_config(alpn, &[&rustls::version::TLS13, &rustls::version::TLS12]);
+        let tcp = TcpStream::connect(self.addr()).await?;
+        let name = ServerName::try_from("localhost").unwrap();
+        TlsConnector::from(config).connect(name, tcp).await
+    }
+
+    /// One request on a new connection; `token` adds `Authorization: Bearer`.
+    async fn request(
+        &self,
+        version: Version,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Reply {
+        within("api request", async {
+            let h2 = version == Version::HTTP_2;
+            let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+            let io = TokioIo::new(self.tls_with(&[alpn]).await.unwrap());
+            let authority = format!("localhost:{}", self.addr().port());
+            let mut builder = Request::builder().method(method);
+            builder = if h2 {
+                builder.uri(format!("https://{authority}{path}"))
+            } else {
+                builder.uri(path).header(http::header::HOST, &authority)
+            };
+            for (k, v) in headers {
+                builder = builder.header(*k, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            let request = builder
+                .body(Full::new(Bytes::copy_from_slice(body)))
+                .unwrap();
+            let response = if h2 {
+                let (mut sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                sender.send_request(request).await.unwrap()
+            } else {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                sender.send_request(request).await.unwrap()
+            };
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            Reply {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }
+        })
+        .await
+    }
+
+    /// The check every API case ends with: the API answers on new HTTP/1.1 and HTTP/2
+    /// connections (401 without credentials, 404 for a name no service can have), and the
+    /// webhook beside it still answers reviews.
+    async fn still_serves(&self) {
+        let auth = format!("Bearer {API_TOKEN}");
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            let r = self
+                .request(version, Method::GET, "/api/services/x/", &[], b"")
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{version:?}: {}",
+                r.body
+            );
+            let r = self
+                .request(
+                    version,
+                    Method::GET,
+                    "/api/services/NOT_A_NAME/",
+                    &[("authorization", auth.as_bytes())],
+                    b"",
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{version:?}: {}", r.body);
+        }
+        self.hook.still_serves().await;
+    }
+}
+
+/// What is sent (a name for it, headers, body) and the status it must get.
+type HostileCase<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, Vec<u8>, StatusCode);
+
+#[tokio::test]
+async fn api_hostile_requests_are_refused_before_the_cluster_is_asked() {
+    let t = TestApi::start().await;
+    let auth = format!("Bearer {API_TOKEN}");
+    let authed: Vec<(&str, &[u8])> = vec![
+        ("authorization", auth.as_bytes()),
+        ("uuidcode", b"svc-1"),
+        ("content-type", b"application/json"),
+    ];
+    // As deep as fits under the body limit: far past serde_json's recursion limit.
+    let deep = nested_arrays(10_000);
+    let deep_objects = nested_objects(10_000);
+    let cases: Vec<HostileCase> = vec![
+        (
+            "not JSON",
+            authed.clone(),
+            b"\x00\xffnot json".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "truncated",
+            authed.clone(),
+            br#"{"start_id": "1", "env": {"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "deep arrays",
+            authed.clone(),
+            format!(r#"{{"start_id": "1", "user_options": {deep}}}"#).into_bytes(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "deep objects",
+            authed.clone(),
+            format!(r#"{{"start_id": "1", "user_options": {deep_objects}}}"#).into_bytes(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "too large",
+            authed.clone(),
+            vec![b' '; 64 * 1024 + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "no credentials",
+            vec![("uuidcode", b"svc-1")],
+            vec![b'{'; 1024],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "wrong token",
+            vec![("authorization", b"Bearer nope"), ("uuidcode", b"svc-1")],
+            b"{}".to_vec(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "token with inner space",
+            vec![("authorization", b"Bearer hostile-suite -token")],
+            b"{}".to_vec(),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "non-ASCII user header",
+            {
+                let mut h = authed.clone();
+                h.push(("user-id", b"\xff\xfe"));
+                h
+            },
+            b"{}".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad service name",
+            {
+                let mut h = authed.clone();
+                h[1] = ("uuidcode", b"../../etc");
+                h
+            },
+            br#"{"start_id": "1", "env": {"JUPYTERHUB_USER": "a"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad start_id",
+            authed.clone(),
+            br#"{"start_id": "a b", "env": {"JUPYTERHUB_USER": "a"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "user id naming a namespace",
+            authed.clone(),
+            br#"{"start_id": "1", "env": {"JUPYTERHUB_USER": "a b"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        for (what, headers, body, want) in &cases {
+            let r = t
+                .request(version, Method::POST, "/api/services/", headers, body)
+                .await;
+            assert_eq!(r.status, *want, "{version:?} {what}: {}", r.body);
+            let json: Value = serde_json::from_str(&r.body)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", r.body));
+            assert!(
+                json["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{what}: {json}"
+            );
+        }
+    }
+    t.still_serves().await;
+}
+
+#[tokio::test]
+async fn api_garbage_before_tls_and_old_tls_versions_are_dropped() {
+    let t = TestApi::start().await;
+    let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut tcp).await;
+    assert!(!reply.contains("HTTP/1.1 200"), "{reply}");
+    for version in [[3, 1], [3, 2]] {
+        let mut tcp = TcpStream::connect(t.addr()).await.unwrap();
+        tcp.write_all(&legacy_client_hello(version)).await.unwrap();
+        let reply = read_until_closed(&mut tcp).await.into_bytes();
+        assert!(reply.first() != Some(&0x16), "no ServerHello: {reply:02x?}");
+    }
+    t.still_serves().await;
+}
+
+#[tokio::test]
+async fn api_headers_sent_byte_by_byte_and_silent_connections_are_cut_off() {
+    let t = TestApi::start().await;
+    let mut head = b"POST /api/services/ HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+    for i in 0..200 {
+        head.extend(format!("X-Slow-{i}: {}\r\n", "a".repeat(20)).as_bytes());
+    }
+    head.extend(b"\r\n");
+    let total = head.len();
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let tls = t.tls_with(&[b"http/1.1"]).await.unwrap();
+        let (mut read, mut write) = tokio::io::split(tls);
+        let head = head.clone();
+        let writer = tokio::spawn(async move {
+            let mut sent = 0usize;
+            for byte in head {
+                if write.write_all(&[byte]).await.is_err() || write.flush().await.is_err() {
+                    break;
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            sent
+        });
+        let reader = tokio::spawn(async move { read_until_closed(&mut read).await });
+        slow.push((writer, reader));
+    }
+    // Connections that finish TLS (either protocol) and say nothing, and one that never even
+    // sends a ClientHello.
+    let mut silent = Vec::new();
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        for _ in 0..4 {
+            silent.push(t.tls_with(&[alpn]).await.unwrap());
+        }
+    }
+    let mut bare = TcpStream::connect(t.addr()).await.unwrap();
+    t.still_serves().await;
+    for (writer, reader) in slow {
+        let text = within("slow client closed", reader).await.unwrap();
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "no answer but a timeout: {text}"
+        );
+        writer.abort();
+        let sent = writer.await.unwrap_or_default();
+        assert!(sent < total, "the whole head ({total} bytes) got through");
+    }
+    for mut tls in silent {
+        read_until_closed(&mut tls).await;
+    }
+    read_until_closed(&mut bare).await;
+    t.still_serves().await;
+}
+
+#[tokio::test]
+async fn api_a_body_sent_byte_by_byte_gets_408() {
+    let t = TestApi::start().await;
+    let body = br#"{"start_id": "1", "env": {"JUPYTERHUB_USER": "alice"}}"#.repeat(20);
+    let head = format!(
+        "POST /api/services/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {API_TOKEN}\r\nuuidcode: svc-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let tls = t.tls_with(&[b"http/1.1"]).await.unwrap();
+    let (mut read, mut write) = tokio::io::split(tls);
+    write.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for byte in body {
+            if write.write_all(&[byte]).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let text = within("an answer to the slow body", async {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match read.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    })
+    .await;
+    writer.abort();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    t.still_serves().await;
+}

@@ -1,17 +1,19 @@
 //! Property tests of template rendering, the pure heart of the service API: it never panics,
 //! text without placeholders comes back unchanged, every placeholder with a value is replaced,
-//! and a value from a request (inert characters only) can never add YAML structure.
+//! a value from a request (inert characters only) can never add YAML structure, and placed into
+//! the parsed document it is always the very string it was.
 
 use std::collections::BTreeMap;
 
 use portico::service_api::config::Indicators;
-use portico::service_api::template::{is_inert, parse, render, Keywords};
+use portico::service_api::template::{is_inert, parse, render, render_objects, Keywords};
 use proptest::prelude::*;
 
 fn keywords(pairs: &[(String, String)]) -> Keywords {
     Keywords {
         values: pairs.iter().cloned().collect(),
         refused: BTreeMap::new(),
+        kinds: BTreeMap::new(),
     }
 }
 
@@ -74,5 +76,27 @@ proptest! {
             // A value YAML reserves (`@x`) may make the text invalid; it never adds structure.
             Err(e) => prop_assert!(e.to_string().contains("not valid YAML"), "{e}"),
         }
+    }
+
+    #[test]
+    fn rendering_objects_from_any_text_never_panics(text in "\\PC{0,200}", value in "\\PC{0,20}") {
+        let kw = keywords(&[("id".into(), value)]);
+        let _ = render_objects(&text, "f", &Indicators::default(), &kw);
+    }
+
+    #[test]
+    fn a_request_string_is_placed_as_exactly_that_string(value in "[A-Za-z0-9._+=/@:-]{0,40}") {
+        prop_assume!(is_inert(&value));
+        let template = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  annotations:\n    a: \"<v>\"\n    b: <v>\n    c: pre-<v>\nspec:\n  args:\n    - <v>\n  list: [<v>, <v>]\n  map: {k: <v>}\n";
+        let objects = render_objects(template, "f", &Indicators::default(), &keywords(&[("v".into(), value.clone())])).unwrap();
+        prop_assert_eq!(objects.len(), 1);
+        let o = &objects[0];
+        let v = serde_json::Value::String(value.clone());
+        prop_assert_eq!(&o["metadata"]["annotations"]["a"], &v);
+        prop_assert_eq!(&o["metadata"]["annotations"]["b"], &v);
+        prop_assert_eq!(&o["metadata"]["annotations"]["c"], &serde_json::Value::String(format!("pre-{value}")));
+        prop_assert_eq!(&o["spec"]["args"], &serde_json::json!([value.clone()]));
+        prop_assert_eq!(&o["spec"]["list"], &serde_json::json!([value.clone(), value.clone()]));
+        prop_assert_eq!(&o["spec"]["map"], &serde_json::json!({"k": value.clone()}));
     }
 }

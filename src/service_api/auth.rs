@@ -46,6 +46,19 @@ pub enum CredentialError {
     },
     #[error("api client {client:?}: the {what} is empty")]
     Empty { client: String, what: &'static str },
+    #[error("api clients {first:?} and {second:?} have the same {what}; a request could not tell them apart (give each client its own secret)")]
+    Shared {
+        first: String,
+        second: String,
+        what: &'static str,
+    },
+}
+
+/// The one rule by which a secret is trimmed, applied to what is read from a file or an
+/// environment variable and to what a request presents alike: surrounding ASCII whitespace
+/// (the newline editors and `echo` add, the spaces a header may carry) is not part of it.
+pub fn trim_secret(secret: &str) -> &str {
+    secret.trim_matches(|c: char| c.is_ascii_whitespace())
 }
 
 fn digest(secret: &[u8]) -> [u8; 32] {
@@ -74,8 +87,7 @@ fn read_secret(
         })?,
         (None, None) => return Ok(None),
     };
-    // Files written by editors or `echo` end with a newline that is not part of the secret.
-    let secret = text.trim_end_matches(['\n', '\r']);
+    let secret = trim_secret(&text);
     if secret.is_empty() {
         return Err(CredentialError::Empty {
             client: client.into(),
@@ -85,8 +97,31 @@ fn read_secret(
     Ok(Some(digest(secret.as_bytes())))
 }
 
-/// Loads every client's secrets.
+/// Loads every client's secrets. Two clients with the same token, or the same user name and
+/// password, are refused: a request would authenticate as whichever came first.
 pub fn load(clients: &[ApiClient]) -> Result<Vec<Client>, CredentialError> {
+    let loaded = load_each(clients)?;
+    for (i, a) in loaded.iter().enumerate() {
+        for b in &loaded[i + 1..] {
+            let shared = |what| CredentialError::Shared {
+                first: a.config.name.clone(),
+                second: b.config.name.clone(),
+                what,
+            };
+            if a.token.is_some() && a.token == b.token {
+                return Err(shared("token"));
+            }
+            if let (Some((ua, _)), Some((ub, _))) = (&a.basic, &b.basic) {
+                if ua == ub {
+                    return Err(shared("user name"));
+                }
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn load_each(clients: &[ApiClient]) -> Result<Vec<Client>, CredentialError> {
     clients
         .iter()
         .map(|c| {
@@ -121,7 +156,7 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 pub fn authenticate<'c>(clients: &'c [Client], authorization: Option<&[u8]>) -> Option<&'c Client> {
     let header = std::str::from_utf8(authorization?).ok()?;
     let (scheme, credentials) = header.split_once(' ')?;
-    let credentials = credentials.trim();
+    let credentials = trim_secret(credentials);
     let mut found = None;
     if scheme.eq_ignore_ascii_case("bearer") {
         let presented = digest(credentials.as_bytes());
@@ -136,7 +171,7 @@ pub fn authenticate<'c>(clients: &'c [Client], authorization: Option<&[u8]>) -> 
             .ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, password) = decoded.split_once(':')?;
-        let presented = digest(password.as_bytes());
+        let presented = digest(trim_secret(password).as_bytes());
         for c in clients {
             if let Some((u, p)) = &c.basic {
                 if u == user && same(p, &presented) && found.is_none() {
@@ -187,6 +222,82 @@ mod tests {
         assert_eq!(who("Digest x"), None);
         assert!(authenticate(&clients, None).is_none());
         assert!(authenticate(&clients, Some(&[0xff, 0xfe])).is_none());
+    }
+
+    #[test]
+    fn file_and_header_are_trimmed_by_the_same_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (stored, presented)) in [
+            ("tok\n", "Bearer tok"),
+            ("tok \r\n", "Bearer tok"),
+            (" \ttok", "Bearer tok"),
+            ("tok", "Bearer tok "),
+            ("tok", "Bearer \ttok\t"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = dir.path().join(format!("t{i}"));
+            std::fs::write(&path, stored).unwrap();
+            let clients = load(&[ApiClient {
+                name: "a".into(),
+                token_file: Some(path.display().to_string()),
+                ..Default::default()
+            }])
+            .unwrap();
+            assert!(
+                authenticate(&clients, Some(presented.as_bytes())).is_some(),
+                "{stored:?} vs {presented:?}"
+            );
+            // Inner whitespace is part of the secret.
+            assert!(authenticate(&clients, Some(b"Bearer t ok")).is_none());
+        }
+        std::env::set_var("PORTICO_TEST_AUTH_PW2", "pw \n");
+        let clients = load(&[ApiClient {
+            name: "b".into(),
+            username: Some("hub".into()),
+            password_env: Some("PORTICO_TEST_AUTH_PW2".into()),
+            ..Default::default()
+        }])
+        .unwrap();
+        let basic = base64::engine::general_purpose::STANDARD.encode("hub:pw");
+        assert!(authenticate(&clients, Some(format!("Basic {basic}").as_bytes())).is_some());
+    }
+
+    #[test]
+    fn two_clients_with_one_secret_are_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, "same\n").unwrap();
+        std::fs::write(&b, "same").unwrap();
+        let client = |name: &str, path: &std::path::Path| ApiClient {
+            name: name.into(),
+            token_file: Some(path.display().to_string()),
+            ..Default::default()
+        };
+        let err = load(&[client("one", &a), client("two", &b)]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("\"one\"") && text.contains("\"two\"") && text.contains("token"),
+            "{text}"
+        );
+        std::env::set_var("PORTICO_TEST_AUTH_PW3", "x");
+        std::env::set_var("PORTICO_TEST_AUTH_PW4", "y");
+        let basic = |name: &str, var: &str| ApiClient {
+            name: name.into(),
+            username: Some("hub".into()),
+            password_env: Some(var.into()),
+            ..Default::default()
+        };
+        let err = load(&[
+            basic("one", "PORTICO_TEST_AUTH_PW3"),
+            basic("two", "PORTICO_TEST_AUTH_PW4"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("user name"), "{err}");
+        std::fs::write(&b, "other").unwrap();
+        assert!(load(&[client("one", &a), client("two", &b)]).is_ok());
     }
 
     #[test]

@@ -1,21 +1,22 @@
-//! Start, poll and stop against the cluster: the IO around the pure pieces ([`super::template`],
-//! [`super::plan`], [`super::status`]).
+//! What starts ([`super::start`]), polls ([`super::poll`]) and stops ([`super::stop`]) share:
+//! the request and answer types, the service's record in the cluster, kind discovery, and which
+//! objects are the service's.
 //!
-//! What a start created is recorded in a ConfigMap in the API's own namespace, named after a
+//! What a start creates is recorded in a ConfigMap in the API's own namespace, named after a
 //! hash of the client and the service id, so any replica can poll or stop it and no client can
 //! reach another's record (the lookup key includes the authenticated client). The record is
-//! written before the objects, listing every object the start will create, so a stop after a
-//! crash still finds them all.
+//! written before the objects, listing every object the start will create, and each object's
+//! uid is added as it is created ([`super::record`] decides what is the service's), so a stop
+//! after a crash still finds them all and a record never reaches another tenant's objects.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use http::StatusCode;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams,
-    PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams, Preconditions,
 };
 use kube::discovery::Scope;
 use serde::{Deserialize, Serialize};
@@ -24,10 +25,10 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Client as ApiClient;
 use super::config::StampAs;
-use super::plan::{self, Keys, ObjectRef, PlanInput};
-use super::status::{self, Address, EventLine, Phase};
-use super::template::{self, is_inert, KeywordInput};
-use crate::api::Exposure;
+use super::limits::StartLimits;
+use super::plan::Keys;
+use super::record::{self, Entry, Record, Seen, State};
+use super::status::{Address, EventLine, Phase};
 use crate::config::Config;
 use crate::core::label::is_dns_label;
 use crate::core::route::route_value;
@@ -44,6 +45,8 @@ pub struct Failure {
     pub message: String,
     pub file: Option<String>,
     pub keyword: Option<String>,
+    /// Seconds after which the same request may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl Failure {
@@ -54,14 +57,15 @@ impl Failure {
             message: message.into(),
             file: None,
             keyword: None,
+            retry_after: None,
         }
     }
 
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    fn cluster(what: &str, error: &kube::Error) -> Self {
+    pub(super) fn cluster(what: &str, error: &kube::Error) -> Self {
         let status = match error {
             kube::Error::Api(e) if e.code == 409 => StatusCode::CONFLICT,
             kube::Error::Api(e) if (400..500).contains(&e.code) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -75,15 +79,52 @@ impl Failure {
     }
 }
 
-fn kube_message(error: &kube::Error) -> String {
+pub(super) fn kube_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(e) => e.message.clone(),
         other => other.to_string(),
     }
 }
 
-fn not_found(error: &kube::Error) -> bool {
+pub(super) fn not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(e) if e.code == 404)
+}
+
+pub(super) fn conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(e) if e.code == 409)
+}
+
+/// Seconds since the Unix epoch: the records' clock (replicas' clocks agree well enough for
+/// bounds of minutes).
+pub(super) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A nonce for one start: unique per start, so no other start's record can name its objects.
+pub(super) fn new_nonce(key: &str, start_id: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let digest =
+        Sha256::digest(format!("{key}/{start_id}/{nanos}/{n}/{}", std::process::id()).as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn busy(service_id: &str) -> Failure {
+    Failure::new(
+        StatusCode::CONFLICT,
+        "busy",
+        format!(
+            "a start or stop of service {service_id:?} is in progress; retry when it has finished"
+        ),
+    )
 }
 
 /// The body of `POST /api/services/`.
@@ -115,46 +156,37 @@ pub struct ServiceStatus {
     pub logs: Vec<String>,
 }
 
-/// One started service, as kept in its ConfigMap.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Record {
-    client: String,
-    service_id: String,
-    user_id: String,
-    user: String,
-    namespace: String,
-    start_id: String,
-    service: String,
-    tag: String,
-    objects: Vec<ObjectRef>,
-}
-
-impl Record {
-    fn status(&self, phase: Phase, reason: impl Into<String>) -> ServiceStatus {
-        ServiceStatus {
-            name: self.service_id.clone(),
-            status: phase,
-            reason: reason.into(),
-            start_id: self.start_id.clone(),
-            user_id: self.user_id.clone(),
-            service: self.service.clone(),
-            namespace: self.namespace.clone(),
-            tag: self.tag.clone(),
-            address: None,
-            events: Vec::new(),
-            logs: Vec::new(),
-        }
+pub(super) fn status_of_record(
+    r: &Record,
+    phase: Phase,
+    reason: impl Into<String>,
+) -> ServiceStatus {
+    ServiceStatus {
+        name: r.service_id.clone(),
+        status: phase,
+        reason: reason.into(),
+        start_id: r.start_id.clone(),
+        user_id: r.user_id.clone(),
+        service: r.service.clone(),
+        namespace: r.namespace.clone(),
+        tag: r.tag.clone(),
+        address: None,
+        events: Vec::new(),
+        logs: Vec::new(),
     }
 }
 
 /// The service operations, shared by every request.
+/// Cheap to clone: a start or stop runs on as a task of its own after its client has gone.
+#[derive(Clone)]
 pub struct Services {
-    kube: kube::Client,
+    pub(super) kube: kube::Client,
     /// Holds the configuration too (`policy.config`).
-    policy: Policy,
-    keys: Keys,
-    kinds: Mutex<HashMap<(String, String), ApiResource>>,
+    pub(super) policy: Arc<Policy>,
+    pub(super) keys: Arc<Keys>,
+    kinds: Arc<Mutex<HashMap<(String, String), ApiResource>>>,
+    /// Each client's starts in flight and per minute (on this replica).
+    pub(super) limits: StartLimits,
 }
 
 /// The label value naming one client's service: a hash, so that it is label-safe and the same
@@ -181,12 +213,12 @@ pub fn tag_for(policy: &Policy, user: &str, service_id: &str) -> Result<String, 
         .map_err(|e| e.to_string())
 }
 
-fn valid_service_id(id: &str) -> bool {
+pub(super) fn valid_service_id(id: &str) -> bool {
     // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix.
     id.len() <= 40 && is_dns_label(id)
 }
 
-fn valid_component(s: &str) -> bool {
+pub(super) fn valid_component(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
@@ -198,21 +230,48 @@ impl Services {
     pub fn new(kube: kube::Client, config: Arc<Config>) -> Self {
         Self {
             kube,
-            policy: Policy::new((*config).clone()),
-            keys: Keys::new(&config),
-            kinds: Mutex::new(HashMap::new()),
+            policy: Arc::new(Policy::new((*config).clone())),
+            keys: Arc::new(Keys::new(&config)),
+            kinds: Arc::new(Mutex::new(HashMap::new())),
+            limits: StartLimits::new(
+                config.api.max_starts_in_flight,
+                config.api.starts_per_minute,
+            ),
         }
     }
 
-    fn records(&self) -> Api<ConfigMap> {
+    pub(super) fn records(&self) -> Api<ConfigMap> {
         Api::namespaced(self.kube.clone(), &self.policy.config.api.state_namespace)
     }
 
-    fn record_name(key: &str) -> String {
+    pub(super) fn record_name(key: &str) -> String {
         format!("portico-api-{key}")
     }
 
-    async fn load(
+    pub(super) fn abandoned_after(&self) -> u64 {
+        self.policy.config.api.abandoned_after_seconds
+    }
+
+    pub(super) fn parse_record(cm: &ConfigMap) -> Result<Record, Failure> {
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get("record"))
+            .cloned()
+            .unwrap_or_default();
+        serde_json::from_str(&text).map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "record",
+                format!(
+                    "the record ConfigMap {} is damaged: {e}",
+                    cm.metadata.name.as_deref().unwrap_or("")
+                ),
+            )
+        })
+    }
+
+    pub(super) async fn load(
         &self,
         client: &str,
         service_id: &str,
@@ -228,19 +287,7 @@ impl Services {
             .await
             .map_err(|e| Failure::cluster("reading the service record", &e))?;
         let Some(cm) = cm else { return Ok(None) };
-        let text = cm
-            .data
-            .as_ref()
-            .and_then(|d| d.get("record"))
-            .cloned()
-            .unwrap_or_default();
-        let record: Record = serde_json::from_str(&text).map_err(|e| {
-            Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "record",
-                format!("the record ConfigMap {name} is damaged: {e}"),
-            )
-        })?;
+        let record = Self::parse_record(&cm)?;
         // The key includes the client; this only guards against a hash collision or a hand edit.
         if record.client != client || record.service_id != service_id {
             return Ok(None);
@@ -248,7 +295,7 @@ impl Services {
         Ok(Some((record, cm)))
     }
 
-    fn record_object(&self, key: &str, record: &Record) -> Result<ConfigMap, Failure> {
+    pub(super) fn record_object(&self, key: &str, record: &Record) -> Result<ConfigMap, Failure> {
         let text = serde_json::to_string(record).map_err(|e| {
             Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "record", e.to_string())
         })?;
@@ -266,9 +313,52 @@ impl Services {
         Ok(cm)
     }
 
+    /// Writes the record over the version `rv` (the apiserver refuses it with 409 when anyone
+    /// wrote it since); returns the new version.
+    pub(super) async fn write_record(
+        &self,
+        key: &str,
+        record: &Record,
+        rv: &str,
+    ) -> Result<String, kube::Error> {
+        let mut cm = self
+            .record_object(key, record)
+            .map_err(|f| kube::Error::Service(f.message.into()))?;
+        cm.metadata.resource_version = Some(rv.to_string());
+        let written = self
+            .records()
+            .replace(&Self::record_name(key), &PostParams::default(), &cm)
+            .await?;
+        Ok(written.metadata.resource_version.unwrap_or_default())
+    }
+
+    /// Deletes the record at version `rv` (a newer one belongs to someone else's step).
+    pub(super) async fn delete_record(&self, key: &str, rv: &str) -> Result<(), kube::Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(rv.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self
+            .records()
+            .delete(&Self::record_name(key), &params)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Looks up (and caches) how to reach a kind; fails for kinds the cluster does not serve
     /// and for cluster-scoped ones (a user's service lives in one namespace).
-    async fn resource(&self, api_version: &str, kind: &str) -> Result<ApiResource, String> {
+    pub(super) async fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<ApiResource, String> {
         let cache_key = (api_version.to_string(), kind.to_string());
         if let Some(ar) = self
             .kinds
@@ -301,334 +391,114 @@ impl Services {
         Ok(ar)
     }
 
-    fn dynamic(&self, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
+    pub(super) fn dynamic(&self, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
         Api::namespaced_with(self.kube.clone(), ns, ar)
     }
 
-    fn user_of(&self, client: &ApiClient, user_id: &str) -> String {
+    pub(super) fn user_of(&self, client: &ApiClient, user_id: &str) -> String {
         match client.config.stamp_as {
             StampAs::Unique => format!("{}_{user_id}", client.config.name),
             StampAs::User => user_id.to_string(),
         }
     }
 
-    /// `POST /api/services/`: `(created, status)`; `created` is false for a repeated start.
-    pub async fn start(
+    pub(super) async fn delete_by_uid(
         &self,
-        client: &ApiClient,
-        service_id: &str,
-        header_user: Option<&str>,
-        req: StartRequest,
-    ) -> Result<(bool, ServiceStatus), Failure> {
-        let api = &self.policy.config.api;
-        let name = &client.config.name;
-        if !valid_service_id(service_id) {
-            return Err(Failure::bad(
-                "uuidcode",
-                format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters (letters, digits, inner '-')"),
-            ));
+        ns: &str,
+        ar: &ApiResource,
+        name: &str,
+        uid: &str,
+    ) -> Result<(), Failure> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match self.dynamic(ns, ar).delete(name, &params).await {
+            Ok(_) => Ok(()),
+            // Gone, or a different object of that name now: not this service's to delete.
+            Err(e) if not_found(&e) || conflict(&e) => Ok(()),
+            Err(e) => Err(Failure::cluster(&format!("deleting {}", name), &e)),
         }
-        if req.start_id.is_empty() || req.start_id.len() > 64 || !is_inert(&req.start_id) {
-            return Err(Failure::bad(
-                "start_id",
-                "start_id must be 1-64 letters, digits or . _ - + = / @ :",
-            ));
-        }
-        let user_id = req.env.get(&api.user_id_env).cloned().unwrap_or_default();
-        if user_id.is_empty() || user_id.len() > 128 || !is_inert(&user_id) || user_id.contains('/')
-        {
-            return Err(Failure::bad(
-                "user_id",
-                format!(
-                    "env.{} must name the user: 1-128 letters, digits or . _ - + = @",
-                    api.user_id_env
-                ),
-            ));
-        }
-        if let Some(h) = header_user.filter(|h| *h != user_id) {
-            return Err(Failure::bad(
-                "user_id",
-                format!(
-                    "header user-id {h:?} differs from env.{} {user_id:?}",
-                    api.user_id_env
-                ),
-            ));
-        }
-        let selected = req
-            .user_options
-            .get("service")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let (svc, option) = selected
-            .split_once('/')
-            .unwrap_or((selected.as_str(), "default"));
-        if !valid_component(svc) || !valid_component(option) {
-            return Err(Failure::bad(
-                "service",
-                format!("user_options.service {selected:?} must be <service> or <service>/<option>, each letters, digits or . _ -"),
-            ));
-        }
-        let service = format!("{svc}/{option}");
-        let namespace = client
-            .config
-            .namespace
-            .replace("{client}", name)
-            .replace("{user}", &user_id);
-        if !is_dns_label(&namespace) {
-            return Err(Failure::bad(
-                "namespace",
-                format!("the namespace {namespace:?} made for this user is not a valid name"),
-            ));
-        }
-        let user = self.user_of(client, &user_id);
-        let tag =
-            tag_for(&self.policy, &user, service_id).map_err(|m| Failure::bad("user_id", m))?;
-        let key = service_key(name, service_id);
+    }
 
-        // Everything that can be decided without the cluster is decided before touching it.
-        let dir: PathBuf = Path::new(&api.descriptions)
-            .join(name)
-            .join(svc)
-            .join(option);
-        let file = dir.join("service.yaml");
-        let file_name = file.display().to_string();
-        let text = match tokio::fs::read_to_string(&file).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Failure::bad(
-                    "unknown-service",
-                    format!("client {name:?} has no service {service:?} (no {file_name})"),
-                ))
-            }
-            Err(e) => {
-                return Err(Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "template",
-                    format!("{file_name}: {e}"),
-                ))
-            }
-        };
-        let input_dir = dir.join("input");
-        let packed = tokio::task::spawn_blocking(move || super::input::pack(&input_dir))
-            .await
-            .map_err(|e| {
-                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
-            })?
-            .map_err(|e| {
-                Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
-            })?;
-        let secret_name = format!("{service_id}-env");
-        let cert_secret_name = format!("{service_id}-tls");
-        let unique = format!("{name}_{user_id}");
-        let keywords = template::keywords(&KeywordInput {
-            names: &api.keywords,
-            service_id,
-            start_id: &req.start_id,
-            user_id: &user_id,
-            unique_user_id: &unique,
-            client: name,
-            secret_name: &secret_name,
-            cert_secret_name: &cert_secret_name,
-            namespace: &namespace,
-            tag: &tag,
-            input: packed.as_deref(),
-            stage_table: api.stages.get(&api.stage),
-            client_table: Some(&client.config.replacements),
-            user_options: Some(&req.user_options),
-        });
-        let template_error = |e: template::TemplateError| Failure {
-            status: if e.is_caller_error() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            },
-            code: "template",
-            message: e.to_string(),
-            file: Some(e.file().to_string()),
-            keyword: e.keyword().map(str::to_string),
-        };
-        let rendered = template::render(&text, &file_name, &api.indicators, &keywords)
-            .map_err(template_error)?;
-        let parsed = template::parse(&rendered, &file_name).map_err(template_error)?;
-        let objects = plan::plan(
-            &self.keys,
-            &PlanInput {
-                file: &file_name,
-                namespace: &namespace,
-                user: &user,
-                tag: &tag,
-                client: name,
-                service_id,
-                start_id: &req.start_id,
-                key: &key,
-                secret_name: &secret_name,
-                env: &req.env,
-                service_type: api.service_type,
-            },
-            parsed,
-        )
-        .map_err(|e| Failure {
-            file: Some(file_name.clone()),
-            ..Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
+    /// What the cluster holds under `entry`'s name, and whether it is the record's.
+    /// `unreadable_is_absent`: for a deletion, an object the API may not read is not shown to be
+    /// the service's and is left alone; for a poll it is an error worth reporting.
+    pub(super) async fn find_owned(
+        &self,
+        record: &Record,
+        key: &str,
+        entry: &Entry,
+        unreadable_is_absent: bool,
+    ) -> Result<Option<(DynamicObject, ApiResource)>, Failure> {
+        let r = &entry.object;
+        let ar = self.resource(&r.api_version, &r.kind).await.map_err(|m| {
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                "cluster",
+                format!("reading {r}: {m}"),
+            )
         })?;
-        let mut resources = Vec::with_capacity(objects.len());
-        for object in &objects {
-            let r = ObjectRef::of(object);
-            let ar = self
-                .resource(&r.api_version, &r.kind)
-                .await
-                .map_err(|m| Failure {
-                    file: Some(file_name.clone()),
-                    ..Failure::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "template",
-                        format!("{file_name}: {r}: {m}"),
+        let found = match self.dynamic(&record.namespace, &ar).get_opt(&r.name).await {
+            Ok(found) => found,
+            // The shipped RBAC never lets the API read a Secret back: an object it may not read
+            // cannot be shown to be the service's, so it is left alone.
+            Err(kube::Error::Api(e)) if e.code == 403 && unreadable_is_absent => {
+                tracing::warn!(object = %r, namespace = %record.namespace, "cannot read it to check that it is the service's; left alone");
+                None
+            }
+            Err(e) => return Err(Failure::cluster(&format!("reading {r}"), &e)),
+        };
+        let Some(found) = found else { return Ok(None) };
+        let meta = &found.metadata;
+        let seen = Seen {
+            uid: meta.uid.clone().unwrap_or_default(),
+            nonce: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&self.keys.nonce))
+                .cloned(),
+            service_label: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(&self.keys.service))
+                .cloned(),
+        };
+        Ok(record::owns(record, key, entry, &seen).then_some((found, ar)))
+    }
+
+    /// Deletes, newest first, every object of the record that carries its identity; objects of
+    /// the same name that do not are someone else's and are left alone.
+    pub(super) async fn delete_owned(&self, record: &Record, key: &str) -> Result<(), Failure> {
+        for entry in record.objects.iter().rev() {
+            let r = &entry.object;
+            if let Some(uid) = &entry.uid {
+                // Recorded: deleted by its uid without reading it (a Secret is never read back).
+                let ar = self.resource(&r.api_version, &r.kind).await.map_err(|m| {
+                    Failure::new(
+                        StatusCode::BAD_GATEWAY,
+                        "cluster",
+                        format!("deleting {r}: {m}"),
                     )
                 })?;
-            resources.push(ar);
-        }
-        let record = Record {
-            client: name.clone(),
-            service_id: service_id.to_string(),
-            user_id: user_id.clone(),
-            user,
-            namespace: namespace.clone(),
-            start_id: req.start_id.clone(),
-            service,
-            tag,
-            objects: objects.iter().map(ObjectRef::of).collect(),
-        };
-
-        match self.load(name, service_id).await? {
-            Some((old, _)) if old.user_id != user_id => {
-                return Err(Failure::new(
-                    StatusCode::CONFLICT,
-                    "taken",
-                    format!("service {service_id:?} belongs to another user of client {name:?}"),
-                ))
+                self.delete_by_uid(&record.namespace, &ar, &r.name, uid)
+                    .await?;
+                continue;
             }
-            Some((old, _)) if old.start_id == req.start_id => {
-                // The same start again (a retried request): nothing to do.
-                return Ok((false, self.status_of(&old).await?));
-            }
-            Some((old, cm)) => {
-                tracing::info!(client = %name, service = service_id, old = %old.start_id, new = %req.start_id, "restart: stopping the previous start");
-                self.delete_objects(&old).await?;
-                let mut next = self.record_object(&key, &record)?;
-                next.metadata.resource_version = cm.metadata.resource_version.clone();
-                self.records()
-                    .replace(&Self::record_name(&key), &PostParams::default(), &next)
-                    .await
-                    .map_err(|e| {
-                        Failure::cluster(
-                            "updating the service record (another start or stop was faster)",
-                            &e,
-                        )
-                    })?;
-            }
-            None => {
-                let cm = self.record_object(&key, &record)?;
-                self.records()
-                    .create(&PostParams::default(), &cm)
-                    .await
-                    .map_err(|e| {
-                        Failure::cluster(
-                            "recording the service (is another start of it in progress?)",
-                            &e,
-                        )
-                    })?;
-            }
-        }
-
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
-        let mut created: Vec<(ObjectRef, ApiResource)> = Vec::new();
-        for (object, ar) in objects.into_iter().zip(resources) {
-            let r = ObjectRef::of(&object);
-            let outcome = match serde_json::from_value::<DynamicObject>(object) {
-                Ok(obj) => self
-                    .dynamic(&namespace, &ar)
-                    .create(&params, &obj)
-                    .await
-                    .map_err(|e| Failure::cluster(&format!("creating {r}"), &e)),
-                Err(e) => Err(Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "template",
-                    format!("{r}: {e}"),
-                )),
+            let Some((found, ar)) = self.find_owned(record, key, entry, true).await? else {
+                continue;
             };
-            match outcome {
-                Ok(_) => created.push((r, ar)),
-                Err(mut failure) => {
-                    let undone = self.roll_back(&namespace, &created, &key).await;
-                    failure.message =
-                        format!("{}; nothing of the start is left{undone}", failure.message);
-                    tracing::warn!(client = %name, service = service_id, error = %failure.message, "start failed and was rolled back");
-                    return Err(failure);
-                }
-            }
-        }
-        tracing::info!(client = %name, service = service_id, start = %req.start_id, namespace = %namespace, objects = created.len(), "service started");
-        Ok((true, record.status(Phase::Starting, "created")))
-    }
-
-    /// Removes what a failed start created, newest first, then its record. Returns a note for
-    /// the response when something could not be removed.
-    async fn roll_back(&self, ns: &str, created: &[(ObjectRef, ApiResource)], key: &str) -> String {
-        let mut left = Vec::new();
-        for (r, ar) in created.iter().rev() {
-            if let Err(e) = self
-                .dynamic(ns, ar)
-                .delete(&r.name, &DeleteParams::background())
-                .await
-            {
-                if !not_found(&e) {
-                    left.push(format!("{r} ({})", kube_message(&e)));
-                }
-            }
-        }
-        if let Err(e) = self
-            .records()
-            .delete(&Self::record_name(key), &DeleteParams::default())
-            .await
-        {
-            if !not_found(&e) {
-                left.push(format!("the record ({})", kube_message(&e)));
-            }
-        }
-        if left.is_empty() {
-            String::new()
-        } else {
-            format!(" except: {} (a DELETE retries)", left.join(", "))
-        }
-    }
-
-    async fn delete_objects(&self, record: &Record) -> Result<(), Failure> {
-        for r in record.objects.iter().rev() {
-            let ar = self.resource(&r.api_version, &r.kind).await.map_err(|m| {
-                Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    "cluster",
-                    format!("deleting {r}: {m}"),
-                )
-            })?;
-            match self
-                .dynamic(&record.namespace, &ar)
-                .delete(&r.name, &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(Failure::cluster(&format!("deleting {r}"), &e)),
-            }
+            let uid = found.metadata.uid.clone().unwrap_or_default();
+            self.delete_by_uid(&record.namespace, &ar, &r.name, &uid)
+                .await?;
         }
         Ok(())
     }
 
-    fn check_user(record: &Record, header_user: Option<&str>) -> bool {
+    pub(super) fn check_user(record: &Record, header_user: Option<&str>) -> bool {
         header_user.is_none_or(|u| u == record.user_id)
     }
 
@@ -641,138 +511,27 @@ impl Services {
     ) -> Result<Option<ServiceStatus>, Failure> {
         match self.load(&client.config.name, service_id).await? {
             Some((record, _)) if Self::check_user(&record, header_user) => {
-                Ok(Some(self.status_of(&record).await?))
+                Ok(Some(self.status_for(&record).await?))
             }
             _ => Ok(None),
         }
     }
 
-    /// `DELETE /api/services/<name>/`; `None` when this client (and user) has no such service.
-    pub async fn stop(
-        &self,
-        client: &ApiClient,
-        service_id: &str,
-        header_user: Option<&str>,
-    ) -> Result<Option<ServiceStatus>, Failure> {
-        let Some((record, _)) = self.load(&client.config.name, service_id).await? else {
-            return Ok(None);
-        };
-        if !Self::check_user(&record, header_user) {
-            return Ok(None);
-        }
-        self.delete_objects(&record).await?;
-        let key = service_key(&record.client, &record.service_id);
-        match self
-            .records()
-            .delete(&Self::record_name(&key), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(Failure::cluster("removing the service record", &e)),
-        }
-        tracing::info!(client = %record.client, service = service_id, "service stopped");
-        Ok(Some(record.status(Phase::Stopped, "stopped and removed")))
-    }
-
-    async fn status_of(&self, record: &Record) -> Result<ServiceStatus, Failure> {
-        let ns = &record.namespace;
-        let key = service_key(&record.client, &record.service_id);
-        let pods: Api<Pod> = Api::namespaced(self.kube.clone(), ns);
-        let selector = format!("{}={key}", self.keys.service);
-        let pods = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| Failure::cluster("listing the service's pods", &e))?
-            .items;
-        let mut exposure = None;
-        let mut missing = Vec::new();
-        for r in &record.objects {
-            if r.kind == "Secret" && r.api_version == "v1" {
-                continue;
+    /// The status of a service as its record's state has it: a start in progress or a stop is
+    /// answered from the record; a started service from the cluster.
+    pub(super) async fn status_for(&self, record: &Record) -> Result<ServiceStatus, Failure> {
+        let abandoned = record::is_abandoned(record, now_secs(), self.abandoned_after());
+        Ok(match record.state {
+            State::Starting if abandoned => status_of_record(
+                record,
+                Phase::Failed,
+                "the start was cut off; a stop (or the API's collection of abandoned starts) removes it",
+            ),
+            State::Starting => {
+                status_of_record(record, Phase::Starting, "the API is creating the objects")
             }
-            if r.is_exposure() {
-                let api: Api<Exposure> = Api::namespaced(self.kube.clone(), ns);
-                exposure = api
-                    .get_opt(&r.name)
-                    .await
-                    .map_err(|e| Failure::cluster(&format!("reading {r}"), &e))?;
-                if exposure.is_none() {
-                    missing.push(r.to_string());
-                }
-                continue;
-            }
-            let ar = self.resource(&r.api_version, &r.kind).await.map_err(|m| {
-                Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    "cluster",
-                    format!("reading {r}: {m}"),
-                )
-            })?;
-            let found = self
-                .dynamic(ns, &ar)
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| Failure::cluster(&format!("reading {r}"), &e))?;
-            if found.is_none() {
-                missing.push(r.to_string());
-            }
-        }
-        let assessment = status::assess(&pods, exposure.as_ref(), &missing);
-        let mut out = record.status(assessment.phase, assessment.reason.clone());
-        out.address = assessment.address.clone();
-        if assessment.phase == Phase::Failed {
-            let api = &self.policy.config.api;
-            if api.events > 0 {
-                let events: Api<Event> = Api::namespaced(self.kube.clone(), ns);
-                match events.list(&ListParams::default()).await {
-                    Ok(list) => {
-                        let about: BTreeSet<String> = pods
-                            .iter()
-                            .filter_map(|p| p.metadata.name.clone())
-                            .chain(record.objects.iter().map(|r| r.name.clone()))
-                            .collect();
-                        out.events = status::recent_events(&list.items, &about, api.events);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot list events for a failed service"),
-                }
-            }
-            if api.log_lines > 0 {
-                out.logs = self
-                    .logs(ns, &pods, &assessment.failed_pods, api.log_lines)
-                    .await;
-            }
-        }
-        Ok(out)
-    }
-
-    async fn logs(&self, ns: &str, pods: &[Pod], failed: &[String], lines: usize) -> Vec<String> {
-        let api: Api<Pod> = Api::namespaced(self.kube.clone(), ns);
-        let mut logs = Vec::new();
-        for pod in pods {
-            let Some(name) = pod.metadata.name.as_deref() else {
-                continue;
-            };
-            if !failed.is_empty() && !failed.iter().any(|f| f == name) {
-                continue;
-            }
-            let containers = pod
-                .spec
-                .as_ref()
-                .map(|s| s.containers.as_slice())
-                .unwrap_or_default();
-            for c in containers {
-                let params = LogParams {
-                    container: Some(c.name.clone()),
-                    tail_lines: Some(lines as i64),
-                    ..LogParams::default()
-                };
-                match api.logs(name, &params).await {
-                    Ok(text) => logs.push((format!("{name}/{}", c.name), text)),
-                    Err(e) => tracing::debug!(pod = name, error = %e, "cannot read container log"),
-                }
-            }
-        }
-        status::last_lines(&logs, lines)
+            State::Stopping => status_of_record(record, Phase::Stopped, "being stopped"),
+            State::Started => self.status_of(record).await?,
+        })
     }
 }

@@ -32,8 +32,20 @@ pub struct ApiConfig {
     pub events: usize,
     /// Container log lines reported with a failed service (the last).
     pub log_lines: usize,
+    /// Bytes read from each container log when a failed service is reported.
+    pub log_bytes: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long a start may take to create its objects before it is rolled back (it goes on
+    /// after its client has gone or its request has timed out).
+    pub start_timeout_seconds: u64,
+    /// A start or stop whose record has not moved on for this long was abandoned by a replica
+    /// that went away; its record and objects are collected.
+    pub abandoned_after_seconds: u64,
+    /// Starts one client may have in flight at once (per replica).
+    pub max_starts_in_flight: usize,
+    /// Starts one client may begin per minute (per replica).
+    pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
     /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
@@ -154,6 +166,10 @@ pub struct ApiClient {
     /// Namespace of the client's services; `{client}` and `{user}` are replaced (the user id must
     /// then be a valid namespace name part).
     pub namespace: String,
+    /// Patterns (`*`: any characters) the namespace a start makes must match; empty: the
+    /// `namespace` with `{user}` as `*`. System and Portico namespaces are refused regardless.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
     /// Replacement table for this client's templates: keyword → value (wins over the stage's).
     pub replacements: BTreeMap<String, String>,
     /// May read and change the log level (`/api/logs/level`).
@@ -185,7 +201,12 @@ impl Default for ApiConfig {
             user_id_env: "JUPYTERHUB_USER".into(),
             events: 10,
             log_lines: 50,
+            log_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
+            start_timeout_seconds: 50,
+            abandoned_after_seconds: 300,
+            max_starts_in_flight: 4,
+            starts_per_minute: 30,
             service_type: ServiceType::NodePort,
             kubeconfig: None,
             context: None,
@@ -265,6 +286,37 @@ impl ApiConfig {
         if self.events > 1000 || self.log_lines > 10_000 {
             out.push("api.events (≤ 1000) or api.logLines (≤ 10000) is too large".to_string());
         }
+        if !(1024..=4 * 1024 * 1024).contains(&self.log_bytes) {
+            out.push(format!(
+                "api.logBytes: {} is outside 1 KiB..=4 MiB (bytes read per container log of a failed service)",
+                self.log_bytes
+            ));
+        }
+        if !(5..=600).contains(&self.start_timeout_seconds) {
+            out.push(format!(
+                "api.startTimeoutSeconds: {} is outside 5..=600",
+                self.start_timeout_seconds
+            ));
+        }
+        if self.abandoned_after_seconds < 2 * self.start_timeout_seconds + 10 {
+            out.push(format!(
+                "api.abandonedAfterSeconds: {} must exceed twice api.startTimeoutSeconds plus 10 s ({}), or live starts would be collected",
+                self.abandoned_after_seconds,
+                2 * self.start_timeout_seconds + 10
+            ));
+        }
+        if !(1..=1000).contains(&self.max_starts_in_flight) {
+            out.push(format!(
+                "api.maxStartsInFlight: {} is outside 1..=1000 (starts one client may have in flight)",
+                self.max_starts_in_flight
+            ));
+        }
+        if !(1..=10_000).contains(&self.starts_per_minute) {
+            out.push(format!(
+                "api.startsPerMinute: {} is outside 1..=10000 (starts one client may begin per minute)",
+                self.starts_per_minute
+            ));
+        }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             out.push(format!(
                 "api.maxBodyBytes: {} is outside 1 KiB..=64 MiB",
@@ -319,6 +371,17 @@ impl ApiConfig {
             }
             if c.namespace.is_empty() {
                 out.push(format!("{key}.namespace: must not be empty"));
+            } else {
+                out.extend(super::namespace::problems(
+                    &key,
+                    &c.namespace,
+                    &c.name,
+                    &c.allowed_namespaces,
+                    &[
+                        self.state_namespace.as_str(),
+                        super::namespace::PORTICO_NAMESPACE,
+                    ],
+                ));
             }
             check_table(&mut out, &format!("{key}.replacements"), &c.replacements);
         }
@@ -344,6 +407,10 @@ mod tests {
         c.indicators.open = "a".into();
         c.keywords.tag = "id".into();
         c.stage = "prod".into();
+        c.max_starts_in_flight = 0;
+        c.starts_per_minute = 0;
+        c.log_bytes = 10;
+        c.start_timeout_seconds = 200;
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
@@ -370,6 +437,10 @@ mod tests {
             "api.clients[1]: username needs",
             "api.clients[1].namespace",
             "identity.trustedSubmitters",
+            "api.maxStartsInFlight",
+            "api.startsPerMinute",
+            "api.logBytes",
+            "api.abandonedAfterSeconds",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

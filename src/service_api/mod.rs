@@ -13,11 +13,18 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod fd_reserve;
 pub mod input;
+pub mod limits;
 pub mod logs;
+pub mod namespace;
 pub mod plan;
+pub mod poll;
+pub mod record;
 pub mod rest;
+pub mod start;
 pub mod status;
+pub mod stop;
 pub mod template;
 
 use std::net::SocketAddr;
@@ -64,6 +71,15 @@ pub struct ApiOptions {
     /// dropped after as long again): without it, a client that finishes the TLS handshake and
     /// never sends the HTTP/2 preface would hold one of the capped slots for ever.
     pub idle_timeout: Duration,
+    /// A TLS handshake must finish within this, and an HTTP/1.1 request head arrive within it:
+    /// a client that trickles bytes holds a slot no longer.
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this after its head (`408` otherwise).
+    pub body_read_timeout: Duration,
+    /// File descriptors the API's cap must leave to the webhook, the ops port and the process
+    /// (see [`fd_reserve`]): by default the webhook's and ops port's default caps plus 256.
+    pub webhook_reserve: usize,
     /// Where the API's connection gauge and counter go (`listener="api"`). `portico serve`
     /// points it at the webhook's registry, which the ops port serves.
     pub connections: ConnectionMetrics,
@@ -82,6 +98,12 @@ impl ApiOptions {
             logs: logs::LogControl::global(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(90),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            webhook_reserve: crate::server::DEFAULT_MAX_CONNECTIONS
+                + crate::server::DEFAULT_MAX_OPS_CONNECTIONS
+                + 256,
         }
     }
 }
@@ -158,9 +180,16 @@ pub async fn start(
         clients,
         logs: opts.logs.clone(),
         max_body_bytes: config.api.max_body_bytes,
+        body_read_timeout: opts.body_read_timeout,
     });
     let (stop, stop_rx) = watch::channel(false);
-    let limit = ConnectionLimit::new("api", opts.max_connections, &opts.connections);
+    tokio::spawn(collect_abandoned(
+        app.services.clone(),
+        Duration::from_secs(config.api.abandoned_after_seconds / 4),
+        stop_rx.clone(),
+    ));
+    let cap = fd_reserve::apply(opts.max_connections, opts.webhook_reserve);
+    let limit = ConnectionLimit::new("api", cap, &opts.connections);
     let task = tokio::spawn(run(
         listener,
         limit,
@@ -168,6 +197,8 @@ pub async fn start(
             acceptor,
             app,
             idle_timeout: opts.idle_timeout,
+            handshake_timeout: opts.handshake_timeout,
+            header_read_timeout: opts.header_read_timeout,
         }),
         watcher,
         opts.cert_check_interval,
@@ -216,11 +247,34 @@ pub async fn start_for_serve(opts: ApiOptions, config: &Config) -> anyhow::Resul
         .context("cannot start the service API")
 }
 
+/// Every `every`, removes the records and objects of starts and stops a replica abandoned
+/// mid-way (it crashed, or was stopped): nothing is left that no call can stop.
+async fn collect_abandoned(
+    services: cluster::Services,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => return,
+            _ = tick.tick() => {
+                if let Err(f) = services.collect_abandoned().await {
+                    tracing::warn!(error = %f.message, "service API: cannot collect abandoned starts");
+                }
+            }
+        }
+    }
+}
+
 /// What every connection of the API is served with.
 struct ConnContext {
     acceptor: TlsAcceptor,
     app: Arc<rest::App>,
     idle_timeout: Duration,
+    handshake_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 async fn run(
@@ -272,7 +326,7 @@ async fn connection(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(Duration::from_secs(10), ctx.acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(ctx.handshake_timeout, ctx.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "service API: TLS handshake failed");
@@ -284,7 +338,7 @@ async fn connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(ctx.header_read_timeout)
         .keep_alive(true);
     builder
         .http2()

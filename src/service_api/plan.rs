@@ -59,6 +59,9 @@ pub struct PlanInput<'a> {
     pub client: &'a str,
     pub service_id: &'a str,
     pub start_id: &'a str,
+    /// This start's nonce: an object carrying it was created by this start (see
+    /// [`super::record::owns`]).
+    pub nonce: &'a str,
     /// Value of the service label: a hash of client and service id.
     pub key: &'a str,
     pub secret_name: &'a str,
@@ -78,6 +81,8 @@ pub struct Keys {
     pub service_id: String,
     /// `<domain>/start-id`.
     pub start_id: String,
+    /// `<domain>/api-start`: the nonce of the start that created the object.
+    pub nonce: String,
     /// `<domain>/user`: the identity annotation the webhook reads from trusted submitters.
     pub user: String,
     /// `<domain>/ipaddr`: the requested tag.
@@ -92,6 +97,7 @@ impl Keys {
             client: format!("{d}/api-client"),
             service_id: format!("{d}/service-id"),
             start_id: format!("{d}/start-id"),
+            nonce: format!("{d}/api-start"),
             user: config.user_annotation(),
             tag: config.tag_annotation(),
         }
@@ -270,6 +276,7 @@ fn stamp_meta(
     annotations.insert(keys.user.clone(), json!(input.user));
     annotations.insert(keys.service_id.clone(), json!(input.service_id));
     annotations.insert(keys.start_id.clone(), json!(input.start_id));
+    annotations.insert(keys.nonce.clone(), json!(input.nonce));
     if pod {
         annotations.insert(keys.tag.clone(), json!(input.tag));
     }
@@ -318,6 +325,24 @@ fn stamp_pods(keys: &Keys, input: &PlanInput<'_>, object: &mut Value) -> Result<
         *meta = json!({});
     }
     stamp_meta(keys, input, meta, true)
+}
+
+/// The value of `label` on a Pod, or on a workload's pod template: after creation, the route
+/// value Portico's webhook stamped there.
+pub fn pod_label(object: &Value, label: &str) -> Option<String> {
+    let meta = if object["kind"].as_str() == Some("Pod") {
+        object.get("metadata")?
+    } else {
+        object
+            .pointer(&pod_template_pointer(object)?)?
+            .get("metadata")?
+    };
+    meta.pointer(&format!(
+        "/labels/{}",
+        label.replace('~', "~0").replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
+    .map(str::to_string)
 }
 
 /// The pod spec of a Pod or a workload's template.
@@ -374,6 +399,7 @@ mod tests {
             client: "portal",
             service_id: "svc1",
             start_id: "s1",
+            nonce: "n1",
             key: "k1",
             secret_name: "svc1-env",
             env,
@@ -400,6 +426,10 @@ mod tests {
             "portal_alice"
         );
         assert_eq!(pod["metadata"]["annotations"]["portico.dev/ipaddr"], "svc1");
+        assert_eq!(
+            pod["metadata"]["annotations"]["portico.dev/api-start"],
+            "n1"
+        );
         assert_eq!(pod["metadata"]["labels"]["portico.dev/api-service"], "k1");
         assert_eq!(
             pod["metadata"]["labels"]["portico.dev/api-client"],
@@ -502,5 +532,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_stamped_route_is_read_from_a_pod_or_a_template() {
+        let pod = json!({"kind": "Pod", "metadata": {"labels": {"jarvice-job-ipaddr": "p-x"}}});
+        assert_eq!(
+            pod_label(&pod, "jarvice-job-ipaddr").as_deref(),
+            Some("p-x")
+        );
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {},
+            "spec": {"template": {"metadata": {"labels": {"a/b": "v"}}}}});
+        assert_eq!(pod_label(&deploy, "a/b").as_deref(), Some("v"));
+        let cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"labels": {"a/b": "v"}}});
+        assert_eq!(pod_label(&cm, "a/b"), None);
     }
 }

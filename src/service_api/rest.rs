@@ -21,6 +21,9 @@ pub struct App {
     pub clients: Vec<Client>,
     pub logs: Option<LogControl>,
     pub max_body_bytes: usize,
+    /// A body must have arrived within this once its head has: a client that trickles a body
+    /// holds its connection no longer.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The header naming the service on `POST`.
@@ -72,7 +75,13 @@ fn failure_reply(f: Failure) -> Response<Full<Bytes>> {
     if let Some(keyword) = f.keyword {
         body["keyword"] = json!(keyword);
     }
-    json_reply(f.status, &body)
+    let mut reply = json_reply(f.status, &body);
+    if let Some(secs) = f.retry_after {
+        reply
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    reply
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
@@ -108,13 +117,24 @@ fn header_str<'r, B>(req: &'r Request<B>, name: &str) -> Result<Option<&'r str>,
     }
 }
 
-async fn read_json<B, T>(body: B, limit: usize) -> Result<T, Refusal>
+async fn read_json<B, T>(body: B, limit: usize, within: std::time::Duration) -> Result<T, Refusal>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
     T: serde::de::DeserializeOwned,
 {
-    let bytes = match Limited::new(body, limit).collect().await {
+    let Ok(collected) = tokio::time::timeout(within, Limited::new(body, limit).collect()).await
+    else {
+        return Err(Refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            "body",
+            format!(
+                "the body did not arrive within {} ms; send it at once",
+                within.as_millis()
+            ),
+        ));
+    };
+    let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -206,10 +226,11 @@ where
                 }
                 Err(r) => return r.reply(),
             };
-            let body: StartRequest = match read_json(req.into_body(), app.max_body_bytes).await {
-                Ok(b) => b,
-                Err(r) => return r.reply(),
-            };
+            let body: StartRequest =
+                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return r.reply(),
+                };
             match app.services.start(client, &id, user.as_deref(), body).await {
                 Ok((created, status)) => {
                     let code = if created {
@@ -261,10 +282,11 @@ where
             if m == Method::GET {
                 return json_reply(StatusCode::OK, &json!(logs.levels()));
             }
-            let change: LogChange = match read_json(req.into_body(), app.max_body_bytes).await {
-                Ok(c) => c,
-                Err(r) => return r.reply(),
-            };
+            let change: LogChange =
+                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+                    Ok(c) => c,
+                    Err(r) => return r.reply(),
+                };
             match logs.change(change) {
                 Ok(levels) => json_reply(StatusCode::OK, &json!(levels)),
                 Err(e) => error_reply(StatusCode::BAD_REQUEST, "level", e),

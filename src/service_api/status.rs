@@ -212,15 +212,16 @@ fn event_time(e: &Event) -> String {
         .unwrap_or_default()
 }
 
-/// The last `n` events about the named objects, oldest first.
-pub fn recent_events(events: &[Event], about: &BTreeSet<String>, n: usize) -> Vec<EventLine> {
+/// The last `n` events about the objects with these uids (never by name: anyone can make an
+/// object of a given name), oldest first.
+pub fn recent_events(events: &[Event], uids: &BTreeSet<String>, n: usize) -> Vec<EventLine> {
     let mut lines: Vec<EventLine> = events
         .iter()
         .filter(|e| {
             e.involved_object
-                .name
+                .uid
                 .as_ref()
-                .is_some_and(|name| about.contains(name))
+                .is_some_and(|uid| uids.contains(uid))
         })
         .map(|e| EventLine {
             time: event_time(e),
@@ -340,7 +341,7 @@ mod tests {
     fn events_and_lines_are_the_most_recent() {
         let ev = |name: &str, t: &str, msg: &str| -> Event {
             serde_json::from_value(json!({"metadata": {"name": format!("{name}.{t}")},
-                "involvedObject": {"kind": "Pod", "name": name}, "reason": "R", "type": "Warning",
+                "involvedObject": {"kind": "Pod", "name": name, "uid": format!("uid-{name}")}, "reason": "R", "type": "Warning",
                 "message": msg, "lastTimestamp": t}))
             .unwrap()
         };
@@ -350,12 +351,17 @@ mod tests {
             ev("other", "2026-01-01T00:00:04Z", "x"),
             ev("p", "2026-01-01T00:00:02Z", "b"),
         ];
-        let about: BTreeSet<String> = ["p".to_string()].into();
+        let about: BTreeSet<String> = ["uid-p".to_string()].into();
         let lines = recent_events(&events, &about, 2);
         let msgs: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(msgs, ["b", "c"]);
         assert_eq!(lines[0].object, "Pod/p");
         assert_eq!(recent_events(&events, &about, 0).len(), 0);
+        // A decoy of the same name but another uid is not about the service.
+        let mut decoy = ev("p", "2026-01-01T00:00:09Z", "decoy");
+        decoy.involved_object.uid = Some("uid-decoy".into());
+        let lines = recent_events(&[decoy], &about, 5);
+        assert!(lines.is_empty());
 
         let logs = vec![
             ("p/c".to_string(), "1\n2\n3\n".to_string()),

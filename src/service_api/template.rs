@@ -4,8 +4,13 @@
 //! keyword name (a letter or `_`, then letters, digits, `_`, `.`, `-`), the close indicator.
 //! Anything else (`a < b`, `<<: *anchor`, a lone `<`) is left as it is. Replacement is one pass:
 //! a replaced value is never scanned again. A placeholder with no value is an error naming the
-//! file, the line and the keyword; so is YAML that does not parse after replacement. Nothing
-//! here reads files or talks to the cluster.
+//! file, the line and the keyword. Nothing here reads files or talks to the cluster.
+//!
+//! [`render_objects`] reads the template as YAML first and replaces placeholders inside the
+//! parsed strings, so a value is always placed as the string it was: `null`, `true`, `0x1F`,
+//! `+1`, `.inf`, a lone `-` or `k:` from a request stay those strings instead of turning into
+//! another type or shape. Only a scalar that is exactly one placeholder of a number or boolean
+//! the request sent, or of a replacement table's value (the administrator's), takes that type.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +31,13 @@ pub enum TemplateError {
     },
     #[error("{file}: not valid YAML after keyword replacement: {message}")]
     InvalidYaml { file: String, message: String },
+    #[error("{file}: the value of {placeholder} is not valid YAML: {message}; fix it in the replacement table")]
+    BadValue {
+        file: String,
+        keyword: String,
+        placeholder: String,
+        message: String,
+    },
     #[error("{file}: document {index}: {message}")]
     BadDocument {
         file: String,
@@ -44,7 +56,8 @@ impl TemplateError {
     /// The keyword at fault, if any.
     pub fn keyword(&self) -> Option<&str> {
         match self {
-            TemplateError::UnknownKeyword { keyword, .. } => Some(keyword),
+            TemplateError::UnknownKeyword { keyword, .. }
+            | TemplateError::BadValue { keyword, .. } => Some(keyword),
             _ => None,
         }
     }
@@ -54,6 +67,7 @@ impl TemplateError {
         match self {
             TemplateError::UnknownKeyword { file, .. }
             | TemplateError::InvalidYaml { file, .. }
+            | TemplateError::BadValue { file, .. }
             | TemplateError::BadDocument { file, .. }
             | TemplateError::Empty { file } => file,
         }
@@ -66,12 +80,29 @@ impl TemplateError {
     }
 }
 
+/// How a value is placed when a scalar is exactly its placeholder (inside a longer string every
+/// value is text).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Always a string: built-ins and every string from a request.
+    #[default]
+    Text,
+    /// Read as a YAML value: the administrator's replacement tables.
+    Yaml,
+    /// A number the request sent as a JSON number.
+    Number,
+    /// A boolean the request sent as a JSON boolean.
+    Bool,
+}
+
 /// The values a template can use, with the reasons some request values were left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keywords {
     pub values: BTreeMap<String, String>,
     /// Keyword → why it has no value although the request mentioned it.
     pub refused: BTreeMap<String, String>,
+    /// Keyword → how it is placed; absent means [`ValueKind::Text`].
+    pub kinds: BTreeMap<String, ValueKind>,
 }
 
 /// Everything a start knows that templates may use.
@@ -114,6 +145,7 @@ pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
     {
         for (k, v) in table {
             out.values.insert(k.clone(), v.clone());
+            out.kinds.insert(k.clone(), ValueKind::Yaml);
         }
     }
     let n = input.names;
@@ -130,6 +162,7 @@ pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
     ] {
         // Built-ins win over tables (the configuration check refuses such table keys anyway).
         out.values.insert(name.clone(), value.to_string());
+        out.kinds.remove(name);
     }
     match input.input {
         Some(packed) => {
@@ -147,10 +180,10 @@ pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
         if !is_keyword(&name) {
             continue;
         }
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
+        let (text, kind) = match value {
+            Value::String(s) => (s.clone(), ValueKind::Text),
+            Value::Number(n) => (n.to_string(), ValueKind::Number),
+            Value::Bool(b) => (b.to_string(), ValueKind::Bool),
             _ => {
                 out.refused.insert(
                     name,
@@ -160,6 +193,7 @@ pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
             }
         };
         if is_inert(&text) && text.len() <= 256 {
+            out.kinds.insert(name.clone(), kind);
             out.values.insert(name, text);
         } else {
             out.refused.insert(
@@ -236,16 +270,106 @@ fn keyword_len(s: &str) -> usize {
 /// Parses rendered text into objects: every non-empty document must be a mapping with
 /// `apiVersion`, `kind` and `metadata.name` strings.
 pub fn parse(rendered: &str, file: &str) -> Result<Vec<Value>, TemplateError> {
-    let mut objects = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(rendered).enumerate() {
+    check_documents(documents(rendered, file)?, file)
+}
+
+/// The documents of YAML text, each with its position (empty documents are skipped).
+fn documents(text: &str, file: &str) -> Result<Vec<(usize, Value)>, TemplateError> {
+    let mut out = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value: Value =
             serde::Deserialize::deserialize(doc).map_err(|e| TemplateError::InvalidYaml {
                 file: file.to_string(),
                 message: e.to_string(),
             })?;
-        if value.is_null() {
-            continue;
+        if !value.is_null() {
+            out.push((index, value));
         }
+    }
+    Ok(out)
+}
+
+/// The template's objects with every placeholder replaced inside the parsed document, so no
+/// value can change a type or a shape (see the module's documentation).
+pub fn render_objects(
+    text: &str,
+    file: &str,
+    indicators: &Indicators,
+    keywords: &Keywords,
+) -> Result<Vec<Value>, TemplateError> {
+    // The text pass names an unknown placeholder with its line; its output is not used.
+    render(text, file, indicators, keywords)?;
+    let mut docs = documents(text, file)?;
+    for (_, doc) in &mut docs {
+        place(doc, file, indicators, keywords)?;
+    }
+    check_documents(docs, file)
+}
+
+fn place(
+    value: &mut Value,
+    file: &str,
+    indicators: &Indicators,
+    keywords: &Keywords,
+) -> Result<(), TemplateError> {
+    match value {
+        Value::String(s) => *value = place_scalar(s, file, indicators, keywords)?,
+        Value::Array(items) => {
+            for item in items {
+                place(item, file, indicators, keywords)?;
+            }
+        }
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (key, mut v) in old {
+                // A key is always text: a value can never turn it into anything else.
+                let key = render(&key, file, indicators, keywords)?;
+                place(&mut v, file, indicators, keywords)?;
+                map.insert(key, v);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn place_scalar(
+    s: &str,
+    file: &str,
+    indicators: &Indicators,
+    keywords: &Keywords,
+) -> Result<Value, TemplateError> {
+    let whole = s
+        .strip_prefix(indicators.open.as_str())
+        .and_then(|rest| rest.strip_suffix(indicators.close.as_str()))
+        .filter(|name| !name.is_empty() && keyword_len(name) == name.len());
+    if let Some(name) = whole {
+        if let Some(text) = keywords.values.get(name) {
+            let kind = keywords.kinds.get(name).copied().unwrap_or_default();
+            let typed = match kind {
+                ValueKind::Text => None,
+                ValueKind::Number | ValueKind::Bool => serde_json::from_str::<Value>(text)
+                    .ok()
+                    .filter(|v| v.is_number() || v.is_boolean()),
+                ValueKind::Yaml => Some(serde_yaml::from_str::<Value>(text).map_err(|e| {
+                    TemplateError::BadValue {
+                        file: file.to_string(),
+                        keyword: name.to_string(),
+                        placeholder: s.to_string(),
+                        message: e.to_string(),
+                    }
+                })?),
+            };
+            return Ok(typed.unwrap_or_else(|| Value::String(text.clone())));
+        }
+    }
+    render(s, file, indicators, keywords).map(Value::String)
+}
+
+/// Every document must be a mapping with `apiVersion`, `kind` and `metadata.name` strings.
+fn check_documents(docs: Vec<(usize, Value)>, file: &str) -> Result<Vec<Value>, TemplateError> {
+    let mut objects = Vec::new();
+    for (index, value) in docs {
         let bad = |message: String| TemplateError::BadDocument {
             file: file.to_string(),
             index: index + 1,
@@ -278,6 +402,7 @@ pub fn parse(rendered: &str, file: &str) -> Result<Vec<Value>, TemplateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn table(pairs: &[(&str, &str)]) -> Keywords {
         Keywords {
@@ -285,7 +410,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            refused: BTreeMap::new(),
+            ..Keywords::default()
         }
     }
 
@@ -439,5 +564,133 @@ mod tests {
             parse(&text, "f").unwrap_err(),
             TemplateError::InvalidYaml { .. }
         ));
+    }
+
+    fn objects(text: &str, kw: &Keywords) -> Result<Vec<Value>, TemplateError> {
+        render_objects(text, "f.yaml", &Indicators::default(), kw)
+    }
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: <id>\n  annotations: {a: <v>, b: \"<v>\", c: x-<v>}\nspec:\n  args:\n    - <v>\n  <v>: key\n";
+
+    #[test]
+    fn request_strings_stay_strings_whatever_yaml_would_read() {
+        for value in [
+            "null",
+            "true",
+            "False",
+            "0x1F",
+            "+1",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "-",
+            "k:",
+            "~",
+            "1e3",
+            "0o17",
+            "yes",
+            "2026-01-01",
+            "=",
+            "",
+        ] {
+            let kw = table(&[("id", "p"), ("v", value)]);
+            let out = objects(POD, &kw).unwrap();
+            let o = &out[0];
+            for key in ["a", "b"] {
+                assert_eq!(o["metadata"]["annotations"][key], json!(value), "{value:?}");
+            }
+            assert_eq!(
+                o["metadata"]["annotations"]["c"],
+                json!(format!("x-{value}"))
+            );
+            assert_eq!(o["spec"]["args"], json!([value]), "{value:?}");
+            assert_eq!(o["spec"][value], json!("key"), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn request_numbers_and_booleans_and_table_values_keep_their_type_when_alone() {
+        let mut kw = table(&[
+            ("id", "p"),
+            ("n", "2"),
+            ("t", "true"),
+            ("tbl", "3"),
+            ("s", "2"),
+        ]);
+        kw.kinds.insert("n".into(), ValueKind::Number);
+        kw.kinds.insert("t".into(), ValueKind::Bool);
+        kw.kinds.insert("tbl".into(), ValueKind::Yaml);
+        let out = objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: <id>}\nspec: {n: <n>, t: <t>, tbl: <tbl>, s: <s>, m: <n>x}\n",
+            &kw,
+        )
+        .unwrap();
+        assert_eq!(
+            out[0]["spec"],
+            json!({"n": 2, "t": true, "tbl": 3, "s": "2", "m": "2x"})
+        );
+        // A number that is not one (a forged kind) is placed as text.
+        kw.values.insert("n".into(), "null".into());
+        let out = objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: <id>}\nspec: {n: <n>}\n",
+            &kw,
+        )
+        .unwrap();
+        assert_eq!(out[0]["spec"]["n"], json!("null"));
+    }
+
+    #[test]
+    fn the_keyword_table_marks_how_each_value_is_placed() {
+        let names = KeywordNames::default();
+        let client: BTreeMap<String, String> = [("image".into(), "busybox".into())].into();
+        let opts = serde_json::json!({"n": 2, "b": false, "s": "null"});
+        let kw = keywords(&KeywordInput {
+            names: &names,
+            service_id: "svc",
+            start_id: "s",
+            user_id: "true",
+            unique_user_id: "c_true",
+            client: "c",
+            secret_name: "svc-env",
+            cert_secret_name: "svc-tls",
+            namespace: "team",
+            tag: "svc",
+            input: None,
+            stage_table: None,
+            client_table: Some(&client),
+            user_options: opts.as_object(),
+        });
+        assert_eq!(kw.kinds.get("image"), Some(&ValueKind::Yaml));
+        assert_eq!(kw.kinds.get("user_options.n"), Some(&ValueKind::Number));
+        assert_eq!(kw.kinds.get("user_options.b"), Some(&ValueKind::Bool));
+        assert_eq!(kw.kinds.get("user_options.s"), Some(&ValueKind::Text));
+        assert_eq!(kw.kinds.get("user_id"), None);
+        let out = objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: <id>}\nspec: {u: <user_id>, s: <user_options.s>}\n",
+            &kw,
+        )
+        .unwrap();
+        assert_eq!(out[0]["spec"], json!({"u": "true", "s": "null"}));
+    }
+
+    #[test]
+    fn a_table_value_that_is_not_yaml_and_an_unknown_placeholder_are_named() {
+        let mut kw = table(&[("id", "p"), ("cmd", "[unclosed")]);
+        kw.kinds.insert("cmd".into(), ValueKind::Yaml);
+        let err = objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: <id>}\nx: <cmd>\n",
+            &kw,
+        )
+        .unwrap_err();
+        assert_eq!(err.keyword(), Some("cmd"));
+        assert!(err.to_string().contains("not valid YAML"), "{err}");
+        let err = objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: <id>}\n\nx: <nope>\n",
+            &kw,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("f.yaml:5"), "{err}");
+        let err = objects("a: [b\n", &kw).unwrap_err();
+        assert!(matches!(err, TemplateError::InvalidYaml { .. }), "{err}");
     }
 }

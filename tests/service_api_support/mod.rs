@@ -89,6 +89,8 @@ pub struct ApiEnv {
     pub api: RunningApi,
     pub config: Config,
     roots: RootCertStore,
+    cert: PathBuf,
+    key: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -192,6 +194,8 @@ impl ApiEnv {
             api,
             config,
             roots,
+            cert: files.cert.clone(),
+            key: files.key.clone(),
             _dir: dir,
         }
     }
@@ -209,8 +213,32 @@ impl ApiEnv {
         self.call_raw(method, path, auth, headers, raw).await
     }
 
+    /// A second API replica on the same cluster and configuration, as a second Portico pod.
+    pub async fn replica(&self) -> RunningApi {
+        let mut opts = ApiOptions::new(&self.cert, &self.key);
+        opts.listen = "127.0.0.1:0".parse().unwrap();
+        let kube = self.lp.client("portal").await;
+        portico::service_api::start(opts, Arc::new(self.config.clone()), kube)
+            .await
+            .unwrap()
+    }
+
     pub async fn call_raw(
         &self,
+        method: &str,
+        path: &str,
+        auth: Auth<'_>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        self.call_at(self.api.addr(), method, path, auth, headers, body)
+            .await
+    }
+
+    /// [`ApiEnv::call_raw`] to the API listening on `addr` (a replica).
+    pub async fn call_at(
+        &self,
+        addr: std::net::SocketAddr,
         method: &str,
         path: &str,
         auth: Auth<'_>,
@@ -224,7 +252,7 @@ impl ApiEnv {
             .with_root_certificates(self.roots.clone())
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = TcpStream::connect(self.api.addr()).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
         let stream = TlsConnector::from(Arc::new(tls))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
