@@ -342,6 +342,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut api_opts = crate::service_api::ApiOptions::new(&args.tls_cert, &args.tls_key);
         api_opts.listen = args.api_listen;
         api_opts.max_connections = args.api_max_connections;
+        api_opts.webhook_reserve =
+            crate::service_api::webhook_reserve(args.max_connections, args.ops_max_connections);
         // The API watches the same certificate files with a watcher of its own; it keeps its
         // metrics apart, or each rotation would be counted twice on the webhook's ops port.
         // Its connection series are its own (`listener="api"`), so they go where the ops port

@@ -101,11 +101,18 @@ impl ApiOptions {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
-            webhook_reserve: crate::server::DEFAULT_MAX_CONNECTIONS
-                + crate::server::DEFAULT_MAX_OPS_CONNECTIONS
-                + 256,
+            webhook_reserve: webhook_reserve(
+                crate::server::DEFAULT_MAX_CONNECTIONS,
+                crate::server::DEFAULT_MAX_OPS_CONNECTIONS,
+            ),
         }
     }
+}
+
+/// The descriptors the API's connection cap must leave to the rest of the process: the
+/// webhook's and the ops port's caps, and 256 for files, the kube client and the log.
+pub fn webhook_reserve(webhook_connections: usize, ops_connections: usize) -> usize {
+    webhook_connections + ops_connections + 256
 }
 
 /// Why the API did not start.
