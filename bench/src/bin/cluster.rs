@@ -172,7 +172,6 @@ async fn run(args: &Args, cluster: &ClusterProc) -> anyhow::Result<String> {
     let mut rows = Vec::new();
     for &pods in &args.pods {
         let s = scale(args, cluster, &admin, &user1, pods).await?;
-        eprintln!("{pods} pods: {s:?}");
         rows.push(s.row());
     }
     out.push_str("\nThe provisioner at scale (ten pods per tag, one NodePort Exposure per tag, target all):\n\n");
@@ -201,26 +200,28 @@ fn bench_pod(name: &str, tag: &str, run: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-/// Deletes this run's pods (grace 0) and waits until they are gone.
+/// Deletes this run's pods (grace 0) and waits until they are gone. At 10,000 pods one
+/// `deletecollection` outlasts the apiserver's 60 s request timeout (504) and stops part way, so
+/// it is sent again until nothing is left.
 async fn delete_pods(admin: &Client, run: &str) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
     let selector = ListParams::default().labels(&format!("bench={run}"));
-    // At 10,000 pods the apiserver's 60 s request timeout can end the call (504) while the
-    // deletions go on; what counts is that the pods go.
-    if let Err(e) = pods
-        .delete_collection(&DeleteParams::default().grace_period(0), &selector)
-        .await
-    {
-        eprintln!("deleting the pods of {run}: {e}; waiting for them to go");
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !pods.list_metadata(&selector).await?.items.is_empty() {
-        if Instant::now() > deadline {
-            bail!("pods of {run} still there after 600 s");
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    loop {
+        if let Err(e) = pods
+            .delete_collection(&DeleteParams::default().grace_period(0), &selector)
+            .await
+        {
+            eprintln!("deleting the pods of {run}: {e}; again");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if pods.list_metadata(&selector).await?.items.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("pods of {run} still there after 1200 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(())
 }
 
 /// Whether a pod made now comes back stamped by Portico: waits until it does (or does not).
@@ -459,15 +460,7 @@ async fn scale(
         *writes.entry(r.clone()).or_insert(0) += 1;
     }
     let quiet_writes = (after_quiet.len() - converged.len()) as u64;
-    // Clean up for the next scale: the Exposures (their Services go with them) and the pods.
-    if let Err(e) = Api::<Exposure>::namespaced(admin.clone(), NS)
-        .delete_collection(&DeleteParams::default(), &selector)
-        .await
-    {
-        eprintln!("deleting the Exposures of {run}: {e}");
-    }
-    delete_pods(admin, &run).await?;
-    Ok(Scale {
+    let measured = Scale {
         pods,
         exposures: tags,
         create_seconds,
@@ -477,5 +470,16 @@ async fn scale(
         quiet_seconds: args.quiet_seconds,
         cpu_seconds,
         peak_rss_bytes,
-    })
+    };
+    // Shown before the cleanup, which takes minutes at 10,000 pods.
+    eprintln!("{pods} pods: {measured:?}");
+    // Clean up for the next scale: the Exposures (their Services go with them) and the pods.
+    if let Err(e) = Api::<Exposure>::namespaced(admin.clone(), NS)
+        .delete_collection(&DeleteParams::default(), &selector)
+        .await
+    {
+        eprintln!("deleting the Exposures of {run}: {e}");
+    }
+    delete_pods(admin, &run).await?;
+    Ok(measured)
 }
