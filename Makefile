@@ -3,7 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 export KUBECTL := $(TOOLS)/kubectl/bin/kubectl
-PORTICO := target/debug/portico
+# Where cargo builds (CARGO_TARGET_DIR when set, as cargo itself reads it).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+PORTICO := $(TARGET_DIR)/debug/portico
 
 .PHONY: run sandbox test build certs lint fmt kubectl manifests clean bench deploy fuzz loadtest faults \
 	cluster controlplane fixtures bench-cluster
@@ -98,7 +100,7 @@ bench:
 # target/bench/cluster/cluster.md; see docs/performance.md.
 bench-cluster: kubectl controlplane
 	$(CARGO) build --release --features portico/bench -p portico --bin portico -p portico-bench --bin portico-bench-cluster
-	target/release/portico-bench-cluster
+	$(TARGET_DIR)/release/portico-bench-cluster --portico $(TARGET_DIR)/release/portico
 
 # Fuzzing (cargo-fuzz, stable toolchain): each target for FUZZ_SECONDS (default 60). Findings
 # land in fuzz/artifacts/; see fuzz/README.md.
@@ -110,7 +112,7 @@ fuzz:
 # docs/reliability.md. LOADTEST_RATE (default 100/s), LOADTEST_BURST, LOADTEST_SCALE tune it.
 loadtest:
 	$(CARGO) build --release --bin portico --example loadtest
-	target/release/examples/loadtest
+	$(TARGET_DIR)/release/examples/loadtest
 
 # The provisioner under apiserver faults with the error storm and watch cutting held for a full
 # minute (make test runs the same tests for 10 s); prints the FIGURES lines.

@@ -13,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
-PORTICO="${PORTICO:-$PWD/target/debug/portico}"
-SANDBOX="${SANDBOX:-$PWD/target/debug/portico-sandbox}"
+PORTICO="${PORTICO:-${CARGO_TARGET_DIR:-$PWD/target}/debug/portico}"
+SANDBOX="${SANDBOX:-${CARGO_TARGET_DIR:-$PWD/target}/debug/portico-sandbox}"
 KUBECTL="${KUBECTL:-$PWD/.tools/kubectl/bin/kubectl}"
 API_PORT="${SANDBOX_PORT:-6443}"
 WEBHOOK_PORT="${WEBHOOK_PORT:-8443}"
