@@ -168,7 +168,7 @@ fn kubectl_typed_generators_work() {
         &[
             "create",
             "cronjob",
-            "nightly",
+            "typed-cron",
             "--image=busybox",
             "--schedule=0 3 * * *",
         ],
@@ -249,8 +249,17 @@ fn impersonation_stamps_the_impersonated_user_and_is_not_for_tenants() {
     let c = cluster();
     let r = c.kubectl(
         "admin",
-        &["--as", "user1", "create", "-f", "-", "-o", "json"],
-        Some(&pod_yaml("as-user1", "asuser", None)),
+        &[
+            "--as",
+            "user1",
+            "run",
+            "as-user1",
+            "--image=busybox",
+            "--annotations=portico.dev/ipaddr=asuser",
+            "-o",
+            "json",
+        ],
+        None,
     );
     assert!(r.ok, "{}", r.err);
     let pod: Value = serde_json::from_str(&r.out).expect("pod");
@@ -262,8 +271,8 @@ fn impersonation_stamps_the_impersonated_user_and_is_not_for_tenants() {
     assert_eq!(annotation(&pod, "portico.dev/user"), Some("user1"), "{pod}");
     let r = c.kubectl(
         "user1",
-        &["--as", "user2", "create", "-f", "-"],
-        Some(&pod_yaml("as-user2", "asuser", None)),
+        &["--as", "user2", "run", "as-user2", "--image=busybox"],
+        None,
     );
     assert!(!r.ok, "user1 impersonated user2: {}", r.out);
     assert!(r.err.contains("cannot impersonate"), "{}", r.err);
