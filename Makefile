@@ -44,9 +44,15 @@ kubectl:
 fmt:
 	$(CARGO) fmt --all
 
+# gofmt comes with Go, which the e2e tier needs anyway (`make controlplane` says how to get it).
+GOFMT ?= $(or $(shell command -v gofmt 2>/dev/null),/usr/local/go/bin/gofmt)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@[ -x "$(GOFMT)" ] || { echo "gofmt is missing: install Go 1.26 (https://go.dev/dl/, e.g. into /usr/local/go)" >&2; exit 1; }
+	@unformatted="$$($(GOFMT) -l e2e sandbox/scripts)" || exit 1; \
+	  [ -z "$$unformatted" ] || { echo "gofmt -l: these Go files need gofmt -w:" $$unformatted >&2; exit 1; }
 
 # The e2e tier (tests/e2e_cluster.rs) needs the control plane binaries: built here first, once per
 # machine (Go required; minutes when cold, nothing when cached), so the build shows its progress.
