@@ -373,8 +373,11 @@ pub fn service_matches(desired: &Service, observed: &Service) -> bool {
                     && (a.node_port.is_none() || a.node_port == b.node_port)
             })
     };
+    // The apiserver defaults `type` to ClusterIP: a desired Service that leaves it out matches a
+    // stored one that shows it (else every pass would re-apply it, for ever).
+    let type_of = |s: &K8sServiceSpec| s.type_.clone().unwrap_or_else(|| "ClusterIP".into());
     d.selector == o.selector
-        && d.type_ == o.type_
+        && type_of(d) == type_of(o)
         && ports_match
         && (d.cluster_ip.is_none() || d.cluster_ip == o.cluster_ip)
         && d.load_balancer_class == o.load_balancer_class
@@ -392,7 +395,15 @@ pub fn service_matches(desired: &Service, observed: &Service) -> bool {
 
 /// Whether the observed Ingress already has every field Portico manages as desired.
 pub fn ingress_matches(desired: &Ingress, observed: &Ingress) -> bool {
-    desired.spec == observed.spec
+    // With no class asked for, the apiserver's DefaultIngressClass admission fills in the
+    // cluster's default class: that is not drift.
+    let mut observed_spec = observed.spec.clone();
+    if let (Some(d), Some(o)) = (&desired.spec, observed_spec.as_mut()) {
+        if d.ingress_class_name.is_none() {
+            o.ingress_class_name = None;
+        }
+    }
+    desired.spec == observed_spec
         && subset(
             desired.metadata.labels.as_ref(),
             observed.metadata.labels.as_ref(),
@@ -760,6 +771,7 @@ pub fn job_plan(
         services.push(Service {
             metadata: meta(format!("{}-workers", owner.name)),
             spec: Some(K8sServiceSpec {
+                type_: Some(ServiceType::ClusterIP.as_str().to_string()),
                 cluster_ip: Some("None".into()),
                 selector: Some(selector),
                 ports: Some(service_ports(&ports, ServiceType::ClusterIP)?),
@@ -1196,3 +1208,7 @@ mod tests {
         assert!(parse_ports("http:99999", None).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "desired_at_rest.rs"]
+mod at_rest;
