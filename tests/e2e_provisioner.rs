@@ -207,6 +207,7 @@ on_the_cluster!(false =>
     s07_drifted_selector_is_restored,
     s09_pod0_is_elected_and_moves,
     s12_exposing_another_users_tag_is_refused,
+    s13_names_that_cannot_name_a_service,
 );
 on_the_cluster!(true => s08_steady_state_writes_nothing);
 

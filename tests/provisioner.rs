@@ -83,6 +83,7 @@ on_the_sandbox!(
     s08_steady_state_writes_nothing,
     s09_pod0_is_elected_and_moves,
     s12_exposing_another_users_tag_is_refused,
+    s13_names_that_cannot_name_a_service,
 );
 
 /// 10. Two instances: one leads; stop it, the other takes over; never both writing.

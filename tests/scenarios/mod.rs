@@ -583,3 +583,40 @@ pub async fn s12_exposing_another_users_tag_is_refused(w: &impl World) {
     assert_eq!(mine.spec.user.as_deref(), Some("user2"));
     comes_to_rest(w, "s12_exposing_another_users_tag_is_refused").await;
 }
+
+/// 13. Names that can never name a Service (not a DNS-1035 label): an Exposure is refused at
+///     admission saying why; a workload asking for per-job exposure gets one Event saying why,
+///     no Service, and the provisioner comes to rest (no retry for ever).
+pub async fn s13_names_that_cannot_name_a_service(w: &impl World) {
+    let user1 = w.client("user1").await;
+    let err = create_exposure(&user1, &exposure("1lab", nodeport("lab", 30130, "pod0")))
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("DNS-1035") && message.contains("start with a lowercase letter"),
+        "{message}"
+    );
+    let mut j = job("1lab", "lab", 1, true);
+    let ann = j.metadata.annotations.get_or_insert_with(Default::default);
+    ann.insert("portico.dev/expose".into(), "ClusterIP".into());
+    create_job(&user1, &j).await;
+    let events = Api::<k8s_openapi::api::core::v1::Event>::default_namespaced(user1.clone());
+    let said = eventually(PATIENCE, "an InvalidName Event on the Job", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidName")
+                    && e.involved_object.name.as_deref() == Some("1lab")
+            })
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(
+        said.contains("\"1lab-expose\"") && said.contains("start with a lowercase letter"),
+        "{said}"
+    );
+    assert!(service(&user1, "1lab-expose").await.is_none());
+    comes_to_rest(w, "s13_names_that_cannot_name_a_service").await;
+}
