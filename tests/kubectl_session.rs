@@ -41,12 +41,15 @@ impl Session {
         let _ = writeln!(self.transcript, "```console");
         match stdin {
             Some(doc) => {
-                let _ = writeln!(self.transcript, "$ kubectl --context {who} {shown} <<EOF");
+                let _ = writeln!(
+                    self.transcript,
+                    "$ kubectl --context {who} -n team {shown} <<EOF"
+                );
                 let _ = write!(self.transcript, "{}", doc.trim_start());
                 let _ = writeln!(self.transcript, "EOF");
             }
             None => {
-                let _ = writeln!(self.transcript, "$ kubectl --context {who} {shown}");
+                let _ = writeln!(self.transcript, "$ kubectl --context {who} -n team {shown}");
             }
         }
         let _ = write!(self.transcript, "{}{}", step.err, step.out);
