@@ -295,6 +295,7 @@ pub async fn create(
     o: &WriteOpts,
 ) -> Result<Outcome, ApiError> {
     check_kind(info, &mut obj)?;
+    crate::decode::byte_fields(info, &mut obj)?;
     set_namespace(info, ns, &mut obj)?;
     {
         let meta = meta_mut(&mut obj);
@@ -455,6 +456,7 @@ async fn finish_update(
 ) -> Result<Outcome, UpdateErr> {
     let name = meta_str(&old, "name").to_string();
     let ns = meta_str(&old, "namespace").to_string();
+    crate::decode::byte_fields(info, &mut new)?;
     rules::apply_defaults(info, &mut new);
     let attrs = Attributes {
         operation: "UPDATE",

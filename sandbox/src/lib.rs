@@ -22,6 +22,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod controllers;
+pub mod decode;
 pub mod discovery;
 pub mod error;
 pub mod faults;
