@@ -27,6 +27,8 @@ pub struct Config {
     pub rules: RuleConfig,
     /// Pending → Running delay of the kubelet stand-in.
     pub kubelet_delay: Duration,
+    /// Images the kubelet stand-in pretends to run (`crate::images`).
+    pub images: Vec<String>,
     /// Pods of Jobs succeed after running this long (None: they run until killed).
     pub pod_succeed_after: Option<Duration>,
     /// Interval between watch bookmarks.
