@@ -8,7 +8,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A stable front door (a Service, and optionally an Ingress) for the pods of one route value.
+// The doc comment describes `spec`; the `Exposure` kind itself is described by `doc` below.
+/// What to expose and how: the tag whose pods are reached, which of them, the Service, and an
+/// optional Ingress.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     doc = "An Exposure keeps a Service (and optionally an Ingress) of the same name pointed at the pods of one of your ipaddr tags, across job restarts: the node port, load-balancer address or host stays while jobs come and go. The name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, at most 63 characters), since the Service takes it. Portico's provisioner makes the objects and reports in status; `kubectl get exposures` shows the address, ports, pods reached and readiness.",
@@ -28,8 +30,6 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]
-/// What to expose and how: the tag whose pods are reached, which of them, the Service, and an
-/// optional Ingress.
 pub struct ExposureSpec {
     /// The ipaddr tag whose pods this exposes (case sensitive): the value of the jobs'
     /// `portico.dev/ipaddr` annotation, e.g. `foobar`. Pods are reached through the route value
@@ -211,5 +211,67 @@ pub struct Condition {
 /// The CRD as YAML, for `portico crd` and `manifests/base/crd.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&Exposure::crd())
+    let mut crd = serde_json::to_value(Exposure::crd())
+        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    unwrap_descriptions(&mut crd);
+    serde_yaml::to_string(&crd)
+}
+
+/// Joins the lines of every `description` (doc comments are wrapped at 100 columns; `kubectl
+/// explain` wraps text itself, and kept line breaks would break its paragraphs mid-sentence).
+/// Blank lines stay paragraph breaks.
+fn unwrap_descriptions(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if k == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|para| para.split_whitespace().collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_crd_describes_every_field_for_humans_on_unwrapped_lines() {
+        let yaml = super::crd_yaml().unwrap();
+        let crd: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
+            let description = v["description"].as_str().unwrap_or_default();
+            if description.is_empty() {
+                missing.push(path.to_string());
+            }
+            assert!(
+                !description.contains("Auto-generated"),
+                "{path}: {description}"
+            );
+            assert!(!description.contains('\n'), "{path}: {description:?}");
+            if let Some(props) = v["properties"].as_object() {
+                for (k, child) in props {
+                    walk(&format!("{path}.{k}"), child, missing);
+                }
+            }
+            if v["items"].is_object() {
+                walk(&format!("{path}[]"), &v["items"], missing);
+            }
+        }
+        walk("exposure", root, &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+    }
 }
