@@ -74,6 +74,7 @@ sandbox: build certs kubectl
 # Regenerate what is generated from the Rust types.
 manifests: build
 	$(PORTICO) crd > manifests/base/crd.yaml
+	PORTICO_WRITE_MANIFESTS=1 $(CARGO) test --test manifests the_service_api_component >/dev/null
 
 clean:
 	$(CARGO) clean
