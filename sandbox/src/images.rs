@@ -40,9 +40,9 @@ fn repository_of(image: &str) -> String {
 /// What the pod's status says of an image the sandbox does not pretend to run.
 pub fn refusal(image: &str) -> String {
     format!(
-        "portico-sandbox runs no images: it only pretends to run those on its list (--image; \
-         now not {image:?}), so this pod stays Pending as it would where the image cannot be \
-         pulled. Add it with --image if pretending is what you want"
+        "portico-sandbox runs no images and pretends to run only those on its list (--image); \
+         {image:?} is not on it, so this pod stays Pending, as where an image cannot be pulled. \
+         Start the sandbox with --image {image} to pretend anyway"
     )
 }
 

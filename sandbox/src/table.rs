@@ -239,6 +239,13 @@ fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
             if let Some(r) = o.pointer("/status/reason").and_then(Value::as_str) {
                 phase = r.to_string();
             }
+            // As kubectl's printer: a waiting container's reason (ErrImagePull) says more.
+            if let Some(r) = statuses
+                .iter()
+                .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str))
+            {
+                phase = r.to_string();
+            }
             if o.pointer("/metadata/deletionTimestamp").is_some() {
                 phase = "Terminating".into();
             }

@@ -305,7 +305,7 @@ async fn deployments_and_pod_logs() {
     )
     .await;
     assert_eq!(r.code, 200);
-    assert!(r.text.contains("started"), "{}", r.text);
+    assert!(r.text.contains("is simulated"), "{}", r.text);
     assert!(r.text.contains("boom: out of cheese"), "{}", r.text);
     let events = sb.objects("", "events", Some(&ns));
     assert!(events.iter().any(|e| e["reason"] == "Error"
