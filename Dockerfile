@@ -17,6 +17,9 @@ RUN cargo build --release --locked -p portico --bin portico \
 # no package manager. rustls does the TLS, so no OpenSSL is needed.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/portico /usr/local/bin/portico
+# The service API's example templates, where `api.descriptions: /etc/portico/descriptions` finds
+# them; the service-api Component mounts its ConfigMap (your templates) over them.
+COPY --from=build /src/descriptions /etc/portico/descriptions
 USER 65532:65532
 # The webhook (HTTPS) and the ops port (/healthz, /readyz, /metrics).
 EXPOSE 8443 9090

@@ -11,20 +11,13 @@ PORTICO := $(TARGET_DIR)/debug/portico
 	cluster controlplane fixtures bench-cluster
 
 # `make deploy`: Portico into the cluster kubectl points at (KUBECONFIG / current context), with
-# the self-managed certificates overlay (made here once, git-ignored) or OVERLAY=cert-manager.
-# The image named in manifests/base/deployment.yaml must be pullable by the cluster.
+# the self-managed certificates overlay (deploy certificates made once into the overlay, apart from
+# the development ones in certs/) or OVERLAY=cert-manager. Against the sandbox it is a server-side
+# dry run (scripts/deploy.sh says why). The image in manifests/base/deployment.yaml must be
+# pullable by the cluster.
 OVERLAY ?= self-managed
 deploy: kubectl
-	@"$(KUBECTL)" version --request-timeout=5s >/dev/null 2>&1 || { \
-	  echo "make deploy: no cluster answers (KUBECONFIG=$${KUBECONFIG:-~/.kube/config}, context: $$("$(KUBECTL)" config current-context 2>/dev/null || echo none)); nothing was applied" >&2; \
-	  exit 1; }
-	@if [ "$(OVERLAY)" = self-managed ] && [ ! -s manifests/overlays/self-managed/certs/tls.crt ]; then \
-	  $(CARGO) build -p portico --bin portico && \
-	  $(PORTICO) certs --service portico --namespace portico-system \
-	    --out manifests/overlays/self-managed/certs >/dev/null && \
-	  echo "certificates written to manifests/overlays/self-managed/certs/"; \
-	fi
-	"$(KUBECTL)" apply -k manifests/overlays/$(OVERLAY)
+	OVERLAY=$(OVERLAY) CARGO=$(CARGO) PORTICO=$(PORTICO) scripts/deploy.sh
 
 # One profile (dev) for everything: the binaries the scripts run are the ones the tests use.
 build:
@@ -89,6 +82,7 @@ sandbox: build certs kubectl
 # Regenerate what is generated from the Rust types.
 manifests: build
 	$(PORTICO) crd > manifests/base/crd.yaml
+	PORTICO_WRITE_MANIFESTS=1 $(CARGO) test --test manifests the_service_api_component >/dev/null
 
 clean:
 	$(CARGO) clean

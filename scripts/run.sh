@@ -20,6 +20,7 @@ API_PORT="${SANDBOX_PORT:-6443}"
 WEBHOOK_PORT="${WEBHOOK_PORT:-8443}"
 OPS_PORT="${OPS_PORT:-9090}"
 STATE="${STATE:-.sandbox}"
+case "$STATE" in /*) state_abs="$STATE" ;; *) state_abs="$PWD/$STATE" ;; esac
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # GET on the ops port with bash alone (no curl needed): true on HTTP 200.
@@ -137,7 +138,7 @@ fi
 
 say "ready — try it from another terminal"
 cat <<HELP
-  export KUBECONFIG=$PWD/$STATE/kubeconfig KUBECTL=$KUBECTL
+  export KUBECONFIG=$state_abs/kubeconfig KUBECTL=$KUBECTL
   \$KUBECTL --context user1 -n team get pods -L jarvice-job-ipaddr
   \$KUBECTL --context user2 -n team create -f my-job.yaml     # contexts: admin, user1, user2, portal
   curl -s http://127.0.0.1:$OPS_PORT/metrics | grep portico_

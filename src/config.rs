@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod parse;
+
 use crate::core::host::{longest_host_prefix, HostTemplate, MIN_ENCODED_HOST_TAG, TEMPLATE_RULE};
 use crate::core::label::validate_label_key;
 
@@ -285,11 +287,10 @@ impl Default for IdentityConfig {
 /// Why a configuration cannot be used. Each names the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // The OS error is part of the message and not a `source`, so that a chain printed whole
+    // (`{:#}`) does not say it twice.
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
     #[error("{} problem(s) in the configuration:\n  - {}", .0.len(), .0.join("\n  - "))]
@@ -299,25 +300,42 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
-    /// Parses and checks YAML text; `origin` names it in errors.
+    /// Parses and checks YAML text; `origin` names it in errors. Every problem is reported at
+    /// once: unknown keys, values of the wrong type and bad values alike.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let root: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
                 path: origin.to_string(),
                 message: e.to_string(),
-            })?
-        };
-        config.check()?;
-        Ok(config)
+            })?;
+        if root.is_null() {
+            return Ok(Config::default());
+        }
+        let (mut problems, cleaned) = parse::key_problems(&root);
+        match serde_yaml::from_value::<Config>(cleaned) {
+            Ok(config) => problems.extend(config.problems()),
+            // Not expected once the bad keys are gone; reported rather than lost.
+            Err(e) => problems.push(e.to_string()),
+        }
+        if problems.is_empty() {
+            // The file exactly as written (nothing was removed).
+            serde_yaml::from_value(root).map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                message: e.to_string(),
+            })
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 
     /// Settings that work but weaken a guarantee, each naming its key and what to do instead:
@@ -463,6 +481,13 @@ impl Config {
             out.push("api.impersonate: the API must not act as Portico's own user (the webhook would stamp its objects as Portico's)".to_string());
         }
         out
+    }
+
+    /// The defaults as YAML, every key listed (those unset by default as `null`), for
+    /// `portico config defaults`.
+    pub fn defaults_yaml() -> Result<String, serde_yaml::Error> {
+        let defaults = serde_yaml::to_value(Config::default())?;
+        serde_yaml::to_string(&parse::with_every_key(&defaults))
     }
 
     /// `Ok` when [`Config::problems`] finds none.

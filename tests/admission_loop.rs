@@ -144,6 +144,12 @@ async fn make_run_scene_plays() {
             .env("RUN_SCENE_ONLY", "1")
             .env("KUBECTL", &bin)
             .env("PORTICO", env!("CARGO_BIN_EXE_portico"))
+            // The sandbox binary beside it (the same target directory, whatever CARGO_TARGET_DIR).
+            .env(
+                "SANDBOX",
+                std::path::Path::new(env!("CARGO_BIN_EXE_portico"))
+                    .with_file_name("portico-sandbox"),
+            )
             .env("STATE", tempfile::tempdir().expect("tempdir").keep())
             .env("SANDBOX_PORT", free())
             .env("WEBHOOK_PORT", free())

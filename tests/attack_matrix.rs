@@ -4,7 +4,7 @@
 mod support;
 
 use portico::admission::Endpoint;
-use serde_json::json;
+use serde_json::{json, Value};
 use support::*;
 
 const STRICT: &str = "strict: true\n";
@@ -535,4 +535,54 @@ fn delete_and_connect_are_allowed_untouched() {
         &review("DELETE", &user("user2"), None, Some(&p)),
     );
     assert!(r.allowed && r.patch.is_none());
+}
+
+// --- names that can never work ---
+
+fn exposure_named(meta: Value) -> Obj {
+    let mut metadata = meta;
+    metadata["namespace"] = json!("team");
+    Obj(
+        json!({"apiVersion": "portico.dev/v1alpha1", "kind": "Exposure", "metadata": metadata,
+        "spec": {"tag": "lab", "user": "user1", "service": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80}]}}}),
+    )
+}
+
+#[test]
+fn an_exposure_whose_name_cannot_name_its_service_is_refused_at_creation_saying_why() {
+    let w = webhook();
+    let create = |meta: Value| {
+        send(
+            &w,
+            Endpoint::Validate,
+            &review("CREATE", &user("user1"), Some(&exposure_named(meta)), None),
+        )
+    };
+    for (name, why) in [
+        ("1lab", "must start with a lowercase letter"),
+        ("lab.v2", "only lowercase letters, digits and '-'"),
+        (&*"a".repeat(64), "longer than 63 characters"),
+    ] {
+        let r = create(json!({"name": name}));
+        assert!(!r.allowed, "{name} admitted");
+        for needle in [
+            name,
+            "DNS-1035",
+            why,
+            "the Service takes the Exposure's name",
+        ] {
+            assert!(r.message.contains(needle), "{name}: {}", r.message);
+        }
+        // An Exposure made before the rule stays editable and deletable.
+        let old = exposure_named(json!({"name": name}));
+        let update = review("UPDATE", &user("user1"), Some(&old), Some(&old));
+        assert!(send(&w, Endpoint::Validate, &update).allowed, "{name}");
+    }
+    for fine in ["lab", "lab-1", &*"a".repeat(63)] {
+        assert!(create(json!({"name": fine})).allowed, "{fine}");
+    }
+    // generateName: the five generated characters follow the stem.
+    let generated = |stem: &str| create(json!({"generateName": stem}));
+    assert!(generated("lab-").allowed);
+    assert!(!generated("9lab-").allowed);
 }

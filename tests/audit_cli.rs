@@ -1,4 +1,4 @@
-//! `portico audit -f DIR` on the manifests in tests/data/audit: every object named after a rule
+//! `portico audit -f FILE_OR_DIR` on the manifests in tests/data/audit: every object named after a rule
 //! is reported under that rule, the `ok-*` ones are not; the three output formats; exit codes.
 
 use std::path::PathBuf;
@@ -188,6 +188,14 @@ fn exit_codes_clean_warning_strict_namespace() {
         portico(&["audit", "-f", path, "--strict"]).status.code(),
         Some(1)
     );
+    // The one file itself, as kubectl's -f takes it.
+    let file = dir.path().join("s.yml");
+    let file = file.to_str().expect("utf-8");
+    assert_eq!(portico(&["audit", "-f", file]).status.code(), Some(0));
+    assert_eq!(
+        portico(&["audit", "-f", file, "--strict"]).status.code(),
+        Some(1)
+    );
     // One namespace only: `lab` has four findings.
     let out = portico(&[
         "audit",
@@ -200,10 +208,15 @@ fn exit_codes_clean_warning_strict_namespace() {
     ]);
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["findings"].as_array().map(Vec::len), Some(4));
-    // A folder that does not exist is an error, exit 2.
+    // A path that does not exist is an error, exit 2, naming it.
     let out = portico(&["audit", "-f", "/nonexistent/portico-audit"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read folder"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read /nonexistent/portico-audit"),
+        "{err}"
+    );
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
 
 /// The ownership rules the webhook now enforces (copied identity, hand-written endpoints, Ingress

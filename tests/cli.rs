@@ -111,12 +111,23 @@ fn config_check_explains_bad_values_and_accepts_good_ones() {
     .unwrap();
     let (code, _, err) = portico(&["config", "check", bad.to_str().unwrap()], None);
     assert_eq!(code, 1);
+    // Both problems at once: a bad value type (enum) and a bad value, each by its key.
+    assert!(err.contains("2 problem(s)"), "{err}");
     assert!(
-        err.contains("unstampedFallback") || err.contains("maybe"),
+        err.contains("identity.unstampedFallback: \"maybe\" is not one of deny, namespace"),
         "{err}"
     );
+    assert!(err.contains("labels.job"), "{err}");
+    // A missing file: the OS error once.
+    let missing = dir.path().join("missing.yaml");
+    let (code, _, err) = portico(&["config", "check", missing.to_str().unwrap()], None);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
     let good = dir.path().join("good.yaml");
     let (_, defaults, _) = portico(&["config", "defaults"], None);
+    for key in ["kubeconfig:", "context:", "impersonate:"] {
+        assert!(defaults.contains(key), "{key} missing from the defaults");
+    }
     std::fs::write(&good, defaults).unwrap();
     let (code, out, err) = portico(&["config", "check", good.to_str().unwrap()], None);
     assert_eq!(code, 0, "{err}");

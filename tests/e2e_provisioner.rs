@@ -23,7 +23,8 @@ use serde_json::json;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Scenarios share the cluster; one that counts Portico's writes or restarts the control plane
-/// takes it alone.
+/// takes it alone, and every scenario takes it alone for its quiet window at the end
+/// (`scenarios::comes_to_rest`: the provisioner's passes are counted for the whole cluster).
 static TURNS: RwLock<()> = RwLock::const_new(());
 
 #[allow(dead_code)] // held for its Drop: the turn ends with the scenario
@@ -37,7 +38,7 @@ enum Turn {
 struct OnCluster {
     c: &'static Cluster,
     ns: String,
-    _turn: Turn,
+    turn: tokio::sync::Mutex<Option<Turn>>,
 }
 
 impl OnCluster {
@@ -87,7 +88,11 @@ impl OnCluster {
             .ok
             .then_some(())
         });
-        OnCluster { c, ns, _turn: turn }
+        OnCluster {
+            c,
+            ns,
+            turn: tokio::sync::Mutex::new(Some(turn)),
+        }
     }
 }
 
@@ -150,6 +155,36 @@ impl World for OnCluster {
         // This namespace's writes only: the other scenarios share the cluster.
         self.writes().len() as u64
     }
+
+    async fn activity(&self) -> Activity {
+        // The cluster's Portico's, over every namespace (see `alone`): a write loop in a namespace
+        // another scenario left behind shows here too.
+        let metrics = self.c.portico_metrics();
+        let writes = ["ok", "failed"].map(|result| {
+            ["Service", "Ingress", "Status", "Pod0", "NodePorts"].map(|kind| {
+                let sample = format!(
+                    "portico_provisioner_writes_total{{kind=\"{kind}\",result=\"{result}\"}}"
+                );
+                cluster::sample(&metrics, &sample)
+            })
+        });
+        Activity {
+            passes: cluster::sample(&metrics, "portico_provisioner_reconciles_total"),
+            writes: writes.iter().flatten().sum(),
+            pending_wakeups: cluster::sample(&metrics, "portico_provisioner_pending_wakeups"),
+        }
+    }
+
+    async fn alone(&self) {
+        let mut turn = self.turn.lock().await;
+        if matches!(*turn, Some(Turn::Alone(_))) {
+            return;
+        }
+        // The shared turn ends before the lone one is asked for, so two scenarios that both
+        // want to be alone wait for each other in turn, never for each other at once.
+        *turn = None;
+        *turn = Some(Turn::Alone(TURNS.write().await));
+    }
 }
 
 macro_rules! on_the_cluster {
@@ -172,6 +207,7 @@ on_the_cluster!(false =>
     s07_drifted_selector_is_restored,
     s09_pod0_is_elected_and_moves,
     s12_exposing_another_users_tag_is_refused,
+    s13_names_that_cannot_name_a_service,
 );
 on_the_cluster!(true => s08_steady_state_writes_nothing);
 

@@ -41,12 +41,15 @@ impl Session {
         let _ = writeln!(self.transcript, "```console");
         match stdin {
             Some(doc) => {
-                let _ = writeln!(self.transcript, "$ kubectl --context {who} {shown} <<EOF");
+                let _ = writeln!(
+                    self.transcript,
+                    "$ kubectl --context {who} -n team {shown} <<EOF"
+                );
                 let _ = write!(self.transcript, "{}", doc.trim_start());
                 let _ = writeln!(self.transcript, "EOF");
             }
             None => {
-                let _ = writeln!(self.transcript, "$ kubectl --context {who} {shown}");
+                let _ = writeln!(self.transcript, "$ kubectl --context {who} -n team {shown}");
             }
         }
         let _ = write!(self.transcript, "{}{}", step.err, step.out);
@@ -313,4 +316,32 @@ async fn a_users_kubectl_session() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/kubectl-session.md");
         std::fs::write(&path, doc.trim_end().to_string() + "\n").expect("write the session");
     }
+}
+
+/// `kubectl explain` reads the Exposure's schema from the sandbox (its OpenAPI v3 document carries
+/// the CRD's schema) and prints the descriptions written for humans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explain_describes_the_exposure() {
+    let bin = kubectl().expect("kubectl: `make kubectl` installs it");
+    let l = Loop::start().await;
+    let (mut s, _dir) = session(&l, bin).await;
+    let spec = tokio::task::block_in_place(|| s.run("user1", &["explain", "exposure.spec"], None));
+    assert!(spec.ok, "{}", spec.err);
+    for needle in [
+        "KIND:       Exposure",
+        "What to expose and how",
+        "tag\t<string> -required-",
+        "The ipaddr tag whose pods this exposes",
+        "enum: pod0, all",
+    ] {
+        assert!(
+            spec.out.contains(needle),
+            "{needle:?} missing:\n{}",
+            spec.out
+        );
+    }
+    let kind = tokio::task::block_in_place(|| s.run("user1", &["explain", "exposures"], None));
+    assert!(kind.ok, "{}", kind.err);
+    assert!(kind.out.contains("DNS-1035 label"), "{}", kind.out);
+    assert!(!kind.out.contains("Auto-generated"), "{}", kind.out);
 }

@@ -251,3 +251,106 @@ fn crd_manifest_is_generated_from_the_rust_types() {
         "manifests/base/crd.yaml is stale: run `portico crd > manifests/base/crd.yaml` (make manifests)"
     );
 }
+
+/// The service API's templates as the kustomize Component ships them: a ConfigMap holding every
+/// file under descriptions/ (keys are the paths with `/` written `__`, since a key may not hold
+/// `/`), and the Deployment patch that mounts it back as the same tree under
+/// /etc/portico/descriptions, with the clients' token Secret at /etc/portico-api. Both files are
+/// generated from descriptions/; `PORTICO_WRITE_MANIFESTS=1` (make manifests) rewrites them.
+#[test]
+fn the_service_api_component_ships_descriptions_and_mounts_them_and_the_tokens() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut stack = vec![root.join("descriptions")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut data = serde_json::Map::new();
+    let mut items = Vec::new();
+    for f in &files {
+        let rel = f
+            .strip_prefix(root.join("descriptions"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            !rel.contains("__"),
+            "{rel}: `__` would make the ConfigMap key ambiguous"
+        );
+        let key = rel.replace('/', "__");
+        let text = std::fs::read_to_string(f)
+            .unwrap_or_else(|e| panic!("{rel}: {e} (a ConfigMap holds text)"));
+        data.insert(key.clone(), Value::String(text));
+        items.push(serde_json::json!({"key": key, "path": rel}));
+    }
+    let labels = serde_json::json!({"app.kubernetes.io/name": "portico", "app.kubernetes.io/component": "service-api"});
+    let configmap = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "portico-api-descriptions", "namespace": "portico-system", "labels": labels},
+        "data": data,
+    });
+    let header = "# Generated from descriptions/ by `make manifests` (tests/manifests.rs): edit the templates there.\n";
+    let configmap_text = format!("{header}{}", serde_yaml::to_string(&configmap).unwrap());
+    let mount = serde_json::json!([
+        {"op": "add", "path": "/spec/template/spec/volumes/-",
+         "value": {"name": "api-descriptions", "configMap": {"name": "portico-api-descriptions", "items": items}}},
+        {"op": "add", "path": "/spec/template/spec/volumes/-",
+         "value": {"name": "api-clients", "secret": {"secretName": "portico-api-clients", "optional": true}}},
+        {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-",
+         "value": {"name": "api-descriptions", "mountPath": "/etc/portico/descriptions", "readOnly": true}},
+        {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-",
+         "value": {"name": "api-clients", "mountPath": "/etc/portico-api", "readOnly": true}},
+    ]);
+    let mount_text = format!("{header}{}", serde_yaml::to_string(&mount).unwrap());
+    let component = root.join("manifests/service-api");
+    let targets = [
+        (component.join("descriptions.yaml"), configmap_text),
+        (component.join("descriptions-mount.yaml"), mount_text),
+    ];
+    if std::env::var_os("PORTICO_WRITE_MANIFESTS").is_some() {
+        for (path, text) in &targets {
+            std::fs::write(path, text).unwrap();
+        }
+    }
+    for (path, text) in &targets {
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            &on_disk == text,
+            "{} is stale: run `make manifests` (PORTICO_WRITE_MANIFESTS=1 cargo test --test manifests)",
+            path.display()
+        );
+    }
+    // The Component uses both, and the patch applies to the base Deployment.
+    let kustomization: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(component.join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let resources = kustomization["resources"].as_array().unwrap();
+    assert!(
+        resources.iter().any(|r| r == "descriptions.yaml"),
+        "{resources:?}"
+    );
+    let patches = kustomization["patches"].as_array().unwrap();
+    assert!(
+        patches
+            .iter()
+            .any(|p| p["path"] == "descriptions-mount.yaml" && p["target"]["name"] == "portico"),
+        "{patches:?}"
+    );
+    let mut deployment = documents()
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let ops: json_patch::Patch = serde_json::from_value(mount).unwrap();
+    json_patch::patch(&mut deployment, &ops).unwrap();
+    let mounts = &deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"];
+    assert_eq!(mounts.as_array().unwrap().len(), 4, "{mounts}");
+}

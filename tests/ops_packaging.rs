@@ -235,3 +235,53 @@ fn make_deploy_refuses_clearly_when_no_cluster_answers() {
         "{stderr}"
     );
 }
+
+/// Against the sandbox, `make deploy` says it is the sandbox and only dry-runs the apply: deploy
+/// certificates in the webhook configurations would break the Portico that serves the sandbox.
+#[test]
+fn make_deploy_against_the_sandbox_says_so_and_changes_nothing() {
+    let Some(kubectl) = kubectl() else { return };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sandbox = rt
+        .block_on(portico_sandbox::Sandbox::start(
+            portico_sandbox::SandboxOptions {
+                // As `make run` starts it; a dry run cannot create objects in a namespace it only
+                // pretends to create.
+                namespaces: vec!["portico-system".into()],
+                ..Default::default()
+            },
+        ))
+        .expect("sandbox");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let out = Command::new("make")
+        .args(["-s", "--no-print-directory", "deploy"])
+        .arg(format!("KUBECTL={}", kubectl.display()))
+        .arg(format!("PORTICO={}", env!("CARGO_BIN_EXE_portico")))
+        .current_dir(root())
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("make runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("is Portico's sandbox, not a real cluster"),
+        "{stderr}"
+    );
+    // Every object checked (the wrapped caBundle too), none made.
+    for object in [
+        "deployment.apps/portico created (server dry run)",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/portico created (server dry run)",
+    ] {
+        assert!(stdout.contains(object), "{object} missing:\n{stdout}");
+    }
+    let hooks = sandbox.objects(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+    );
+    assert!(hooks.is_empty(), "the dry run made {hooks:?}");
+    rt.block_on(sandbox.shutdown());
+}

@@ -5,6 +5,8 @@
 mod harness;
 mod scenarios;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use harness::Loop;
@@ -16,8 +18,9 @@ use portico::api::Exposure;
 use scenarios::*;
 
 /// The sandbox as a scenario's world: namespace `team`, domain `apps.test`, the sandbox's own
-/// load-balancer addresses (192.0.2.x), writes counted by the sandbox itself.
-struct Sandboxed<'a>(&'a Loop);
+/// load-balancer addresses (192.0.2.x), writes counted by the sandbox itself (Events included),
+/// passes by the one provisioner's own counters.
+struct Sandboxed<'a>(&'a Loop, Arc<portico::provisioner::Stats>);
 
 impl World for Sandboxed<'_> {
     async fn client(&self, context: &str) -> Client {
@@ -45,6 +48,15 @@ impl World for Sandboxed<'_> {
     async fn portico_writes(&self) -> u64 {
         self.0.portico_writes()
     }
+
+    async fn activity(&self) -> Activity {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        Activity {
+            passes: load(&self.1.passes),
+            writes: self.0.portico_writes(),
+            pending_wakeups: load(&self.1.pending_wakeups),
+        }
+    }
 }
 
 /// A shared scenario on a fresh sandbox with one provisioner.
@@ -54,7 +66,7 @@ macro_rules! on_the_sandbox {
         async fn $name() {
             let l = Loop::start().await;
             let p = l.provisioner("p1").await;
-            scenarios::$name(&Sandboxed(&l)).await;
+            scenarios::$name(&Sandboxed(&l, p.stats.clone())).await;
             p.stop().await;
         }
     )*};
@@ -71,14 +83,15 @@ on_the_sandbox!(
     s08_steady_state_writes_nothing,
     s09_pod0_is_elected_and_moves,
     s12_exposing_another_users_tag_is_refused,
+    s13_names_that_cannot_name_a_service,
 );
 
 /// 10. Two instances: one leads; stop it, the other takes over; never both writing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s10_leader_election_hands_over() {
     let l = Loop::start().await;
-    let w = Sandboxed(&l);
     let a = l.provisioner("replica-a").await;
+    let w = Sandboxed(&l, a.stats.clone());
     let lease = || async {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(l.client("admin").await, "portico-system");
@@ -141,7 +154,6 @@ async fn s10_leader_election_hands_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s11_converges_under_faults() {
     let l = Loop::start().await;
-    let w = Sandboxed(&l);
     let mut faults = portico_sandbox::Faults::default();
     faults.error_rate.insert("*".into(), 0.2);
     faults.latency_ms.insert("*".into(), 20);
@@ -149,6 +161,7 @@ async fn s11_converges_under_faults() {
     faults.only_users = vec![portico_sandbox::PORTICO_USER.into()];
     l.sandbox.set_faults(faults);
     let p = l.provisioner("p1").await;
+    let w = Sandboxed(&l, p.stats.clone());
     let user1 = w.client("user1").await;
     for i in 0..10 {
         create_exposure(
@@ -186,5 +199,8 @@ async fn s11_converges_under_faults() {
             Some(30200 + i)
         );
     }
+    // Failures and writes the lagging watches did not confirm are all settled, and nothing is
+    // left to retry.
+    comes_to_rest(&w, "s11 after the faults").await;
     p.stop().await;
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub rules: RuleConfig,
     /// Pending → Running delay of the kubelet stand-in.
     pub kubelet_delay: Duration,
+    /// Images the kubelet stand-in pretends to run (`crate::images`).
+    pub images: Vec<String>,
     /// Pods of Jobs succeed after running this long (None: they run until killed).
     pub pod_succeed_after: Option<Duration>,
     /// Interval between watch bookmarks.
@@ -295,6 +297,7 @@ pub async fn create(
     o: &WriteOpts,
 ) -> Result<Outcome, ApiError> {
     check_kind(info, &mut obj)?;
+    crate::decode::byte_fields(info, &mut obj)?;
     set_namespace(info, ns, &mut obj)?;
     {
         let meta = meta_mut(&mut obj);
@@ -455,6 +458,7 @@ async fn finish_update(
 ) -> Result<Outcome, UpdateErr> {
     let name = meta_str(&old, "name").to_string();
     let ns = meta_str(&old, "namespace").to_string();
+    crate::decode::byte_fields(info, &mut new)?;
     rules::apply_defaults(info, &mut new);
     let attrs = Attributes {
         operation: "UPDATE",

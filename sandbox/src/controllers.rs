@@ -312,9 +312,6 @@ impl Controllers {
                     if since.elapsed() < shared.cfg.kubelet_delay {
                         continue;
                     }
-                    self.next_ip += 1;
-                    let n = self.next_ip;
-                    let ip = format!("10.244.{}.{}", n / 250, n % 250 + 2);
                     if p.pointer("/spec/nodeName").is_none() {
                         // Binding (the scheduler's job): written directly, as pods/binding is.
                         let mut st = shared.store();
@@ -324,6 +321,35 @@ impl Controllers {
                             st.put(&pods_info.key(), b);
                         }
                     }
+                    let unlisted = p
+                        .pointer("/spec/containers")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["image"].as_str())
+                        .find(|i| !crate::images::pretends_to_run(&shared.cfg.images, i))
+                        .map(str::to_string);
+                    if let Some(image) = unlisted {
+                        if !pull_failed(&p) {
+                            let res =
+                                write_status(shared, &kubelet, &pods_info, &ns, &name, |cur| {
+                                    (phase(cur) == "Pending" && !pull_failed(cur))
+                                        .then(|| pull_failed_status(cur, &image))
+                                })
+                                .await;
+                            if res.is_ok() {
+                                let message = crate::images::refusal(&image);
+                                record_event(
+                                    shared, &p, "Pod", "Warning", "Failed", &message, "kubelet",
+                                )
+                                .await;
+                            }
+                        }
+                        continue;
+                    }
+                    self.next_ip += 1;
+                    let n = self.next_ip;
+                    let ip = format!("10.244.{}.{}", n / 250, n % 250 + 2);
                     let now = now_rfc3339();
                     let res = write_status(shared, &kubelet, &pods_info, &ns, &name, |cur| {
                         if phase(cur) != "Pending" {
@@ -339,8 +365,10 @@ impl Controllers {
                             .into_iter()
                             .flatten()
                             .map(|c| {
+                                // Said as the sandbox's own line: no process runs, so the
+                                // container has no output of its own.
                                 format!(
-                                    "{now} [sandbox] container {} started (image {})",
+                                    "{now} [portico-sandbox] container {} (image {}) is simulated: nothing runs and it writes no logs",
                                     c["name"].as_str().unwrap_or(""),
                                     c["image"].as_str().unwrap_or("")
                                 )
@@ -1051,6 +1079,46 @@ impl Controllers {
             }
         }
     }
+}
+
+/// Whether the pod's status already shows a pull failure.
+fn pull_failed(pod: &Value) -> bool {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.pointer("/state/waiting/reason") == Some(&json!("ErrImagePull")))
+        })
+}
+
+/// A pod whose image the sandbox does not pretend to run: scheduled, Pending, its containers
+/// waiting with `ErrImagePull` (as a kubelet that cannot pull shows it).
+fn pull_failed_status(cur: &Value, image: &str) -> Value {
+    let now = now_rfc3339();
+    let message = crate::images::refusal(image);
+    let containers: Vec<Value> = cur
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false,
+                "started": false, "restartCount": 0, "lastState": {},
+                "state": {"waiting": {"reason": "ErrImagePull", "message": message}}})
+        })
+        .collect();
+    json!({
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastProbeTime": null, "lastTransitionTime": now,
+             "message": "containers with unready status"}
+        ],
+        "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+        "startTime": now,
+        "qosClass": "BestEffort",
+        "containerStatuses": containers,
+    })
 }
 
 fn running_status(cur: &Value, ip: &str, now: &str) -> Value {

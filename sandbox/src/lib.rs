@@ -22,9 +22,11 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod controllers;
+pub mod decode;
 pub mod discovery;
 pub mod error;
 pub mod faults;
+pub mod images;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
@@ -86,6 +88,10 @@ pub struct SandboxOptions {
     pub seed: Option<u64>,
     /// Extra namespaces to create at start.
     pub namespaces: Vec<String>,
+    /// Images the kubelet stand-in pretends to run ([`images::pretends_to_run`]); pods of others
+    /// stay Pending with `ErrImagePull`. Default `*`, every image (the CLI's is
+    /// [`images::CLI_DEFAULT`]).
+    pub images: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -104,6 +110,7 @@ impl Default for SandboxOptions {
             controllers: true,
             seed: None,
             namespaces: Vec::new(),
+            images: vec!["*".into()],
         }
     }
 }
@@ -129,6 +136,7 @@ impl Sandbox {
             default_watch_timeout: opts.default_watch_timeout,
             controllers: opts.controllers,
             node_name: "sandbox-node".into(),
+            images: opts.images.clone(),
         };
         let shared = Arc::new(Shared::new(
             cfg,

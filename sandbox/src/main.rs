@@ -55,6 +55,12 @@ struct Cli {
     /// Seed for generated names and uids.
     #[arg(long)]
     seed: Option<u64>,
+    /// An image the kubelet stand-in pretends to run (repeatable; replaces the default list:
+    /// busybox, nginx, python, alpine, quay.io/jupyter/*). A repository (`busybox`), a reference
+    /// with its tag (`portico:0.1.0`), or a prefix ending in `*` (`*` alone: every image). Pods of
+    /// other images stay Pending with ErrImagePull: nothing runs in the sandbox.
+    #[arg(long = "image", value_name = "IMAGE")]
+    images: Vec<String>,
     /// Log filter (e.g. info, debug, portico_sandbox=debug).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -117,6 +123,14 @@ async fn main() -> anyhow::Result<()> {
         watch_window: cli.watch_window,
         kubelet_delay: Duration::from_millis(cli.kubelet_delay_ms),
         pod_succeed_after: cli.pod_succeed_after_ms.map(Duration::from_millis),
+        images: if cli.images.is_empty() {
+            portico_sandbox::images::CLI_DEFAULT
+                .iter()
+                .map(|i| i.to_string())
+                .collect()
+        } else {
+            cli.images.clone()
+        },
         bookmark_interval: Duration::from_millis(cli.bookmark_interval_ms.max(100)),
         lb_pool: parse_pool(&cli.lb_pool)?,
         node_port_range: parse_range(&cli.node_port_range)?,

@@ -329,8 +329,17 @@ fn discovery_route(ctl: &ServerCtl, path: &str) -> Option<http::Response<Body>> 
             ));
         }
         ["openapi", "v3"] => crate::openapi::v3_root(rs),
-        ["openapi", "v3", "api", v] => crate::openapi::v3_group_version(rs, "", v)?,
-        ["openapi", "v3", "apis", g, v] => crate::openapi::v3_group_version(rs, g, v)?,
+        ["openapi", "v3", "api", v] => crate::openapi::v3_group_version(rs, &[], "", v)?,
+        ["openapi", "v3", "apis", g, v] => {
+            let crds = st.list(
+                &crate::resources::GroupResource::new(
+                    "apiextensions.k8s.io",
+                    "customresourcedefinitions",
+                ),
+                None,
+            );
+            crate::openapi::v3_group_version(rs, &crds, g, v)?
+        }
         ["openapi", ..] | ["swagger.json"] => {
             return Some(err_resp(&ApiError::path_not_found()));
         }

@@ -84,8 +84,26 @@ fn s(v: &Value) -> String {
 }
 
 fn columns(info: &ResourceInfo) -> Vec<Value> {
+    if is_event(info) {
+        // As the apiserver prints events: newest facts first, the name only with -o wide.
+        return vec![
+            col("Last Seen", "string", 0),
+            col("Type", "string", 0),
+            col("Reason", "string", 0),
+            col("Object", "string", 0),
+            col("Subobject", "string", 1),
+            col("Source", "string", 1),
+            col("Message", "string", 0),
+            col("First Seen", "string", 1),
+            col("Count", "string", 1),
+            col("Name", "string", 1),
+        ];
+    }
     let mut c = vec![col("Name", "string", 0)];
     match (info.group.as_str(), info.plural.as_str()) {
+        ("coordination.k8s.io", "leases") => {
+            c.extend([col("Holder", "string", 0), col("Age", "string", 0)])
+        }
         ("", "pods") => {
             c.extend([
                 col("Ready", "string", 0),
@@ -131,13 +149,74 @@ fn columns(info: &ResourceInfo) -> Vec<Value> {
     c
 }
 
+/// `v1` Events and `events.k8s.io/v1` Events.
+fn is_event(info: &ResourceInfo) -> bool {
+    info.plural == "events" && matches!(info.group.as_str(), "" | "events.k8s.io")
+}
+
+/// An Event's row, in [`columns`]' order, whichever of the two APIs it came from.
+fn event_cells(o: &Value) -> Vec<Value> {
+    let first_of = |paths: &[&str]| {
+        paths
+            .iter()
+            .map(|p| json_path(o, p))
+            .find(|v| !v.is_null() && v.as_str() != Some(""))
+            .unwrap_or(Value::Null)
+    };
+    let last = first_of(&[
+        ".lastTimestamp",
+        ".series.lastObservedTime",
+        ".deprecatedLastTimestamp",
+        ".eventTime",
+        ".metadata.creationTimestamp",
+    ]);
+    let first = first_of(&[
+        ".firstTimestamp",
+        ".deprecatedFirstTimestamp",
+        ".eventTime",
+        ".metadata.creationTimestamp",
+    ]);
+    let regarding = first_of(&[".involvedObject", ".regarding"]);
+    let object = format!(
+        "{}/{}",
+        regarding["kind"].as_str().unwrap_or("").to_lowercase(),
+        regarding["name"].as_str().unwrap_or("")
+    );
+    let source = first_of(&[
+        ".source.component",
+        ".reportingController",
+        ".reportingComponent",
+        ".deprecatedSource.component",
+    ]);
+    let message = first_of(&[".message", ".note"]);
+    let count = first_of(&[".count", ".series.count", ".deprecatedCount"]);
+    vec![
+        json!(human_age(last.as_str())),
+        json!(s(&json_path(o, ".type"))),
+        json!(s(&json_path(o, ".reason"))),
+        json!(object),
+        json!(s(&regarding["fieldPath"])),
+        json!(s(&source)),
+        json!(s(&message)),
+        json!(human_age(first.as_str())),
+        json!(count.as_i64().unwrap_or(1).to_string()),
+        json!(meta_str(o, "name")),
+    ]
+}
+
 fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
+    if is_event(info) {
+        return event_cells(o);
+    }
     let name = json!(meta_str(o, "name"));
     let age = json!(human_age(
         o.pointer("/metadata/creationTimestamp")
             .and_then(Value::as_str)
     ));
     match (info.group.as_str(), info.plural.as_str()) {
+        ("coordination.k8s.io", "leases") => {
+            vec![name, json!(s(&json_path(o, ".spec.holderIdentity"))), age]
+        }
         ("", "pods") => {
             let total = o
                 .pointer("/spec/containers")
@@ -158,6 +237,13 @@ fn cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
                 .sum();
             let mut phase = s(&json_path(o, ".status.phase"));
             if let Some(r) = o.pointer("/status/reason").and_then(Value::as_str) {
+                phase = r.to_string();
+            }
+            // As kubectl's printer: a waiting container's reason (ErrImagePull) says more.
+            if let Some(r) = statuses
+                .iter()
+                .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str))
+            {
                 phase = r.to_string();
             }
             if o.pointer("/metadata/deletionTimestamp").is_some() {
@@ -377,5 +463,51 @@ mod tests {
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         ));
         assert!(!wants_table("application/json"));
+    }
+
+    fn builtin(group: &str, plural: &str) -> ResourceInfo {
+        crate::resources::builtins()
+            .into_iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .unwrap()
+    }
+
+    fn names(info: &ResourceInfo) -> Vec<String> {
+        columns(info)
+            .iter()
+            .filter(|c| c["priority"] == 0)
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn leases_show_their_holder_and_events_what_happened_to_what() {
+        let leases = builtin("coordination.k8s.io", "leases");
+        assert_eq!(names(&leases), ["Name", "Holder", "Age"]);
+        let lease = json!({"metadata": {"name": "portico-provisioner"}, "spec": {"holderIdentity": "replica-a"}});
+        assert_eq!(cells(&leases, &lease)[1], json!("replica-a"));
+        let events = builtin("", "events");
+        assert_eq!(
+            names(&events),
+            ["Last Seen", "Type", "Reason", "Object", "Message"]
+        );
+        let event = json!({"metadata": {"name": "lab.1"}, "type": "Warning", "reason": "InvalidName",
+            "involvedObject": {"kind": "Job", "name": "1lab"}, "message": "no Service",
+            "source": {"component": "portico"}, "count": 2});
+        let row = cells(&events, &event);
+        assert_eq!(row.len(), columns(&events).len());
+        assert_eq!(
+            row[1..4].to_vec(),
+            vec![json!("Warning"), json!("InvalidName"), json!("job/1lab")]
+        );
+        assert_eq!(row[5], json!("portico"));
+        assert_eq!(row[6], json!("no Service"));
+        assert_eq!(row[8], json!("2"));
+        let modern = builtin("events.k8s.io", "events");
+        let event = json!({"metadata": {"name": "e"}, "type": "Normal", "reason": "Started",
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "started", "reportingController": "kubelet"});
+        let row = cells(&modern, &event);
+        assert_eq!(row[3], json!("pod/p"));
+        assert_eq!(row[6], json!("started"));
     }
 }

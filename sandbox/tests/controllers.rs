@@ -305,11 +305,68 @@ async fn deployments_and_pod_logs() {
     )
     .await;
     assert_eq!(r.code, 200);
-    assert!(r.text.contains("started"), "{}", r.text);
+    assert!(r.text.contains("is simulated"), "{}", r.text);
     assert!(r.text.contains("boom: out of cheese"), "{}", r.text);
     let events = sb.objects("", "events", Some(&ns));
     assert!(events.iter().any(|e| e["reason"] == "Error"
         && e["type"] == "Warning"
         && e["message"] == "boom: out of cheese"));
     sb.shutdown().await;
+}
+
+/// Nothing runs in the sandbox: a pod of an image off the list stays Pending with ErrImagePull
+/// (and an Event saying why), a listed one runs, and its "log" says it is simulated.
+#[tokio::test]
+async fn only_listed_images_are_pretended_to_run() {
+    let sb = start_with(|o| o.images = vec!["busybox".into()]).await;
+    let ns = sb.create_namespace("img").await.unwrap();
+    let make = |name: &str, image: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "main", "image": image}]}})
+    };
+    for (name, image) in [("real", "busybox:1.36"), ("made-up", "portico:0.1.0")] {
+        let r = post(
+            &sb,
+            "user1",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            make(name, image),
+        )
+        .await;
+        assert_eq!(r.code, 201, "{}", r.text);
+    }
+    let h = sb.handle();
+    let nsc = ns.clone();
+    let failed = wait_for(Duration::from_secs(5), || {
+        h.objects("", "pods", Some(&nsc))
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "made-up")
+            .filter(|p| {
+                p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+            })
+    })
+    .await;
+    assert_eq!(failed["status"]["phase"], "Pending");
+    let why = failed["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        why.contains("\"portico:0.1.0\"") && why.contains("--image"),
+        "{why}"
+    );
+    let nsc = ns.clone();
+    wait_for(Duration::from_secs(5), || {
+        h.objects("", "events", Some(&nsc))
+            .into_iter()
+            .find(|e| e["reason"] == "Failed" && e["involvedObject"]["name"] == "made-up")
+    })
+    .await;
+    let nsc = ns.clone();
+    wait_for(Duration::from_secs(5), || {
+        h.objects("", "pods", Some(&nsc))
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == "real" && p["status"]["phase"] == "Running")
+    })
+    .await;
+    let log = get(&sb, &format!("/api/v1/namespaces/{ns}/pods/real/log")).await;
+    assert!(log.text.contains("is simulated"), "{}", log.text);
 }

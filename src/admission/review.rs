@@ -740,11 +740,12 @@ pub enum Undecidable {
     Operation(String),
     #[error("request.{field} is not a JSON object, so it cannot be a {kind}")]
     NotAnObject { field: &'static str, kind: String },
-    #[error("request.{field} could not be read as a {kind}: {source}")]
+    // `error`, not `source`: the cause is in the message, so a chain printed whole says it once.
+    #[error("request.{field} could not be read as a {kind}: {error}")]
     Object {
         field: &'static str,
         kind: String,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -786,10 +787,10 @@ pub fn to_request(input: RequestIn<'_>) -> Result<Request, Undecidable> {
             Some(ObjectIn::Raw(raw)) => {
                 decode_object(&kind, raw)
                     .map(Some)
-                    .map_err(|source| Undecidable::Object {
+                    .map_err(|error| Undecidable::Object {
                         field,
                         kind: kind.name().to_string(),
-                        source,
+                        error,
                     })
             }
         }

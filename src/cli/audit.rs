@@ -26,9 +26,9 @@ use crate::core::Policy;
 /// 2 when the audit could not run.
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
-    /// Audit the manifests (`.yaml`, `.yml`, `.json`, multi-document, `List`s too) in this folder
-    /// and its subfolders instead of a cluster.
-    #[arg(short = 'f', long = "filename", value_name = "DIR")]
+    /// Audit the manifests in this file (any name), or in this folder and its subfolders
+    /// (`.yaml`, `.yml`, `.json`), instead of a cluster; multi-document files and `List`s too.
+    #[arg(short = 'f', long = "filename", value_name = "FILE_OR_DIR")]
     pub dir: Option<PathBuf>,
     /// The kubeconfig for the cluster; default KUBECONFIG, then ~/.kube/config.
     #[arg(long, value_name = "FILE")]
@@ -94,10 +94,14 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<(String, u8)> {
     Ok((text, report.exit_code(args.strict)))
 }
 
-/// Every manifest under `dir`, in path order.
-pub fn from_dir(dir: &Path, namespace: Option<&str>) -> anyhow::Result<Inventory> {
+/// Every manifest in the file `path`, or under the folder `path` in path order.
+pub fn from_dir(path: &Path, namespace: Option<&str>) -> anyhow::Result<Inventory> {
     let mut inventory = Inventory::default();
-    add_dir(&mut inventory, dir)?;
+    if path.is_dir() {
+        add_dir(&mut inventory, path)?;
+    } else {
+        add_file(&mut inventory, path)?;
+    }
     if let Some(ns) = namespace {
         let keep =
             |v: &serde_json::Value| v["metadata"]["namespace"].as_str().unwrap_or("default") == ns;
@@ -194,7 +198,7 @@ async fn from_cluster(args: &AuditArgs) -> anyhow::Result<(String, Inventory)> {
         }
         None => kube::Config::from_kubeconfig(&options).await,
     }
-    .context("no usable kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config); use -f DIR to audit manifests")?;
+    .context("no usable kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config); use -f FILE_OR_DIR to audit manifests")?;
     let source = format!(
         "cluster {}",
         args.context

@@ -176,10 +176,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Config(ConfigCommand::Defaults) => {
-            print!(
-                "{}",
-                serde_yaml::to_string(&crate::config::Config::default())?
-            );
+            print!("{}", crate::config::Config::defaults_yaml()?);
             Ok(ExitCode::SUCCESS)
         }
     }

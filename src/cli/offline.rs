@@ -212,13 +212,15 @@ pub fn mutate(
 /// `portico config check FILE`: Ok with a summary, or every problem explained.
 pub fn config_check(path: &Path) -> anyhow::Result<String> {
     let config = Config::load(path)?;
+    // The mode as the file spells it (`user`), not as Rust names it.
+    let mode = serde_yaml::to_string(&config.identity.mode).unwrap_or_default();
     let mut out = format!(
-        "{}: ok (labels {} and {}, annotation domain {}, identity mode {:?}, strict {})",
+        "{}: ok (labels.job {}, labels.pod0 {}, annotationDomain {}, identity.mode {}, strict {})",
         path.display(),
         config.labels.job,
         config.labels.pod0,
         config.annotation_domain,
-        config.identity.mode,
+        mode.trim(),
         config.strict
     );
     for caution in config.cautions() {

@@ -23,8 +23,9 @@ use crate::server::{self, Limits, ServeOptions};
 /// refused, logged as an error, counted in `portico_certificate_reloads_total{result="failed"}`,
 /// and the last good pair stays in use.
 ///
-/// The ops port serves `/healthz` (the process is alive), `/readyz` (the webhook port is open
-/// with a certificate loaded) and `/metrics` (Prometheus).
+/// The ops port serves `/healthz` (the process is alive), `/readyz` (the webhook port serves with
+/// a certificate loaded and, when the provisioner runs, its watches have synced; not the webhook's
+/// view of the cluster, below) and `/metrics` (Prometheus).
 ///
 /// With a cluster, every replica watches pods that carry the routing label and all Services, and
 /// keeps only whose they are: the webhook checks hand-written EndpointSlices and Endpoints,

@@ -757,6 +757,18 @@ pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> D
             let Some(tag) = exposure.tag.as_deref() else {
                 return Decision::deny("tag-empty", "an Exposure needs spec.tag");
             };
+            // Its Service takes its name: a name that cannot be a Service's would leave the
+            // Exposure unready for ever. Checked at creation only (a name never changes, and an
+            // older Exposure must stay deletable and editable).
+            if request.operation == Operation::Create {
+                if let Err(e) = exposure_name_ok(&object.name) {
+                    return Decision::deny(
+                        "exposure-name",
+                        format!("Exposure {}/{}: {e}", request.namespace, object.name),
+                    )
+                    .about(Some(&owner), Some(tag));
+                }
+            }
             let prefix = match policy.prefix_for(&owner) {
                 Ok(p) => p,
                 Err(e) => {
@@ -791,6 +803,20 @@ pub fn validate(policy: &Policy, request: &Request, view: &dyn ClusterView) -> D
         }
         _ => Decision::allow(),
     }
+}
+
+/// Whether an Exposure's name (or its `generateName`, which ends in `-` and gets five letters and
+/// digits after it, the whole kept to 63 characters) can name its Service.
+fn exposure_name_ok(name: &str) -> Result<(), crate::core::desired::PlanError> {
+    let name = match name.strip_suffix('-') {
+        Some(stem) => format!("{}-x0000", stem.chars().take(57).collect::<String>()),
+        None => name.to_string(),
+    };
+    crate::core::desired::check_service_name(
+        &name,
+        "Exposure's name",
+        crate::core::desired::EXPOSURE_NAME_FIX,
+    )
 }
 
 /// A selector may name routing labels only with the user's own prefix.

@@ -49,6 +49,15 @@ pub enum PlanError {
     BadPort { name: String, reason: String },
     #[error("annotation {key}: {reason}")]
     BadAnnotation { key: String, reason: String },
+    #[error(
+        "the Service name {name:?} (from the {from}) is not a DNS-1035 label: {reason}; {fix}"
+    )]
+    BadName {
+        name: String,
+        from: String,
+        reason: String,
+        fix: String,
+    },
 }
 
 impl PlanError {
@@ -61,9 +70,28 @@ impl PlanError {
             }
             PlanError::NoPorts | PlanError::BadPort { .. } => "InvalidPort",
             PlanError::BadAnnotation { .. } => "InvalidAnnotation",
+            PlanError::BadName { .. } => "InvalidName",
         }
     }
 }
+
+/// Checks the name of a Service Portico would make; `from` says what the name comes from and
+/// `fix` what to do, for the message.
+pub fn check_service_name(name: &str, from: &str, fix: &str) -> Result<(), PlanError> {
+    match super::label::dns1035_label_problem(name) {
+        None => Ok(()),
+        Some(reason) => Err(PlanError::BadName {
+            name: name.into(),
+            from: from.into(),
+            reason: reason.into(),
+            fix: fix.into(),
+        }),
+    }
+}
+
+/// What to do about an Exposure name that cannot name its Service.
+pub const EXPOSURE_NAME_FIX: &str =
+    "the Service takes the Exposure's name: create the Exposure under a name such as \"web\" or \"lab-1\"";
 
 /// The owner of the objects being planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +234,7 @@ pub fn exposure_plan(
         reason: e.to_string(),
     })?;
     let route = route_value(&user, &prefix, &spec.tag)?;
+    check_service_name(&owner.name, "Exposure's name", EXPOSURE_NAME_FIX)?;
     let type_ = spec.service.type_;
     let lb = spec.service.load_balancer.clone().unwrap_or_default();
     let is_lb = type_ == ServiceType::LoadBalancer;
@@ -373,8 +402,11 @@ pub fn service_matches(desired: &Service, observed: &Service) -> bool {
                     && (a.node_port.is_none() || a.node_port == b.node_port)
             })
     };
+    // The apiserver defaults `type` to ClusterIP: a desired Service that leaves it out matches a
+    // stored one that shows it (else every pass would re-apply it, for ever).
+    let type_of = |s: &K8sServiceSpec| s.type_.clone().unwrap_or_else(|| "ClusterIP".into());
     d.selector == o.selector
-        && d.type_ == o.type_
+        && type_of(d) == type_of(o)
         && ports_match
         && (d.cluster_ip.is_none() || d.cluster_ip == o.cluster_ip)
         && d.load_balancer_class == o.load_balancer_class
@@ -392,7 +424,15 @@ pub fn service_matches(desired: &Service, observed: &Service) -> bool {
 
 /// Whether the observed Ingress already has every field Portico manages as desired.
 pub fn ingress_matches(desired: &Ingress, observed: &Ingress) -> bool {
-    desired.spec == observed.spec
+    // With no class asked for, the apiserver's DefaultIngressClass admission fills in the
+    // cluster's default class: that is not drift.
+    let mut observed_spec = observed.spec.clone();
+    if let (Some(d), Some(o)) = (&desired.spec, observed_spec.as_mut()) {
+        if d.ingress_class_name.is_none() {
+            o.ingress_class_name = None;
+        }
+    }
+    desired.spec == observed_spec
         && subset(
             desired.metadata.labels.as_ref(),
             observed.metadata.labels.as_ref(),
@@ -489,8 +529,11 @@ pub fn exposure_status(
             .and_then(|i| i.first())
             .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()))
             .or_else(|| {
+                // A LoadBalancer's address is the load balancer's: until it has one there is
+                // none to show (its cluster IP would pass for it).
                 svc.spec
                     .as_ref()
+                    .filter(|s| s.type_.as_deref() != Some("LoadBalancer"))
                     .and_then(|s| s.cluster_ip.clone())
                     .filter(|ip| ip != "None")
             });
@@ -702,6 +745,15 @@ pub fn job_plan(
         })?),
     };
     let ports = parse_ports(request.ports.as_deref().unwrap_or("http:80"), node_port)?;
+    let from = format!("{} {:?}", owner.kind, owner.name);
+    let fix = "per-job Services are named <workload>-expose and <workload>-workers: give the \
+               workload a name that starts with a letter and has at most 55 characters";
+    if request.expose.is_some() {
+        check_service_name(&format!("{}-expose", owner.name), &from, fix)?;
+    }
+    if request.headless {
+        check_service_name(&format!("{}-workers", owner.name), &from, fix)?;
+    }
     let labels = Map::from([
         (MANAGED_BY.to_string(), MANAGER.to_string()),
         (policy.owner_label.clone(), prefix.clone()),
@@ -760,6 +812,7 @@ pub fn job_plan(
         services.push(Service {
             metadata: meta(format!("{}-workers", owner.name)),
             spec: Some(K8sServiceSpec {
+                type_: Some(ServiceType::ClusterIP.as_str().to_string()),
                 cluster_ip: Some("None".into()),
                 selector: Some(selector),
                 ports: Some(service_ports(&ports, ServiceType::ClusterIP)?),
@@ -1196,3 +1249,7 @@ mod tests {
         assert!(parse_ports("http:99999", None).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "desired_at_rest.rs"]
+mod at_rest;

@@ -99,6 +99,27 @@ pub fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// Why `s` is not an RFC 1035 label (what a Service name must be: lowercase letters, digits and
+/// '-', a letter first, a letter or digit last, at most 63 characters); `None` when it is one.
+pub fn dns1035_label_problem(s: &str) -> Option<&'static str> {
+    let b = s.as_bytes();
+    let first = b.first()?;
+    if b.len() > 63 {
+        Some("it is longer than 63 characters")
+    } else if !first.is_ascii_lowercase() {
+        Some("it must start with a lowercase letter")
+    } else if !b
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    {
+        Some("it may contain only lowercase letters, digits and '-'")
+    } else if b[b.len() - 1] == b'-' {
+        Some("it must end with a letter or digit")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +177,26 @@ mod tests {
             disagree.is_empty(),
             "{file}: Portico disagrees on {disagree:?}"
         );
+    }
+
+    #[test]
+    fn service_names_are_rfc_1035_labels() {
+        for ok in ["a", "lab", "a1", "a-b", &"a".repeat(63)] {
+            assert_eq!(dns1035_label_problem(ok), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("1lab", "start with a lowercase letter"),
+            ("-a", "start with a lowercase letter"),
+            ("Lab", "start with a lowercase letter"),
+            ("a.b", "only lowercase letters"),
+            ("aB", "only lowercase letters"),
+            ("a-", "end with a letter or digit"),
+            (&"a".repeat(64), "longer than 63"),
+        ] {
+            let problem = dns1035_label_problem(bad).unwrap_or_default();
+            assert!(problem.contains(why), "{bad}: {problem}");
+        }
+        // The empty name is for the caller to refuse (it has no name at all yet).
+        assert_eq!(dns1035_label_problem(""), None);
     }
 }

@@ -28,9 +28,38 @@ impl Leadership {
             .is_some_and(|renewed| renewed.elapsed() < self.valid_for)
     }
 
-    /// Waits until leadership changes hands in either direction.
+    /// Waits until leadership changes hands in either direction: gained, lost, or lapsed for
+    /// want of a renewal. A renewal that keeps it is no change (it would wake the provisioner
+    /// for a pass every few seconds at rest).
     pub async fn changed(&mut self) {
-        let _ = self.rx.changed().await;
+        let was = self.is_leader();
+        loop {
+            let lapses = (*self.rx.borrow()).map(|renewed| renewed + self.valid_for);
+            let lapse = async {
+                match lapses {
+                    Some(at) if was => tokio::time::sleep_until(at.into()).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                sent = self.rx.changed() => {
+                    if sent.is_err() {
+                        // The elector is gone: only a lapse can still change anything.
+                        if !was {
+                            std::future::pending::<()>().await;
+                        }
+                        if let Some(at) = lapses {
+                            tokio::time::sleep_until(at.into()).await;
+                        }
+                        return;
+                    }
+                }
+                _ = lapse => {}
+            }
+            if self.is_leader() != was {
+                return;
+            }
+        }
     }
 }
 
@@ -181,5 +210,53 @@ impl Elector {
             }
         }
         self.release().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leadership(valid_for: Duration) -> (watch::Sender<Option<Instant>>, Leadership) {
+        let (tx, rx) = watch::channel(Some(Instant::now()));
+        (tx, Leadership { rx, valid_for })
+    }
+
+    /// A bound on a hang, not a figure.
+    const HANG: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn renewals_are_no_change_and_a_loss_is() {
+        let (tx, leadership) = leadership(Duration::from_secs(60));
+        let mut waiting = leadership.clone();
+        let waiter = tokio::spawn(async move {
+            waiting.changed().await;
+            waiting.is_leader()
+        });
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.send(Some(Instant::now())).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.send(None).unwrap();
+        let leading_when_woken = tokio::time::timeout(HANG, waiter).await.unwrap().unwrap();
+        assert!(!leading_when_woken, "woken by a renewal, not by the loss");
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_lapses_is_a_change_and_a_gain_is_one() {
+        let (tx, mut leadership) = leadership(Duration::from_millis(200));
+        tokio::time::timeout(HANG, leadership.changed())
+            .await
+            .unwrap();
+        assert!(!leadership.is_leader());
+        let mut waiting = leadership.clone();
+        let waiter = tokio::spawn(async move {
+            waiting.changed().await;
+            waiting.is_leader()
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.send(Some(Instant::now())).unwrap();
+        assert!(tokio::time::timeout(HANG, waiter).await.unwrap().unwrap());
     }
 }

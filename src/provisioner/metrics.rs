@@ -41,6 +41,7 @@ pub struct ProvisionerMetrics {
     reconcile_duration: Histogram,
     writes: Family<WriteLabels, Counter>,
     pending_retries: Gauge,
+    pending_wakeups: Gauge,
     managed: Family<TypeLabels, Gauge>,
     node_ports: Gauge,
     leader: Gauge,
@@ -55,6 +56,7 @@ impl Default for ProvisionerMetrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             writes: Family::default(),
             pending_retries: Gauge::default(),
+            pending_wakeups: Gauge::default(),
             managed: Family::default(),
             node_ports: Gauge::default(),
             leader: Gauge::default(),
@@ -86,6 +88,11 @@ impl ProvisionerMetrics {
             "provisioner_pending_retries",
             "Objects whose last write failed and wait for a retry (the work queue's depth)",
             m.pending_retries.clone(),
+        );
+        metrics.register(
+            "provisioner_pending_wakeups",
+            "Writes that will wake the provisioner on a timer (retries after a transient error, writes its watch has not shown yet); 0 at rest",
+            m.pending_wakeups.clone(),
         );
         metrics.register(
             "provisioner_managed_objects",
@@ -141,6 +148,7 @@ pub struct PassFacts {
     pub pods: usize,
     pub node_ports: usize,
     pub pending_retries: usize,
+    pub pending_wakeups: usize,
 }
 
 /// Metrics and the audit trail, as the provisioner uses them.
@@ -164,6 +172,7 @@ impl Observe {
         m.reconciles.inc();
         m.reconcile_duration.observe(took.as_secs_f64());
         m.pending_retries.set(facts.pending_retries as i64);
+        m.pending_wakeups.set(facts.pending_wakeups as i64);
         m.node_ports.set(facts.node_ports as i64);
         for (t, n) in [
             ("Exposure", facts.exposures),
@@ -261,6 +270,7 @@ mod tests {
                 services: 3,
                 node_ports: 1,
                 pending_retries: 1,
+                pending_wakeups: 2,
                 ..PassFacts::default()
             },
         );
@@ -272,6 +282,7 @@ mod tests {
             "portico_provisioner_reconciles_total 1",
             "portico_provisioner_leader 1",
             "portico_provisioner_pending_retries 1",
+            "portico_provisioner_pending_wakeups 2",
             "portico_provisioner_node_ports_in_use 1",
             "portico_provisioner_managed_objects{type=\"Service\"} 3",
             "portico_provisioner_writes_total{kind=\"Service\",result=\"ok\"} 1",

@@ -60,6 +60,10 @@ pub struct Stats {
     pub passes: std::sync::atomic::AtomicU64,
     pub writes: std::sync::atomic::AtomicU64,
     pub errors: std::sync::atomic::AtomicU64,
+    /// After the last pass: the writes that will wake the loop on a timer (retries after a
+    /// transient error, writes the watch has not shown yet). 0 at rest: a quiet cluster gets no
+    /// pass until something changes.
+    pub pending_wakeups: std::sync::atomic::AtomicU64,
 }
 
 /// A failed write, remembered so it is retried with backoff and reported.
@@ -71,6 +75,11 @@ struct Failure {
     retry_at: Instant,
     /// The desired object that failed; a different one is tried at once.
     fingerprint: String,
+    /// Whether the loop wakes at `retry_at` for it. A transient error (no answer, 5xx, 429) is
+    /// retried on a timer. A refusal (another 4xx: a node port taken, an invalid object) would
+    /// be refused again in an unchanged world, so it is retried only after something changed
+    /// (a watch event), never on a timer alone: a permanent conflict costs no write at rest.
+    armed: bool,
 }
 
 /// A write that succeeded: what was written, and the version of the object the store showed
@@ -125,6 +134,11 @@ pub struct Provisioner {
     touched: HashSet<String>,
     /// Keys of objects whose name is taken by something Portico does not manage.
     foreign: HashMap<String, Instant>,
+    /// Problems reported once as an Event (a workload's bad annotations, a name taken), by key:
+    /// the message last reported. Kept while a pass still meets the problem; no timer.
+    reported: HashMap<String, String>,
+    /// Whether this pass follows a change seen by a watch (not only a timer).
+    after_change: bool,
     pub stats: Arc<Stats>,
     /// Metrics and audit records of passes and writes.
     pub observe: metrics::Observe,
@@ -238,6 +252,15 @@ fn is_conflict(e: &kube::Error) -> bool {
     }
 }
 
+/// Whether an error may pass by itself (no answer, the server's own failure, throttling), as
+/// opposed to a refusal of the request that an unchanged world would repeat.
+fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => !(400..500).contains(&s.code) || s.code == 408 || s.code == 429,
+        _ => true,
+    }
+}
+
 fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
@@ -315,6 +338,8 @@ impl Provisioner {
             written: HashMap::new(),
             touched: HashSet::new(),
             foreign: HashMap::new(),
+            reported: HashMap::new(),
+            after_change: true,
             stats: Arc::default(),
             observe: metrics::Observe::default(),
         }
@@ -354,18 +379,24 @@ impl Provisioner {
             if self.leadership.is_leader() {
                 self.pass().await;
             }
-            let retries = self.failures.values().map(|f| f.retry_at);
-            let next_retry = retries.chain(self.written.values().map(|w| w.until)).min();
-            let wait = next_retry
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_secs(30))
-                .max(Duration::from_millis(50));
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = leadership.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
+            // No timer at rest: every change reaches the loop through a watch, so a pass with
+            // nothing pending is only ever followed by one when something changes.
+            let wake = self.next_wakeup();
+            let timer = async {
+                match wake {
+                    Some(t) => {
+                        let wait = t.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(wait.max(Duration::from_millis(50))).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            self.after_change = tokio::select! {
+                _ = notify.notified() => true,
+                _ = leadership.changed() => true,
+                _ = timer => false,
+                _ = shutdown.changed() => false,
+            };
             if *shutdown.borrow() {
                 break;
             }
@@ -379,6 +410,30 @@ impl Provisioner {
         matches!(self.due_write(key, fingerprint, None), Due::Now)
     }
 
+    /// Whether the problem `message` keyed `key` is new (not reported since a pass last met it
+    /// with this message): reported once, then not again while it lasts.
+    fn first_report(&mut self, key: &str, message: &str) -> bool {
+        self.touched.insert(key.to_string());
+        let new = self.reported.get(key).map(String::as_str) != Some(message);
+        if new {
+            self.reported.insert(key.to_string(), message.to_string());
+        }
+        new
+    }
+
+    /// When the loop must wake without a watch event: the earliest armed retry or unconfirmed
+    /// write; `None` at rest.
+    fn next_wakeup(&self) -> Option<Instant> {
+        let retries = self.failures.values().filter(|f| f.armed);
+        let retries = retries.map(|f| f.retry_at);
+        retries.chain(self.written.values().map(|w| w.until)).min()
+    }
+
+    /// How many writes [`Provisioner::next_wakeup`] waits for.
+    fn pending_wakeups(&self) -> usize {
+        self.failures.values().filter(|f| f.armed).count() + self.written.len()
+    }
+
     /// Whether the write `fingerprint` under `key` is to be sent now, the store showing the
     /// object at version `seen`.
     fn due_write(&mut self, key: &str, fingerprint: &str, seen: Option<&str>) -> Due {
@@ -388,8 +443,11 @@ impl Provisioner {
                 return Due::AlreadyWritten;
             }
         }
-        match self.failures.get(key) {
+        let after_change = self.after_change;
+        match self.failures.get_mut(key) {
             Some(f) if f.fingerprint == fingerprint && Instant::now() < f.retry_at => {
+                // The world changed since the refusal: worth one more try once backed off.
+                f.armed |= after_change;
                 Due::BackingOff(f.message.clone())
             }
             _ => Due::Now,
@@ -401,6 +459,7 @@ impl Provisioner {
         let touched = std::mem::take(&mut self.touched);
         self.failures.retain(|k, _| touched.contains(k));
         self.written.retain(|k, _| touched.contains(k));
+        self.reported.retain(|k, _| touched.contains(k));
     }
 
     /// Counts and records one write that was sent, successful or not; a refusal is remembered
@@ -416,14 +475,16 @@ impl Provisioner {
         self.stats
             .writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let refusal = result.err().map(|e| (describe(&e), is_conflict(&e)));
+        let refusal = result
+            .err()
+            .map(|e| (describe(&e), is_conflict(&e), is_transient(&e)));
         self.observe.write(
             &self.policy,
             key,
             &fingerprint,
-            refusal.as_ref().map(|(message, _)| message.as_str()),
+            refusal.as_ref().map(|(message, _, _)| message.as_str()),
         );
-        let Some((message, conflict)) = refusal else {
+        let Some((message, conflict, transient)) = refusal else {
             self.failures.remove(key);
             match seen {
                 Some(seen) => {
@@ -458,6 +519,7 @@ impl Provisioner {
                 attempts,
                 retry_at: Instant::now() + backoff(attempts),
                 fingerprint,
+                armed: transient,
             },
         );
         Err(message)
@@ -566,6 +628,8 @@ impl Provisioner {
             .flat_map(|s| s.spec.iter().flat_map(|s| s.ports.iter().flatten()))
             .filter(|p| p.node_port.is_some())
             .count();
+        // Forgotten first, so that the gauges show what is still pending after this pass.
+        self.forget_untouched();
         let facts = metrics::PassFacts {
             exposures: self.stores.exposures.len(),
             services: services.len(),
@@ -573,8 +637,12 @@ impl Provisioner {
             pods: pod_count,
             node_ports,
             pending_retries: self.failures.len(),
+            pending_wakeups: self.pending_wakeups(),
         };
-        self.forget_untouched();
+        self.stats.pending_wakeups.store(
+            facts.pending_wakeups as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.observe.pass(started.elapsed(), facts);
     }
 
@@ -821,21 +889,9 @@ impl Provisioner {
                 Err(e) => {
                     // Reported once per distinct problem, as an Event on the workload.
                     let fp = e.to_string();
-                    if self.due(&format!("Plan:{k}"), &fp) {
-                        self.failures.insert(
-                            format!("Plan:{k}"),
-                            Failure {
-                                message: fp.clone(),
-                                conflict: false,
-                                attempts: 7,
-                                retry_at: Instant::now() + MAX_BACKOFF,
-                                fingerprint: fp.clone(),
-                            },
-                        );
-                        if self.leadership.is_leader() {
-                            self.event(reference(&owner, &ns), false, e.reason(), &fp)
-                                .await;
-                        }
+                    if self.first_report(&format!("Plan:{k}"), &fp) && self.leadership.is_leader() {
+                        self.event(reference(&owner, &ns), false, e.reason(), &fp)
+                            .await;
                     }
                     continue;
                 }
@@ -846,17 +902,7 @@ impl Provisioner {
                 if !observed.as_deref().is_some_and(|o| service_matches(svc, o)) {
                     if observed.is_none() {
                         if let Some(msg) = self.taken::<Service>(&ns, &name).await {
-                            if self.due(&format!("Taken:{ns}/{name}"), &msg) {
-                                self.failures.insert(
-                                    format!("Taken:{ns}/{name}"),
-                                    Failure {
-                                        message: msg.clone(),
-                                        conflict: true,
-                                        attempts: 7,
-                                        retry_at: Instant::now() + MAX_BACKOFF,
-                                        fingerprint: msg.clone(),
-                                    },
-                                );
+                            if self.first_report(&format!("Taken:{ns}/{name}"), &msg) {
                                 self.event(reference(&owner, &ns), false, "Conflict", &msg)
                                     .await;
                             }

@@ -35,8 +35,9 @@ pub enum CertError {
     BadHost { host: String, reason: String },
     #[error("--days must be between 1 and {max}, got {days}")]
     BadDays { days: u32, max: u32 },
+    // The cause is in the message and not a `source`, so a chain printed whole says it once.
     #[error("cannot generate a certificate: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
     #[error("cannot create directory {path}: {error}")]
     CreateDir {
         path: PathBuf,
@@ -49,6 +50,12 @@ pub enum CertError {
         path: PathBuf,
         error: std::io::Error,
     },
+}
+
+impl From<rcgen::Error> for CertError {
+    fn from(e: rcgen::Error) -> Self {
+        CertError::Generate(e)
+    }
 }
 
 /// Longest validity `portico certs` agrees to make (10 years).

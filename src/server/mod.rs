@@ -151,8 +151,9 @@ impl ServeOptions {
 pub enum ServeError {
     #[error(transparent)]
     Certificate(#[from] CertLoadError),
+    // The cause is in the message and not a `source`, so a chain printed whole says it once.
     #[error("cannot build the TLS configuration: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     #[error("cannot listen for webhook HTTPS on {addr} (--listen): {error}")]
     BindWebhook {
         addr: SocketAddr,
@@ -165,6 +166,12 @@ pub enum ServeError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+}
+
+impl From<rustls::Error> for ServeError {
+    fn from(e: rustls::Error) -> Self {
+        ServeError::Tls(e)
+    }
 }
 
 /// A started server. Dropping it (or its last [`ShutdownHandle`]) shuts it down as well.
@@ -575,5 +582,23 @@ async fn serve_connection(
     match result {
         Ok(()) => tracing::debug!("connection closed"),
         Err(error) => tracing::debug!(%error, "connection ended with an error"),
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let e = anyhow::Error::from(ServeError::from(rustls::Error::General("boom".into())));
+        let chain = format!("{e:#}");
+        assert_eq!(chain.matches("boom").count(), 1, "{chain}");
+        let e = anyhow::Error::from(crate::config::ConfigError::Read {
+            path: "c.yaml".into(),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        });
+        let chain = format!("{e:#}");
+        assert_eq!(chain.matches("gone").count(), 1, "{chain}");
     }
 }

@@ -1,5 +1,6 @@
-//! The plain-HTTP ops port: `/healthz` (the process answers), `/readyz` (the webhook listener is
-//! bound with a certificate loaded, and not shutting down) and `/metrics` (Prometheus text).
+//! The plain-HTTP ops port: `/healthz` (the process answers), `/readyz` (the webhook listener
+//! serves with a certificate loaded and is not shutting down, and, when the provisioner runs, its
+//! watches have synced — not the webhook's view of the cluster) and `/metrics` (Prometheus text).
 //!
 //! Kept apart from the webhook port so probes and scrapes need no TLS and cannot be starved by
 //! admission traffic; it serves nothing that changes state.

@@ -56,6 +56,13 @@ impl Cluster {
             .unwrap_or_else(|| panic!("{name} not in {}/ready", self.dir.display()))
     }
 
+    /// The Prometheus text of the cluster's own Portico (`OPS_PORT`, `/metrics`).
+    pub fn portico_metrics(&self) -> String {
+        let port = self.port("OPS_PORT");
+        http_get(port, "/metrics")
+            .unwrap_or_else(|e| panic!("GET http://127.0.0.1:{port}/metrics: {e}"))
+    }
+
     /// The pid of the Portico the cluster started.
     pub fn portico_pid(&self) -> u32 {
         std::fs::read_to_string(self.dir.join("portico.pid"))
@@ -133,6 +140,33 @@ impl Drop for Held {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.hold);
     }
+}
+
+/// The body of a plain HTTP/1.0 GET on a loopback port, when it answers 200.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if head.lines().next().is_some_and(|l| l.contains(" 200")) {
+        Ok(body.to_string())
+    } else {
+        Err(head.lines().next().unwrap_or("no answer").to_string())
+    }
+}
+
+/// A sample's value in Prometheus text (`name` with its labels, as printed); 0 when absent.
+pub fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 /// A `portico serve` a test started.

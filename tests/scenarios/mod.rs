@@ -31,6 +31,59 @@ pub trait World {
     async fn serve_load_balancer(&self, name: &str);
     /// Portico's provisioner writes so far (not Lease renewals).
     async fn portico_writes(&self) -> u64;
+    /// What the provisioner has done so far, as [`comes_to_rest`] watches it.
+    async fn activity(&self) -> Activity;
+    /// Waits until this world has the provisioner to itself: its passes are counted for every
+    /// namespace, so other scenarios' work would show in the quiet window.
+    async fn alone(&self) {}
+}
+
+/// The provisioner's activity, as [`comes_to_rest`] compares it across a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Reconcile passes run.
+    pub passes: u64,
+    /// Writes sent (accepted or refused).
+    pub writes: u64,
+    /// Writes that will wake the provisioner on a timer (`portico_provisioner_pending_wakeups`):
+    /// 0 at rest, else a pass (and likely a write) is already scheduled.
+    pub pending_wakeups: u64,
+}
+
+/// How long the world must stay still: no pass, no write, and no timer left that would start one.
+pub const QUIET_WINDOW: Duration = Duration::from_secs(3);
+
+/// How long a world may take to come to rest: a refusal (a node port taken) is tried once more
+/// after the world changed, once its backoff (at most 60 s in the provisioner) has passed; on a
+/// shared cluster the other scenarios' work is such a change.
+pub const REST_PATIENCE: u64 = PATIENCE + 60;
+
+/// Every scenario ends here (and some also stop here midway): once its last change has settled
+/// (within [`REST_PATIENCE`]), the provisioner runs no pass and sends no write for
+/// [`QUIET_WINDOW`], and holds no timer that would wake it — so it stays quiet until something
+/// changes. A comparison that never matches what the apiserver stores (a write loop at rest)
+/// never gets there.
+pub async fn comes_to_rest(w: &impl World, scenario: &str) {
+    w.alone().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(REST_PATIENCE);
+    loop {
+        let before = w.activity().await;
+        tokio::time::sleep(QUIET_WINDOW).await;
+        let after = w.activity().await;
+        if before == after && after.pending_wakeups == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{scenario}: the provisioner never came to rest within {REST_PATIENCE} s: in the last \
+                 {QUIET_WINDOW:?} it ran {} pass(es) and sent {} write(s), and {} write(s) will \
+                 wake it again ({before:?} → {after:?})",
+                after.passes - before.passes,
+                after.writes - before.writes,
+                after.pending_wakeups
+            );
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics after `secs` seconds naming `what`.
@@ -194,6 +247,7 @@ pub async fn s01_nodeport_exposure_survives_job_resubmission(w: &impl World) {
         .first()
         .and_then(|p| p.metadata.name.clone());
     assert_ne!(first_pod, new_pod);
+    comes_to_rest(w, "s01_nodeport_exposure_survives_job_resubmission").await;
 }
 
 /// 2. LoadBalancer, target all, 3-pod job: all three selected; the address shows in status.
@@ -218,6 +272,11 @@ pub async fn s02_loadbalancer_selects_every_pod_and_reports_the_address(w: &impl
         "{st:?}"
     );
     assert_eq!(condition(&st, "Ready").map(|c| c.0), Some("True".into()));
+    comes_to_rest(
+        w,
+        "s02_loadbalancer_selects_every_pod_and_reports_the_address",
+    )
+    .await;
 }
 
 /// 3. Two jobs with one tag: both reached; one ends, the other still is.
@@ -238,6 +297,7 @@ pub async fn s03_jobs_sharing_a_tag_are_all_reached(w: &impl World) {
         status_of(&user1, "shared").await.filter(|s| s.pods == 1)
     })
     .await;
+    comes_to_rest(w, "s03_jobs_sharing_a_tag_are_all_reached").await;
 }
 
 /// 4. Ingress from the host template: tags differing only in case get different hosts; two
@@ -324,6 +384,7 @@ pub async fn s04_ingress_host_template_and_case_conflict(w: &impl World) {
         condition(&st, "Conflict").map(|c| c.0),
         Some("False".into())
     );
+    comes_to_rest(w, "s04_ingress_host_template_and_case_conflict").await;
 }
 
 /// 5. Per-job NodePort (dynamic) and headless Service: created, port annotated back on the Job,
@@ -367,6 +428,9 @@ pub async fn s05_per_job_nodeport_and_headless_service(w: &impl World) {
     })
     .await;
     assert!(annotated.contains(&format!("http={np}")), "{annotated}");
+    // While the job lives: its headless Service (`clusterIP: None`, type defaulted by the
+    // apiserver) once was applied again every few seconds.
+    comes_to_rest(w, "s05 while the job runs").await;
     delete_job(&user1, "mpi").await;
     eventually(PATIENCE, "services removed with the job", || async {
         (service(&user1, "mpi-expose").await.is_none()
@@ -374,6 +438,7 @@ pub async fn s05_per_job_nodeport_and_headless_service(w: &impl World) {
         .then_some(())
     })
     .await;
+    comes_to_rest(w, "s05_per_job_nodeport_and_headless_service").await;
 }
 
 /// 6. Two Exposures asking for one node port: the second reports Conflict with the apiserver's
@@ -404,6 +469,7 @@ pub async fn s06_node_port_collision_is_a_conflict_not_a_crash(w: &impl World) {
         Some(30090)
     );
     assert!(service(&user1, "second").await.is_none());
+    comes_to_rest(w, "s06_node_port_collision_is_a_conflict_not_a_crash").await;
 }
 
 /// 7. Someone edits the Service selector: restored.
@@ -429,6 +495,7 @@ pub async fn s07_drifted_selector_is_restored(w: &impl World) {
         .then_some(())
     })
     .await;
+    comes_to_rest(w, "s07_drifted_selector_is_restored").await;
 }
 
 /// 8. 100 Exposures at steady state: zero writes by Portico over a quiet period.
@@ -463,6 +530,7 @@ pub async fn s08_steady_state_writes_nothing(w: &impl World) {
     );
     let made = before - start;
     assert!(made <= 2 * 100 + 10, "{made} writes for 100 exposures");
+    comes_to_rest(w, "s08_steady_state_writes_nothing").await;
 }
 
 /// 9. Non-indexed 3-pod job with target pod0: exactly one pod labelled; delete it: another takes it.
@@ -496,6 +564,7 @@ pub async fn s09_pod0_is_elected_and_moves(w: &impl World) {
     })
     .await;
     assert_eq!(next.len(), 1);
+    comes_to_rest(w, "s09_pod0_is_elected_and_moves").await;
 }
 
 /// 12. user2 creates an Exposure for user1's tag: refused.
@@ -512,4 +581,42 @@ pub async fn s12_exposing_another_users_tag_is_refused(w: &impl World) {
         .await
         .expect("own exposure");
     assert_eq!(mine.spec.user.as_deref(), Some("user2"));
+    comes_to_rest(w, "s12_exposing_another_users_tag_is_refused").await;
+}
+
+/// 13. Names that can never name a Service (not a DNS-1035 label): an Exposure is refused at
+///     admission saying why; a workload asking for per-job exposure gets one Event saying why,
+///     no Service, and the provisioner comes to rest (no retry for ever).
+pub async fn s13_names_that_cannot_name_a_service(w: &impl World) {
+    let user1 = w.client("user1").await;
+    let err = create_exposure(&user1, &exposure("1lab", nodeport("lab", 30130, "pod0")))
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("DNS-1035") && message.contains("start with a lowercase letter"),
+        "{message}"
+    );
+    let mut j = job("1lab", "lab", 1, true);
+    let ann = j.metadata.annotations.get_or_insert_with(Default::default);
+    ann.insert("portico.dev/expose".into(), "ClusterIP".into());
+    create_job(&user1, &j).await;
+    let events = Api::<k8s_openapi::api::core::v1::Event>::default_namespaced(user1.clone());
+    let said = eventually(PATIENCE, "an InvalidName Event on the Job", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidName")
+                    && e.involved_object.name.as_deref() == Some("1lab")
+            })
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(
+        said.contains("\"1lab-expose\"") && said.contains("start with a lowercase letter"),
+        "{said}"
+    );
+    assert!(service(&user1, "1lab-expose").await.is_none());
+    comes_to_rest(w, "s13_names_that_cannot_name_a_service").await;
 }
