@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use cluster::{cluster, Cluster};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use kube::Client;
 use portico::api::Exposure;
 use scenarios::*;
@@ -121,15 +121,7 @@ impl OnCluster {
 impl World for OnCluster {
     async fn client(&self, context: &str) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.c.kubeconfig).expect("kubeconfig");
-        let options = KubeConfigOptions {
-            context: Some(context.to_string()),
-            ..KubeConfigOptions::default()
-        };
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .expect("config");
-        config.default_namespace = self.ns.clone();
-        Client::try_from(config).expect("client")
+        client_in(kubeconfig, context, &self.ns).await
     }
 
     fn domain(&self) -> &str {

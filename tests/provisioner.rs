@@ -2,6 +2,9 @@
 //! and its provisioner running. The scenarios themselves are in `scenarios/` (shared with the
 //! real control plane's `e2e_provisioner.rs`); leader election and faults are the sandbox's own.
 
+// Both the harness and the scenarios load tests/wait/ for their waiting; here both are in.
+#![allow(clippy::duplicate_mod)]
+
 mod harness;
 mod scenarios;
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 use harness::Loop;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use kube::Client;
 use portico::api::Exposure;
 use scenarios::*;
@@ -26,15 +29,7 @@ impl World for Sandboxed<'_> {
     async fn client(&self, context: &str) -> Client {
         let yaml = self.0.sandbox.kubeconfig_yaml(context);
         let kubeconfig = Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
-        let options = KubeConfigOptions {
-            context: Some(context.to_string()),
-            ..KubeConfigOptions::default()
-        };
-        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .expect("config");
-        config.default_namespace = "team".into();
-        Client::try_from(config).expect("client")
+        client_in(kubeconfig, context, "team").await
     }
 
     fn domain(&self) -> &str {

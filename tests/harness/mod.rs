@@ -21,6 +21,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[path = "../wait/mod.rs"]
+mod wait;
+#[allow(unused_imports)] // not every test binary waits
+pub use wait::eventually;
+
 /// The configuration every scenario runs with.
 pub fn test_config() -> Config {
     let mut c = Config::default();
@@ -247,22 +252,4 @@ pub async fn client_of(sandbox: &RunningSandbox, context: &str) -> Client {
         .await
         .expect("config");
     Client::try_from(config).expect("client")
-}
-
-/// Polls `check` until it returns `Some`, or panics after `secs` seconds naming `what`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

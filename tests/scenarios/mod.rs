@@ -12,9 +12,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use portico::api::Exposure;
 use serde_json::{json, Value};
+
+#[path = "../wait/mod.rs"]
+mod wait;
+pub use wait::eventually;
 
 /// How long a scenario waits for one step before it fails (a bound on a hang, not a figure).
 pub const PATIENCE: u64 = 30;
@@ -86,22 +91,17 @@ pub async fn comes_to_rest(w: &impl World, scenario: &str) {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics after `secs` seconds naming `what`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A client as `context` of `kubeconfig` whose default namespace is `ns`.
+pub async fn client_in(kubeconfig: Kubeconfig, context: &str, ns: &str) -> Client {
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("config");
+    config.default_namespace = ns.to_string();
+    Client::try_from(config).expect("client")
 }
 
 pub fn job(name: &str, tag: &str, pods: i32, indexed: bool) -> Job {
