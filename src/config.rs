@@ -112,6 +112,10 @@ pub struct ProvisionerConfig {
     pub lease_namespace: String,
     /// How long a leader's claim lasts without renewal.
     pub lease_seconds: u32,
+    /// How long a write the apiserver refused (a node port taken, a name in use) waits for a
+    /// change Portico watches before it is tried again anyway: what freed the port or the name
+    /// may be an object Portico does not watch.
+    pub refusal_recheck_seconds: u32,
 }
 
 impl Default for ProvisionerConfig {
@@ -123,6 +127,7 @@ impl Default for ProvisionerConfig {
             lease_name: "portico-provisioner".to_string(),
             lease_namespace: "portico-system".to_string(),
             lease_seconds: 15,
+            refusal_recheck_seconds: 300,
         }
     }
 }
@@ -451,6 +456,12 @@ impl Config {
             out.push(format!(
                 "provisioner.leaseSeconds: {} is outside 5..=300",
                 p.lease_seconds
+            ));
+        }
+        if !(1..=86_400).contains(&p.refusal_recheck_seconds) {
+            out.push(format!(
+                "provisioner.refusalRecheckSeconds: {} is outside 1..=86400",
+                p.refusal_recheck_seconds
             ));
         }
         let a = &self.audit;

@@ -199,3 +199,52 @@ async fn s11_converges_under_faults() {
     comes_to_rest(&w, "s11 after the faults").await;
     p.stop().await;
 }
+
+/// A node port held by a Service Portico does not manage (and so does not watch): the Exposure
+/// asking for it reports Conflict; once that Service is deleted, the refusal is tried again
+/// after `provisioner.refusalRecheckSeconds` although no watched object changed, and the
+/// Exposure gets its Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_freed_by_an_unwatched_service_is_taken_after_the_recheck() {
+    let mut config = harness::test_config();
+    config.provisioner.refusal_recheck_seconds = 2;
+    let l = Loop::start_with(config).await;
+    let w = Sandboxed(&l);
+    let p = l.provisioner("p1").await;
+    let admin = w.client("admin").await;
+    let squatter: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "squatter"},
+        "spec": {"type": "NodePort", "selector": {"app": "other"},
+                 "ports": [{"port": 80, "nodePort": 30410}]}
+    }))
+    .expect("service");
+    let services = Api::<Service>::default_namespaced(admin.clone());
+    services
+        .create(&Default::default(), &squatter)
+        .await
+        .expect("squatter");
+    let user1 = w.client("user1").await;
+    create_exposure(&user1, &exposure("wants", nodeport("wants", 30410, "pod0")))
+        .await
+        .expect("exposure");
+    eventually(PATIENCE, "the conflict", || async {
+        status_of(&user1, "wants")
+            .await
+            .filter(|s| condition(s, "Conflict").is_some_and(|c| c.0 == "True"))
+    })
+    .await;
+    services
+        .delete("squatter", &Default::default())
+        .await
+        .expect("delete the squatter");
+    let svc = eventually(PATIENCE, "the Exposure's Service on the freed port", || async {
+        service(&user1, "wants").await
+    })
+    .await;
+    assert_eq!(
+        svc.spec.and_then(|s| s.ports).unwrap_or_default()[0].node_port,
+        Some(30410)
+    );
+    p.stop().await;
+}

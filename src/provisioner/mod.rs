@@ -77,8 +77,9 @@ struct Failure {
     fingerprint: String,
     /// Whether the loop wakes at `retry_at` for it. A transient error (no answer, 5xx, 429) is
     /// retried on a timer. A refusal (another 4xx: a node port taken, an invalid object) would
-    /// be refused again in an unchanged world, so it is retried only after something changed
-    /// (a watch event), never on a timer alone: a permanent conflict costs no write at rest.
+    /// be refused again in an unchanged world, so it is retried after something Portico watches
+    /// changed, and otherwise only every `provisioner.refusalRecheckSeconds`: what freed a node
+    /// port may be an object Portico does not watch (someone else's Service deleted).
     armed: bool,
 }
 
@@ -422,10 +423,18 @@ impl Provisioner {
     }
 
     /// When the loop must wake without a watch event: the earliest armed retry or unconfirmed
-    /// write; `None` at rest.
+    /// write, or the slow recheck of a refusal; `None` at rest.
     fn next_wakeup(&self) -> Option<Instant> {
-        let retries = self.failures.values().filter(|f| f.armed);
-        let retries = retries.map(|f| f.retry_at);
+        let recheck = Duration::from_secs(u64::from(
+            self.policy.config.provisioner.refusal_recheck_seconds,
+        ));
+        let retries = self.failures.values().map(|f| {
+            if f.armed {
+                f.retry_at
+            } else {
+                f.retry_at + recheck
+            }
+        });
         retries.chain(self.written.values().map(|w| w.until)).min()
     }
 
