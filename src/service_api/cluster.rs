@@ -65,6 +65,10 @@ impl Failure {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    pub(super) fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
+    }
+
     pub(super) fn cluster(what: &str, error: &kube::Error) -> Self {
         let status = match error {
             kube::Error::Api(e) if e.code == 409 => StatusCode::CONFLICT,
@@ -127,14 +131,33 @@ pub(super) fn busy(service_id: &str) -> Failure {
     )
 }
 
-/// The body of `POST /api/services/`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The body of `POST /api/services/`. Keys it does not name (a hub's `auth_state`, say) are
+/// ignored: never stored, logged or passed to the service.
+#[derive(Clone, Default, Deserialize)]
 pub struct StartRequest {
+    #[serde(deserialize_with = "super::body::start_id")]
     pub start_id: String,
     #[serde(default)]
     pub user_options: Map<String, Value>,
-    #[serde(default)]
+    /// Every entry goes into the service's env Secret. Numbers and booleans (the hub sends
+    /// `JUPYTERHUB_USER_ID` as a number) are kept as their JSON text.
+    #[serde(default, deserialize_with = "super::body::env")]
     pub env: BTreeMap<String, String>,
+    /// The hub's certificates for the lab's internal TLS: present, empty or absent.
+    #[serde(default, deserialize_with = "super::body::certs")]
+    pub certs: Option<super::body::Certs>,
+}
+
+impl std::fmt::Debug for StartRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the env's or certificates' values: they hold the hub's tokens and keys.
+        f.debug_struct("StartRequest")
+            .field("start_id", &self.start_id)
+            .field("user_options", &self.user_options)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("certs", &self.certs.is_some())
+            .finish()
+    }
 }
 
 /// What a poll (or a start, or a stop) answers.
@@ -154,6 +177,10 @@ pub struct ServiceStatus {
     pub events: Vec<EventLine>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// A failure the cluster retries by itself (a first failed image pull): Portico reports it,
+    /// but the manager's clients must not stop the lab for it (see [`super::k8smgr::running`]).
+    #[serde(skip)]
+    pub retrying: bool,
 }
 
 pub(super) fn status_of_record(
@@ -173,6 +200,7 @@ pub(super) fn status_of_record(
         address: None,
         events: Vec::new(),
         logs: Vec::new(),
+        retrying: false,
     }
 }
 
@@ -276,8 +304,8 @@ impl Services {
         client: &str,
         service_id: &str,
     ) -> Result<Option<(Record, ConfigMap)>, Failure> {
-        if !valid_service_id(service_id) {
-            // No such name can have been started.
+        if !valid_service_id(service_id) && super::names::object_id(service_id).is_err() {
+            // No such name can have been started, by any client.
             return Ok(None);
         }
         let name = Self::record_name(&service_key(client, service_id));

@@ -176,6 +176,39 @@ pub struct ApiClient {
     pub admin: bool,
     /// Whose identity the client's services are stamped with.
     pub stamp_as: StampAs,
+    /// Which clients' wire format the client speaks: Portico's own (the default), or that of
+    /// the Jupyter-JSC Kubernetes manager's clients (`k8smgr`): see [`Wire`].
+    pub wire: Wire,
+}
+
+/// The reply shapes and naming a client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Wire {
+    /// Portico's own: `{"status": …}` polls, `{"error": code, "message"}` refusals, names that
+    /// must be lowercase DNS labels.
+    #[default]
+    Portico,
+    /// A drop-in for the Kubernetes manager's clients (JupyterHub's BackendSpawner): polls add a
+    /// boolean `running` (and `details` once the service failed or ended), refusals are
+    /// `{"error": summary, "detailed_error": details}`, any `uuidcode` is mapped to an object
+    /// name injectively, the objects the API makes are named per start
+    /// (`svc-<id>-<start_id>`, `secret-<id>-<start_id>`), and every request is answered within
+    /// the clients' 30 s timeout.
+    #[serde(rename = "k8smgr")]
+    K8smgr,
+}
+
+impl Wire {
+    /// How long a request of this wire may take before it is answered `504` (a start goes on
+    /// regardless). The manager's clients give up after 30 s and count that as a failed start,
+    /// so they get an answer with time to spare.
+    pub fn request_timeout(self) -> std::time::Duration {
+        match self {
+            Wire::Portico => std::time::Duration::from_secs(60),
+            Wire::K8smgr => std::time::Duration::from_secs(25),
+        }
+    }
 }
 
 /// Which Portico user a client's services belong to.

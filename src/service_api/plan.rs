@@ -65,6 +65,8 @@ pub struct PlanInput<'a> {
     /// Value of the service label: a hash of client and service id.
     pub key: &'a str,
     pub secret_name: &'a str,
+    /// The name of the Exposure made when the template has none (and so of its Service).
+    pub exposure_name: &'a str,
     pub env: &'a BTreeMap<String, String>,
     /// Type of the Exposure made when the template has none.
     pub service_type: ServiceType,
@@ -232,7 +234,7 @@ pub fn plan(
             let mut e = json!({
                 "apiVersion": "portico.dev/v1alpha1",
                 "kind": "Exposure",
-                "metadata": {"name": input.service_id},
+                "metadata": {"name": input.exposure_name},
                 "spec": {
                     "tag": input.tag,
                     "target": "pod0",
@@ -244,7 +246,7 @@ pub fn plan(
                 return Err(PlanError::Duplicate {
                     file,
                     kind: "Exposure".into(),
-                    name: input.service_id.into(),
+                    name: input.exposure_name.into(),
                 });
             }
             e
@@ -402,6 +404,7 @@ mod tests {
             nonce: "n1",
             key: "k1",
             secret_name: "svc1-env",
+            exposure_name: "svc1",
             env,
             service_type: ServiceType::NodePort,
         }

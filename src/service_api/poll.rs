@@ -50,11 +50,12 @@ impl Services {
                 self.keys.service,
                 self.policy.job_label()
             );
-            pods = api
+            let listed = api
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|e| Failure::cluster("listing the service's pods", &e))?
                 .items;
+            pods = status::this_starts_pods(listed, &self.keys.nonce, &record.nonce);
         }
         let mut exposure = None;
         let mut missing = Vec::new();
@@ -79,6 +80,7 @@ impl Services {
         let mut out =
             super::cluster::status_of_record(record, assessment.phase, assessment.reason.clone());
         out.address = assessment.address.clone();
+        out.retrying = assessment.retrying;
         if assessment.phase == Phase::Failed {
             let api = &self.policy.config.api;
             let failed: Vec<&Pod> = pods

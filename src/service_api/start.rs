@@ -20,7 +20,9 @@ use super::cluster::{
     tag_for, valid_component, valid_service_id, Failure, ServiceStatus, Services, StartRequest,
     FIELD_MANAGER,
 };
+use super::config::Wire;
 use super::limits::Refused;
+use super::names;
 use super::plan::{self, ObjectRef, PlanInput};
 use super::record::{self, Entry, OnLostRecord, OnStart, Record, State};
 use super::status::Phase;
@@ -64,17 +66,30 @@ impl Services {
     ) -> Result<(bool, ServiceStatus), Failure> {
         let api = &self.policy.config.api;
         let name = &client.config.name;
-        if !valid_service_id(service_id) {
-            return Err(Failure::bad(
-                "uuidcode",
-                format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters (letters, digits, inner '-')"),
-            ));
-        }
+        let wire = client.config.wire;
+        // The name objects are made from: the uuidcode itself, or for the manager's clients its
+        // injective mapping (see `names`).
+        let object_id = match wire {
+            Wire::Portico if !valid_service_id(service_id) => {
+                return Err(Failure::bad(
+                    "uuidcode",
+                    format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters (letters, digits, inner '-')"),
+                ));
+            }
+            Wire::Portico => service_id.to_string(),
+            Wire::K8smgr => names::object_id(service_id)
+                .map_err(|e| Failure::bad("uuidcode", format!("header uuidcode: {e}")))?,
+        };
         if req.start_id.is_empty() || req.start_id.len() > 64 || !is_inert(&req.start_id) {
             return Err(Failure::bad(
                 "start_id",
                 "start_id must be 1-64 letters, digits or . _ - + = / @ :",
             ));
+        }
+        if wire == Wire::K8smgr {
+            if let Some(problem) = names::start_id_problem(&object_id, &req.start_id) {
+                return Err(Failure::bad("start_id", problem));
+            }
         }
         let user_id = req.env.get(&api.user_id_env).cloned().unwrap_or_default();
         if user_id.is_empty() || user_id.len() > 128 || !is_inert(&user_id) || user_id.contains('/')
@@ -134,7 +149,7 @@ impl Services {
             .map_err(|refusal| Failure::bad("namespace", refusal.to_string()))?;
         let user = self.user_of(client, &user_id);
         let tag =
-            tag_for(&self.policy, &user, service_id).map_err(|m| Failure::bad("user_id", m))?;
+            tag_for(&self.policy, &user, &object_id).map_err(|m| Failure::bad("user_id", m))?;
         let key = service_key(name, service_id);
         // Held until the start's task ends, however it ends.
         let permit = self
@@ -210,12 +225,28 @@ impl Services {
         } else {
             None
         };
-        let secret_name = format!("{service_id}-env");
-        let cert_secret_name = format!("{service_id}-tls");
+        // The manager's clients restart a lab under a new start_id while the previous start's
+        // objects may still be going away, so what the API makes for them is named per start.
+        // `<id>` is what the wire's templates expect: the uuidcode, or the manager's
+        // `<name>-<start_id>`.
+        let (id_keyword, secret_name, cert_secret_name, exposure_name) = match wire {
+            Wire::Portico => (
+                object_id.clone(),
+                format!("{object_id}-env"),
+                format!("{object_id}-tls"),
+                object_id.clone(),
+            ),
+            Wire::K8smgr => (
+                names::start_object_id(&object_id, &req.start_id),
+                names::env_secret(&object_id, &req.start_id),
+                names::certs_secret(&object_id, &req.start_id),
+                names::lab_service(&object_id, &req.start_id),
+            ),
+        };
         let unique = format!("{name}_{user_id}");
         let keywords = template::keywords(&KeywordInput {
             names: &api.keywords,
-            service_id,
+            service_id: &id_keyword,
             start_id: &req.start_id,
             user_id: &user_id,
             unique_user_id: &unique,
@@ -252,11 +283,12 @@ impl Services {
                 user: &user,
                 tag: &tag,
                 client: name,
-                service_id,
+                service_id: &object_id,
                 start_id: &req.start_id,
                 nonce: &nonce,
                 key: &key,
                 secret_name: &secret_name,
+                exposure_name: &exposure_name,
                 env: &req.env,
                 service_type: api.service_type,
             },

@@ -54,6 +54,9 @@ pub struct Assessment {
     pub address: Option<Address>,
     /// Pods whose logs explain a failure (the failed ones).
     pub failed_pods: Vec<String>,
+    /// The failure is one the kubelet retries by itself (a first failed image pull), so it may
+    /// still turn out well.
+    pub retrying: bool,
 }
 
 /// Container waiting reasons that will not resolve by waiting.
@@ -80,7 +83,12 @@ fn is_ready(pod: &Pod) -> bool {
             .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-fn stuck_reason(pod: &Pod) -> Option<String> {
+/// The waiting reason the kubelet retries at once by itself: the first failed image pull. Once
+/// it has retried and failed again the reason is `ImagePullBackOff`.
+const RETRIED: &str = "ErrImagePull";
+
+/// Why a pod cannot come up, and whether the kubelet is still retrying it by itself.
+fn stuck_reason(pod: &Pod) -> Option<(String, bool)> {
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() == Some("Failed") {
         let why = status
@@ -88,17 +96,18 @@ fn stuck_reason(pod: &Pod) -> Option<String> {
             .clone()
             .or_else(|| status.message.clone())
             .unwrap_or_else(|| "Failed".into());
-        return Some(format!("pod {} failed: {why}", pod_name(pod)));
+        return Some((format!("pod {} failed: {why}", pod_name(pod)), false));
     }
     for c in status.container_statuses.iter().flatten() {
         if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
             if let Some(reason) = w.reason.as_deref().filter(|r| STUCK.contains(r)) {
                 let msg = w.message.as_deref().unwrap_or("");
-                return Some(
+                return Some((
                     format!("pod {} container {}: {reason} {msg}", pod_name(pod), c.name)
                         .trim_end()
                         .to_string(),
-                );
+                    reason == RETRIED,
+                ));
             }
         }
     }
@@ -126,9 +135,28 @@ fn condition<'e>(exposure: &'e Exposure, type_: &str) -> Option<&'e crate::api::
         .find(|c| c.type_ == type_)
 }
 
+/// The pods that speak for this start: not being deleted, and made by this start (they carry
+/// its nonce under `nonce_key`). A restart's new pods are not judged by the previous start's,
+/// which may still be going away — one of those failing must not make the new lab look
+/// failed.
+pub fn this_starts_pods(pods: Vec<Pod>, nonce_key: &str, nonce: &str) -> Vec<Pod> {
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            // Records written before nonces existed have none: every pod counts then.
+            nonce.is_empty()
+                || p.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(nonce_key))
+                    .is_some_and(|n| n == nonce)
+        })
+        .collect()
+}
+
 /// Decides the phase. `missing` lists objects of the service that no longer exist.
 pub fn assess(pods: &[Pod], exposure: Option<&Exposure>, missing: &[String]) -> Assessment {
-    let failed: Vec<(String, String)> = pods
+    let failed: Vec<(String, (String, bool))> = pods
         .iter()
         .filter_map(|p| stuck_reason(p).map(|r| (pod_name(p), r)))
         .collect();
@@ -139,6 +167,7 @@ pub fn assess(pods: &[Pod], exposure: Option<&Exposure>, missing: &[String]) -> 
         reason,
         address: address.clone(),
         failed_pods: failed.iter().map(|(n, _)| n.clone()).collect(),
+        retrying: false,
     };
     if let Some(c) = exposure
         .and_then(|e| condition(e, "Conflict"))
@@ -156,8 +185,11 @@ pub fn assess(pods: &[Pod], exposure: Option<&Exposure>, missing: &[String]) -> 
         );
     }
     if !ready {
-        if let Some((_, reason)) = failed.first() {
-            return verdict(Phase::Failed, reason.clone());
+        if let Some((_, (reason, _))) = failed.first() {
+            return Assessment {
+                retrying: failed.iter().all(|(_, (_, retrying))| *retrying),
+                ..verdict(Phase::Failed, reason.clone())
+            };
         }
     }
     let succeeded = !pods.is_empty()
@@ -316,7 +348,31 @@ mod tests {
             json!({"phase": "Running", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}),
         );
-        assert_eq!(assess(&[crash], Some(&e), &[]).phase, Phase::Failed);
+        let a = assess(&[crash], Some(&e), &[]);
+        assert_eq!(a.phase, Phase::Failed);
+        assert!(!a.retrying);
+
+        // A first failed pull is reported, and marked as one the kubelet retries.
+        let waiting = |reason: &str| {
+            pod(
+                "p",
+                json!({"phase": "Pending", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason}}}]}),
+            )
+        };
+        let a = assess(&[waiting("ErrImagePull")], Some(&e), &[]);
+        assert_eq!((a.phase, a.retrying), (Phase::Failed, true));
+        let a = assess(&[waiting("ImagePullBackOff")], Some(&e), &[]);
+        assert_eq!((a.phase, a.retrying), (Phase::Failed, false));
+        let a = assess(
+            &[
+                waiting("ErrImagePull"),
+                pod("q", json!({"phase": "Failed"})),
+            ],
+            Some(&e),
+            &[],
+        );
+        assert_eq!((a.phase, a.retrying), (Phase::Failed, false));
 
         // One failed pod of several while another serves: still running.
         let mixed = [pod("a", json!({"phase": "Failed"})), pod("b", running())];
@@ -335,6 +391,36 @@ mod tests {
         let a = assess(&[pod("p", running())], Some(&conflict), &[]);
         assert_eq!(a.phase, Phase::Failed);
         assert!(a.reason.contains("port taken"));
+    }
+
+    #[test]
+    fn only_this_starts_live_pods_count() {
+        let with = |name: &str, nonce: &str, deleting: bool| -> Pod {
+            let mut meta = json!({"name": name, "annotations": {"portico.dev/api-start": nonce}});
+            if deleting {
+                meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            serde_json::from_value(json!({"metadata": meta})).unwrap()
+        };
+        let pods = vec![
+            with("new", "n2", false),
+            with("old", "n1", false),
+            with("going", "n2", true),
+            serde_json::from_value(json!({"metadata": {"name": "bare"}})).unwrap(),
+        ];
+        let names = |pods: Vec<Pod>| -> Vec<String> { pods.iter().map(pod_name).collect() };
+        assert_eq!(
+            names(this_starts_pods(
+                pods.clone(),
+                "portico.dev/api-start",
+                "n2"
+            )),
+            ["new"]
+        );
+        assert_eq!(
+            names(this_starts_pods(pods, "portico.dev/api-start", "")),
+            ["new", "old", "bare"]
+        );
     }
 
     #[test]
