@@ -349,6 +349,56 @@ impl ApiEnv {
         }
     }
 
+    /// One request with exactly these headers (and `host`), nothing added: what a given
+    /// client sends, byte for byte. The body is returned as text, as a client reads it.
+    pub async fn call_exact(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(self.api.addr()).await.unwrap();
+        let stream = TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let response = tokio::time::timeout(
+            Duration::from_secs(60),
+            send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()),
+        )
+        .await
+        .expect("the API answers")
+        .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
     /// Sends only a request head announcing `length` body bytes (and then `body_bytes` of them,
     /// from a separate task, ignoring errors) and returns the status the server answers with.
     pub async fn status_of_head(
