@@ -1,0 +1,413 @@
+//! The `k8smgr` wire against the sandbox, point by point, and as an attacker would try it: the
+//! paths with and without their slash (never a redirect), `Token` and `Basic` credentials, the
+//! injective `uuidcode` mapping and percent-escaped paths, what a start's body may carry and
+//! where it must not go, a poll that never says `false` for a hiccup, and the 25 s answer.
+
+mod harness;
+mod service_api_support;
+
+use http::StatusCode;
+use portico_sandbox::Faults;
+use serde_json::{json, Value};
+use service_api_support::*;
+
+fn hub() -> Auth<'static> {
+    Auth::Raw("Token hub-token-0123456789abcdef")
+}
+
+fn body(start_id: &str, user: &str) -> Value {
+    json!({"user_options": {"service": "JupyterLab/JupyterLab", "name": "My lab", "system": "HDF-Cloud"},
+        "env": {"JUPYTERHUB_USER": user, "JUPYTERHUB_USER_ID": 42, "JUPYTERHUB_API_TOKEN": "t",
+                "JUPYTERHUB_STATUS_URL": "users/progress/status/x/y"},
+        "certs": {}, "start_id": start_id})
+}
+
+async fn start(env: &ApiEnv, name: &str, start_id: &str) -> Reply {
+    env.call(
+        "POST",
+        "/api/services/",
+        hub(),
+        &[("uuidcode", name)],
+        Some(&body(start_id, "alice")),
+    )
+    .await
+}
+
+fn names_of(env: &ApiEnv, resource: &str) -> Vec<String> {
+    env.labelled(resource, "")
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_with_or_without_the_slash_and_never_a_redirect() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    // A POST without the slash starts the service (a redirect would turn it into a GET).
+    let r = env
+        .call(
+            "POST",
+            "/api/services",
+            hub(),
+            &[("uuidcode", "noslash")],
+            Some(&body("00000001", "alice")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.headers.get("location").is_none());
+    assert_eq!(r.body["running"], true);
+    assert_eq!(r.body["servername"], "noslash");
+    for path in ["/api/services/noslash", "/api/services/noslash/"] {
+        let r = env.call("GET", path, hub(), &[], None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert_eq!(r.body["running"], true);
+        assert_eq!(r.body["start_id"], "00000001");
+    }
+    // The keyword is case-insensitive; Bearer works too.
+    for auth in [
+        "token hub-token-0123456789abcdef",
+        "TOKEN hub-token-0123456789abcdef",
+        "Bearer hub-token-0123456789abcdef",
+    ] {
+        let r = env
+            .call("GET", "/api/services/noslash/", Auth::Raw(auth), &[], None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{auth}");
+    }
+    // Refusals the spawner can show.
+    let r = env
+        .call(
+            "GET",
+            "/api/services/noslash/",
+            Auth::Raw("Token nope"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body["detailed_error"].is_string(), "{}", r.body);
+    let r = env
+        .call("DELETE", "/api/services/noslash", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["running"], false);
+    let r = env
+        .call("DELETE", "/api/services/noslash/", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["error"], "Could not stop service");
+    // Health: no credentials needed, nothing told.
+    let r = env.call("GET", "/api/health/", Auth::None, &[], None).await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, Value::Null));
+    let r = env
+        .call("POST", "/api/health/", Auth::None, &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_name_is_mapped_injectively_and_no_mapping_reaches_another_service() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    let odd = "My_Lab.1";
+    let r = start(&env, odd, "00000001").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["servername"], odd);
+    let encoded = portico::service_api::names::object_id(odd).unwrap();
+    assert!(encoded.starts_with("x--"));
+    let pods = names_of(&env, "pods");
+    assert_eq!(pods, [format!("{encoded}-00000001")]);
+    assert!(env
+        .lp
+        .sandbox
+        .object(
+            "portico.dev",
+            "exposures",
+            NAMESPACE,
+            &format!("svc-{encoded}-00000001")
+        )
+        .is_some());
+    // Addressed as sent, or percent-escaped.
+    for path in ["/api/services/My_Lab.1/", "/api/services/My%5FLab%2E1/"] {
+        let r = env.call("GET", path, hub(), &[], None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        assert_eq!(r.body["servername"], odd);
+    }
+    // An attacker names a service after the other one's object name: it is a service of its
+    // own (its name begins with the encoding's prefix, so it is encoded too), with objects of
+    // its own; stopping it leaves the first alone.
+    let r = start(&env, &encoded, "00000002").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let twice = portico::service_api::names::object_id(&encoded).unwrap();
+    assert_ne!(twice, encoded);
+    assert_eq!(names_of(&env, "pods").len(), 2);
+    let r = env
+        .call(
+            "DELETE",
+            &format!("/api/services/{encoded}/"),
+            hub(),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = env
+        .call("GET", "/api/services/My_Lab.1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["running"], true);
+    assert_eq!(names_of(&env, "pods"), [format!("{encoded}-00000001")]);
+
+    // Names no path can address, escapes that decode to a slash, names too long to encode.
+    let r = start(&env, "a/b", "00000003").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("'/'"),
+        "{}",
+        r.body
+    );
+    assert!(r.body["detailed_error"]
+        .as_str()
+        .unwrap()
+        .contains("&#x27;/&#x27;"));
+    for path in [
+        "/api/services/..%2F..%2Fportico-system/",
+        "/api/services/My_Lab.1%2F/",
+        "/api/services/%ZZ/",
+    ] {
+        let r = env.call("GET", path, hub(), &[], None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
+    }
+    let r = start(&env, &"Q".repeat(30), "00000004").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["detailed_error"]
+        .as_str()
+        .unwrap()
+        .contains("23 bytes"));
+    // A start_id that cannot be part of the lab's Service name.
+    let r = start(&env, "lab-x", "ABC").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["code"], "start_id");
+    // A Portico client keeps its strict rule.
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            Auth::Bearer(PORTAL_TOKEN),
+            &[("uuidcode", odd)],
+            Some(&start_body("s1", "jupyterlab", "alice")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "uuidcode");
+    // No uuidcode: a name is made up and returned, as the manager does.
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[],
+            Some(&body("00000005", "alice")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let invented = r.body["servername"].as_str().unwrap().to_string();
+    assert_eq!(invented.len(), 32);
+    assert!(invented.chars().all(|c| c.is_ascii_hexdigit()));
+    let r = env
+        .call(
+            "GET",
+            &format!("/api/services/{invented}/"),
+            hub(),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_body_carries_goes_only_where_it_belongs() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    let mut b = body("00000001", "alice");
+    b["auth_state"] = json!({"access_token": "SMUGGLED-1"});
+    b["user_options"]["extra"] = json!({"nested": "SMUGGLED-2"});
+    b["certs"] = json!({"keyfile": "SMUGGLED-KEY", "certfile": "CERT", "cafile": "CA"});
+    b["something_new"] = json!("SMUGGLED-3");
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[("uuidcode", "lab-1")],
+            Some(&b),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(!r.body.to_string().contains("SMUGGLED"), "{}", r.body);
+    let cluster = serde_json::to_string(&(
+        env.lp.sandbox.objects("", "secrets", Some(NAMESPACE)),
+        env.lp.sandbox.objects("", "pods", Some(NAMESPACE)),
+        env.lp
+            .sandbox
+            .objects("portico.dev", "exposures", Some(NAMESPACE)),
+        env.records(),
+    ))
+    .unwrap();
+    for needle in ["SMUGGLED-1", "SMUGGLED-2", "SMUGGLED-3"] {
+        assert!(!cluster.contains(needle), "{needle} reached the cluster");
+    }
+    let poll = env
+        .call("GET", "/api/services/lab-1/", hub(), &[], None)
+        .await;
+    assert!(!poll.body.to_string().contains("SMUGGLED"), "{}", poll.body);
+
+    // Env keys that are no variable names, env values that are no scalars: refused, nothing made.
+    for (env_part, needle) in [
+        (json!({"JUPYTERHUB_USER": "bob", "A=B": "1"}), "\"A=B\""),
+        (
+            json!({"JUPYTERHUB_USER": "bob", "A\nB": "1"}),
+            "cannot name a variable",
+        ),
+        (
+            json!({"JUPYTERHUB_USER": "bob", "NESTED": {"a": 1}}),
+            "env.NESTED",
+        ),
+        (
+            json!({"JUPYTERHUB_USER": {"name": "alice"}}),
+            "env.JUPYTERHUB_USER",
+        ),
+    ] {
+        let mut b = body("00000002", "bob");
+        b["env"] = env_part;
+        let r = env
+            .call(
+                "POST",
+                "/api/services/",
+                hub(),
+                &[("uuidcode", "lab-2")],
+                Some(&b),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{needle}: {}", r.body);
+        assert_eq!(r.body["error"], "Could not start service");
+        assert!(
+            r.body["detailed_error"]
+                .as_str()
+                .unwrap()
+                .contains(&needle.replace('"', "&quot;")),
+            "{needle}: {}",
+            r.body
+        );
+    }
+    // The user is a string field even when sent as a number: another tenant's user of that
+    // number is still another tenant's.
+    let mut b = body("00000003", "x");
+    b["env"]["JUPYTERHUB_USER"] = json!(42);
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[("uuidcode", "lab-3")],
+            Some(&b),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["user_id"], "42");
+    assert_eq!(names_of(&env, "pods").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_says_false_only_for_an_ended_lab_never_for_a_hiccup() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    let r = start(&env, "lab-1", "00000001").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let pod = "lab-1-00000001";
+    harness::eventually(30, "the lab runs", || async {
+        let r = env
+            .call("GET", "/api/services/lab-1/", hub(), &[], None)
+            .await;
+        (r.body["status"] == "running").then_some(())
+    })
+    .await;
+    // The cluster fails every read of the API's: an error status (the clients keep the lab),
+    // never 200 with running false.
+    let sb = &env.lp.sandbox;
+    sb.set_faults(Faults {
+        error_rate: [("*".to_string(), 1.0)].into(),
+        only_users: vec!["portal".into()],
+        ..Faults::default()
+    });
+    let r = env
+        .call("GET", "/api/services/lab-1/", hub(), &[], None)
+        .await;
+    sb.clear_faults();
+    assert!(r.status.is_server_error(), "{} {}", r.status, r.body);
+    assert!(r.body.get("running").is_none(), "{}", r.body);
+    let r = env
+        .call("GET", "/api/services/lab-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.body["running"], true, "{}", r.body);
+    // The lab's process ends: false, with details of why.
+    sb.succeed_pod(NAMESPACE, pod).await.unwrap();
+    harness::eventually(30, "running turns false", || async {
+        let r = env
+            .call("GET", "/api/services/lab-1/", hub(), &[], None)
+            .await;
+        (r.body["running"] == false).then_some(r.body)
+    })
+    .await;
+    let r = env
+        .call("GET", "/api/services/lab-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.body["details"]["error"], "Service has ended");
+    assert!(r.body["details"]["detailed_error"].is_string());
+    // A Portico client's reply has none of this wire's fields.
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            Auth::Bearer(PORTAL_TOKEN),
+            &[("uuidcode", "p-1")],
+            Some(&start_body("s1", "jupyterlab", "alice")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.get("running").is_none() && r.body.get("servername").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cluster_is_answered_within_the_clients_timeout() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    // Creating the lab's pod takes longer than the clients wait (30 s).
+    env.lp.sandbox.set_faults(Faults {
+        latency_ms: [("create".to_string(), 32_000)].into(),
+        only_users: vec!["portal".into()],
+        only_resources: vec!["pods".into()],
+        ..Faults::default()
+    });
+    let r = start(&env, "slow-1", "00000001").await;
+    env.lp.sandbox.clear_faults();
+    // This wire's own bound answered (Portico's 60 s one would say otherwise, in its shape).
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.body);
+    assert_eq!(r.body["error"], "Could not start service");
+    assert!(r.body["detailed_error"].as_str().unwrap().contains("25 s"));
+    // The start went on by itself and completed.
+    harness::eventually(40, "the start completes on its own", || async {
+        let r = env
+            .call("GET", "/api/services/slow-1/", hub(), &[], None)
+            .await;
+        (r.status == StatusCode::OK && r.body["running"] == true && r.body["status"] != "starting")
+            .then_some(())
+    })
+    .await;
+    let r = env
+        .call("DELETE", "/api/services/slow-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
