@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Client as ApiClient;
-use super::config::StampAs;
+use super::config::{StampAs, Wire};
 use super::limits::StartLimits;
 use super::plan::Keys;
 use super::record::{self, Entry, Record, Seen, State};
@@ -244,6 +244,15 @@ pub fn tag_for(policy: &Policy, user: &str, service_id: &str) -> Result<String, 
 pub(super) fn valid_service_id(id: &str) -> bool {
     // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix.
     id.len() <= 40 && is_dns_label(id)
+}
+
+/// Whether this client can have started a service of this name at all: a name its wire refuses
+/// on a start is answered "not found" without asking the cluster.
+pub(super) fn addressable(client: &ApiClient, service_id: &str) -> bool {
+    match client.config.wire {
+        Wire::Portico => valid_service_id(service_id),
+        Wire::K8smgr => super::names::object_id(service_id).is_ok(),
+    }
 }
 
 pub(super) fn valid_component(s: &str) -> bool {
@@ -537,6 +546,9 @@ impl Services {
         service_id: &str,
         header_user: Option<&str>,
     ) -> Result<Option<ServiceStatus>, Failure> {
+        if !addressable(client, service_id) {
+            return Ok(None);
+        }
         match self.load(&client.config.name, service_id).await? {
             Some((record, _)) if Self::check_user(&record, header_user) => {
                 Ok(Some(self.status_for(&record).await?))
