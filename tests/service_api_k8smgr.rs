@@ -411,3 +411,67 @@ async fn a_slow_cluster_is_answered_within_the_clients_timeout() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_in_the_managers_style_works_as_it_is() {
+    let descriptions = descriptions_for_clients();
+    let manager_style = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/k8smgr/descriptions/JupyterLab/Manager");
+    let target = descriptions.path().join("jupyterhub/JupyterLab/Manager");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(
+        manager_style.join("service.yaml"),
+        target.join("service.yaml"),
+    )
+    .unwrap();
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    let mut b = body("0000000a", "alice");
+    b["user_options"]["service"] = json!("JupyterLab/Manager");
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[("uuidcode", "mgr-1")],
+            Some(&b),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let running = harness::eventually(30, "the lab runs", || async {
+        let r = env
+            .call("GET", "/api/services/mgr-1/", hub(), &[], None)
+            .await;
+        (r.body["status"] == "running").then_some(r.body)
+    })
+    .await;
+    assert_eq!(running["running"], true);
+    let sb = &env.lp.sandbox;
+    assert!(sb
+        .object(
+            "apps",
+            "deployments",
+            NAMESPACE,
+            "deployment-main-mgr-1-0000000a"
+        )
+        .is_some());
+    let svc = sb
+        .object("", "services", NAMESPACE, "svc-mgr-1-0000000a")
+        .expect("the hub's address");
+    assert_eq!(svc["spec"]["selector"]["name"], "mgr-1-0000000a");
+    assert!(env.labelled("exposures", "portico.dev").is_empty());
+    let r = env
+        .call("DELETE", "/api/services/mgr-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(sb
+        .object("", "services", NAMESPACE, "svc-mgr-1-0000000a")
+        .is_none());
+    assert!(sb
+        .object(
+            "apps",
+            "deployments",
+            NAMESPACE,
+            "deployment-main-mgr-1-0000000a"
+        )
+        .is_none());
+}

@@ -67,6 +67,10 @@ pub struct PlanInput<'a> {
     pub secret_name: &'a str,
     /// The name of the Exposure made when the template has none (and so of its Service).
     pub exposure_name: &'a str,
+    /// A template that brings its own `v1` Service of that name (as the Kubernetes manager's
+    /// templates do, `svc-<id>`) gets no Exposure: the Service the hub connects to is the
+    /// template's.
+    pub own_service_suffices: bool,
     pub env: &'a BTreeMap<String, String>,
     /// Type of the Exposure made when the template has none.
     pub service_type: ServiceType,
@@ -224,8 +228,14 @@ pub fn plan(
         })?;
         out.push(object);
     }
+    let own_service = input.own_service_suffices
+        && out.iter().any(|o| {
+            let r = ObjectRef::of(o);
+            r.api_version == "v1" && r.kind == "Service" && r.name == input.exposure_name
+        });
     let exposure = match exposure {
         Some(e) => e,
+        None if own_service => return Ok(out),
         None => {
             let ports = first_ports(&out[1..]);
             if ports.is_empty() {
@@ -405,6 +415,7 @@ mod tests {
             key: "k1",
             secret_name: "svc1-env",
             exposure_name: "svc1",
+            own_service_suffices: false,
             env,
             service_type: ServiceType::NodePort,
         }
@@ -481,6 +492,37 @@ mod tests {
         assert_eq!(t["annotations"]["portico.dev/user"], "portal_alice");
         assert_eq!(out[3]["spec"]["tag"], "svc1");
         assert!(out[3]["spec"].get("user").is_none());
+    }
+
+    #[test]
+    fn a_template_with_its_own_service_of_the_lab_s_name_gets_no_exposure() {
+        let env = BTreeMap::new();
+        let svc = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"ports": [{"port": 8080}]}})
+        };
+        let names = |out: Vec<Value>| -> Vec<String> {
+            out.iter().map(|o| ObjectRef::of(o).to_string()).collect()
+        };
+        let mut i = input(&env);
+        i.own_service_suffices = true;
+        let out = plan(&Keys::new(&Config::default()), &i, vec![pod(), svc("svc1")]).unwrap();
+        assert_eq!(names(out), ["Secret/svc1-env", "Pod/svc1", "Service/svc1"]);
+        // Another name, or a client of the other wire: the Exposure is made as before.
+        let out = plan(
+            &Keys::new(&Config::default()),
+            &i,
+            vec![pod(), svc("other")],
+        )
+        .unwrap();
+        assert_eq!(names(out).last().unwrap(), "Exposure/svc1");
+        let out = plan(
+            &Keys::new(&Config::default()),
+            &input(&env),
+            vec![pod(), svc("svc1")],
+        )
+        .unwrap();
+        assert_eq!(names(out).last().unwrap(), "Exposure/svc1");
     }
 
     #[test]

@@ -76,7 +76,12 @@ impl Services {
                 }
             }
         }
-        let assessment = status::assess(&pods, exposure.as_ref(), &missing);
+        let has_exposure = record.objects.iter().any(|e| e.object.is_exposure());
+        let assessment = if has_exposure {
+            status::assess(&pods, exposure.as_ref(), &missing)
+        } else {
+            status::assess_own_service(&pods, &missing)
+        };
         let mut out =
             super::cluster::status_of_record(record, assessment.phase, assessment.reason.clone());
         out.address = assessment.address.clone();

@@ -289,6 +289,7 @@ impl Services {
                 key: &key,
                 secret_name: &secret_name,
                 exposure_name: &exposure_name,
+                own_service_suffices: wire == Wire::K8smgr,
                 env: &req.env,
                 service_type: api.service_type,
             },

@@ -218,6 +218,17 @@ pub fn assess(pods: &[Pod], exposure: Option<&Exposure>, missing: &[String]) -> 
     }
 }
 
+/// [`assess`] for a service whose template brings its own Service instead of an Exposure (a
+/// Kubernetes manager's template): a ready pod is enough to be running.
+pub fn assess_own_service(pods: &[Pod], missing: &[String]) -> Assessment {
+    let mut a = assess(pods, None, missing);
+    if a.phase == Phase::Starting && pods.iter().any(is_ready) {
+        a.phase = Phase::Running;
+        a.reason = "a pod is running and ready (behind the template's own Service)".into();
+    }
+    a
+}
+
 /// One reported pod event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLine {
@@ -391,6 +402,27 @@ mod tests {
         let a = assess(&[pod("p", running())], Some(&conflict), &[]);
         assert_eq!(a.phase, Phase::Failed);
         assert!(a.reason.contains("port taken"));
+    }
+
+    #[test]
+    fn without_an_exposure_a_ready_pod_is_running() {
+        assert_eq!(
+            assess_own_service(&[pod("p", running())], &[]).phase,
+            Phase::Running
+        );
+        assert_eq!(
+            assess_own_service(&[pod("p", json!({"phase": "Pending"}))], &[]).phase,
+            Phase::Starting
+        );
+        assert_eq!(assess_own_service(&[], &[]).phase, Phase::Starting);
+        assert_eq!(
+            assess_own_service(&[pod("p", json!({"phase": "Failed"}))], &[]).phase,
+            Phase::Failed
+        );
+        assert_eq!(
+            assess_own_service(&[pod("p", running())], &["Service/s".into()]).phase,
+            Phase::Stopped
+        );
     }
 
     #[test]
