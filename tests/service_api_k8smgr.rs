@@ -256,7 +256,8 @@ async fn what_a_body_carries_goes_only_where_it_belongs() {
         env.records(),
     ))
     .unwrap();
-    for needle in ["SMUGGLED-1", "SMUGGLED-2", "SMUGGLED-3"] {
+    // api.ssl.enabled is off: the certificates are dropped too.
+    for needle in ["SMUGGLED-1", "SMUGGLED-2", "SMUGGLED-3", "SMUGGLED-KEY"] {
         assert!(!cluster.contains(needle), "{needle} reached the cluster");
     }
     let poll = env
@@ -473,5 +474,61 @@ async fn a_template_in_the_managers_style_works_as_it_is() {
             NAMESPACE,
             "deployment-main-mgr-1-0000000a"
         )
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ssl_enabled_the_hubs_certificates_become_the_labs_secret() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), |c| {
+        with_hubs(c);
+        c.api.ssl.enabled = true;
+    })
+    .await;
+    let mut b = body("0000000c", "alice");
+    b["certs"] = json!({"keyfile": "KEY-PEM", "certfile": "CERT-PEM", "cafile": "CA-PEM"});
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[("uuidcode", "tls-1")],
+            Some(&b),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let sb = &env.lp.sandbox;
+    let secret = sb
+        .object("", "secrets", NAMESPACE, "secret-certs-tls-1-0000000c")
+        .expect("the certificates' Secret");
+    let text = |k: &str| -> String {
+        match secret["data"][k].as_str() {
+            Some(b64) => String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap(),
+            )
+            .unwrap(),
+            None => secret["stringData"][k].as_str().unwrap().to_string(),
+        }
+    };
+    assert_eq!(text("JUPYTERHUB_SSL_KEYFILE_DATA"), "KEY-PEM");
+    assert_eq!(text("JUPYTERHUB_SSL_CERTFILE_DATA"), "CERT-PEM");
+    assert_eq!(text("JUPYTERHUB_SSL_CLIENT_CA_DATA"), "CA-PEM");
+    // Not in the env Secret, and gone with the service.
+    let env_secret = sb
+        .object("", "secrets", NAMESPACE, "secret-tls-1-0000000c")
+        .unwrap();
+    assert!(!env_secret.to_string().contains("KEY-PEM"));
+    let r = env
+        .call("DELETE", "/api/services/tls-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(sb
+        .object("", "secrets", NAMESPACE, "secret-certs-tls-1-0000000c")
+        .is_none());
+    // A start without certificates makes no such Secret.
+    let r = start(&env, "tls-2", "0000000d").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(sb
+        .object("", "secrets", NAMESPACE, "secret-certs-tls-2-0000000d")
         .is_none());
 }

@@ -25,6 +25,19 @@ impl std::fmt::Debug for Certs {
     }
 }
 
+/// The certificates as the data of their Secret, under the names the manager gives them (a lab
+/// set up for the manager reads them so).
+pub fn cert_env(c: &Certs) -> BTreeMap<String, String> {
+    [
+        ("JUPYTERHUB_SSL_KEYFILE_DATA", &c.keyfile),
+        ("JUPYTERHUB_SSL_CERTFILE_DATA", &c.certfile),
+        ("JUPYTERHUB_SSL_CLIENT_CA_DATA", &c.cafile),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
+}
+
 /// The text of a scalar, as it is placed into an environment variable; `None` for anything
 /// that is not a string, number or boolean.
 pub fn scalar_text(v: &Value) -> Option<String> {
@@ -163,6 +176,10 @@ mod tests {
             ("K", "C", "A")
         );
         assert_eq!(format!("{c:?}"), "Certs(..)");
+        let data = cert_env(&c);
+        assert_eq!(data["JUPYTERHUB_SSL_KEYFILE_DATA"], "K");
+        assert_eq!(data["JUPYTERHUB_SSL_CERTFILE_DATA"], "C");
+        assert_eq!(data["JUPYTERHUB_SSL_CLIENT_CA_DATA"], "A");
         let err = certs_of(json!({"keyfile": "K"})).unwrap_err();
         assert!(err.contains("certs.certfile"), "{err}");
         assert!(certs_of(json!({"keyfile": 1, "certfile": "C", "cafile": "A"})).is_err());

@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
+    /// The lab's internal TLS (the manager's `services.ssl`).
+    pub ssl: Ssl,
     /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
@@ -60,6 +62,17 @@ pub struct ApiConfig {
     pub impersonate: Option<String>,
     /// The portals allowed to call the API.
     pub clients: Vec<ApiClient>,
+}
+
+/// The lab's internal TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Ssl {
+    /// When a start's body carries `certs` (a hub with internal SSL), keep them in the Secret
+    /// named by the `cert_secret_name` keyword, under `JUPYTERHUB_SSL_KEYFILE_DATA`,
+    /// `JUPYTERHUB_SSL_CERTFILE_DATA` and `JUPYTERHUB_SSL_CLIENT_CA_DATA`, deleted with the
+    /// service. Off: the certificates are dropped unread.
+    pub enabled: bool,
 }
 
 /// Placeholder delimiters.
@@ -241,6 +254,7 @@ impl Default for ApiConfig {
             max_starts_in_flight: 4,
             starts_per_minute: 30,
             service_type: ServiceType::NodePort,
+            ssl: Ssl::default(),
             kubeconfig: None,
             context: None,
             impersonate: None,

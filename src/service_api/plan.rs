@@ -65,6 +65,9 @@ pub struct PlanInput<'a> {
     /// Value of the service label: a hash of client and service id.
     pub key: &'a str,
     pub secret_name: &'a str,
+    /// The hub's certificates for the lab's internal TLS, as the Secret's data, and that
+    /// Secret's name: made only when the request carried them and `api.ssl.enabled` is on.
+    pub certs: Option<(&'a str, &'a BTreeMap<String, String>)>,
     /// The name of the Exposure made when the template has none (and so of its Service).
     pub exposure_name: &'a str,
     /// A template that brings its own `v1` Service of that name (as the Kubernetes manager's
@@ -166,6 +169,18 @@ pub fn plan(
     stamp_object(keys, input, &mut secret);
     seen.insert(ObjectRef::of(&secret));
     out.push(secret);
+    if let Some((name, data)) = input.certs {
+        let mut certs = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "Opaque",
+            "stringData": data,
+        });
+        stamp_object(keys, input, &mut certs);
+        seen.insert(ObjectRef::of(&certs));
+        out.push(certs);
+    }
     let mut exposure: Option<Value> = None;
     for mut object in objects {
         let r = ObjectRef::of(&object);
@@ -414,6 +429,7 @@ mod tests {
             nonce: "n1",
             key: "k1",
             secret_name: "svc1-env",
+            certs: None,
             exposure_name: "svc1",
             own_service_suffices: false,
             env,
@@ -492,6 +508,34 @@ mod tests {
         assert_eq!(t["annotations"]["portico.dev/user"], "portal_alice");
         assert_eq!(out[3]["spec"]["tag"], "svc1");
         assert!(out[3]["spec"].get("user").is_none());
+    }
+
+    #[test]
+    fn certificates_get_a_secret_of_their_own_that_the_template_cannot_take() {
+        let env = BTreeMap::new();
+        let data: BTreeMap<String, String> =
+            [("JUPYTERHUB_SSL_KEYFILE_DATA".to_string(), "K".to_string())].into();
+        let mut i = input(&env);
+        i.certs = Some(("svc1-tls", &data));
+        let out = plan(&Keys::new(&Config::default()), &i, vec![pod()]).unwrap();
+        let refs: Vec<String> = out.iter().map(|o| ObjectRef::of(o).to_string()).collect();
+        assert_eq!(
+            refs,
+            [
+                "Secret/svc1-env",
+                "Secret/svc1-tls",
+                "Pod/svc1",
+                "Exposure/svc1"
+            ]
+        );
+        assert_eq!(out[1]["stringData"]["JUPYTERHUB_SSL_KEYFILE_DATA"], "K");
+        assert_eq!(
+            out[1]["metadata"]["labels"]["portico.dev/api-service"],
+            "k1"
+        );
+        let taken = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "svc1-tls"}});
+        let err = plan(&Keys::new(&Config::default()), &i, vec![pod(), taken]).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
     }
 
     #[test]

@@ -274,6 +274,12 @@ impl Services {
         };
         let parsed = template::render_objects(&text, &file_name, &api.indicators, &keywords)
             .map_err(template_error)?;
+        // The manager's names for the certificates, as the lab reads them from its env.
+        let cert_data = req
+            .certs
+            .as_ref()
+            .filter(|_| api.ssl.enabled)
+            .map(|c| super::body::cert_env(c));
         let nonce = new_nonce(&key, &req.start_id);
         let objects = plan::plan(
             &self.keys,
@@ -290,6 +296,7 @@ impl Services {
                 secret_name: &secret_name,
                 exposure_name: &exposure_name,
                 own_service_suffices: wire == Wire::K8smgr,
+                certs: cert_data.as_ref().map(|d| (cert_secret_name.as_str(), d)),
                 env: &req.env,
                 service_type: api.service_type,
             },
