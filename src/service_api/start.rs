@@ -279,7 +279,7 @@ impl Services {
             .certs
             .as_ref()
             .filter(|_| api.ssl.enabled)
-            .map(|c| super::body::cert_env(c));
+            .map(super::body::cert_env);
         let nonce = new_nonce(&key, &req.start_id);
         let objects = plan::plan(
             &self.keys,
