@@ -532,3 +532,27 @@ async fn with_ssl_enabled_the_hubs_certificates_become_the_labs_secret() {
         .object("", "secrets", NAMESPACE, "secret-certs-tls-2-0000000d")
         .is_none());
 }
+
+/// The documented configuration that reproduces the manager's defaults is valid as written.
+#[test]
+fn the_documented_manager_defaults_are_a_valid_configuration() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/service-api.md"))
+        .unwrap();
+    let section = doc
+        .split("### The manager's `config.json` defaults")
+        .nth(1)
+        .expect("the section");
+    let yaml = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("its configuration");
+    let text = format!("identity:\n  trustedSubmitters:\n    users: [portico-api]\n{yaml}");
+    let config = portico::config::Config::from_yaml(&text, "docs/service-api.md").unwrap();
+    assert_eq!(config.problems(), Vec::<String>::new());
+    let client = &config.api.clients[0];
+    assert_eq!(client.wire, portico::service_api::config::Wire::K8smgr);
+    assert_eq!(config.api.keywords.cert_secret_name, "secret_certs_name");
+    assert_eq!(config.api.user_id_env, "JUPYTERHUB_USER_ID");
+    assert_eq!((config.api.events, config.api.log_lines), (3, 5));
+}
