@@ -556,3 +556,102 @@ fn the_documented_manager_defaults_are_a_valid_configuration() {
     assert_eq!(config.api.user_id_env, "JUPYTERHUB_USER_ID");
     assert_eq!((config.api.events, config.api.log_lines), (3, 5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_managers_template_knobs_and_the_main_container() {
+    let descriptions = descriptions_for_clients();
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/k8smgr/descriptions/JupyterLab/Sidecar");
+    let target = descriptions.path().join("jupyterhub/JupyterLab/Sidecar");
+    std::fs::create_dir_all(target.join("files")).unwrap();
+    std::fs::copy(from.join("lab.yaml"), target.join("lab.yaml")).unwrap();
+    std::fs::copy(from.join("files/hello.txt"), target.join("files/hello.txt")).unwrap();
+    let env = ApiEnv::start(descriptions.path(), |c| {
+        with_hubs(c);
+        c.api.yaml_filename = "lab.yaml".into();
+        c.api.input_dir = "files".into();
+        c.api.container_main_name = "main".into();
+    })
+    .await;
+    let mut b = body("0000000e", "alice");
+    b["user_options"]["service"] = json!("JupyterLab/Sidecar");
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[("uuidcode", "side-1")],
+            Some(&b),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let sb = &env.lp.sandbox;
+    let pod = sb
+        .object("", "pods", NAMESPACE, "side-1-0000000e")
+        .expect("the lab's pod, from lab.yaml");
+    // <input> is files/, packed.
+    let packed = pod["spec"]["containers"][0]["env"][0]["value"]
+        .as_str()
+        .unwrap();
+    let archive =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, packed).unwrap();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(archive.as_slice()),
+        &mut tar,
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&tar).contains("hello from files/"));
+    harness::eventually(30, "the lab runs", || async {
+        let r = env
+            .call("GET", "/api/services/side-1/", hub(), &[], None)
+            .await;
+        (r.body["status"] == "running").then_some(())
+    })
+    .await;
+    // The sidecar crash-loops; the main container serves: the lab is still running.
+    let mut status = sb.object("", "pods", NAMESPACE, "side-1-0000000e").unwrap()["status"].clone();
+    status["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    status["containerStatuses"] = json!([
+        {"name": "main", "image": "i", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}},
+        {"name": "proxy", "image": "busybox", "imageID": "", "ready": false, "restartCount": 5,
+         "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}
+    ]);
+    let patched = sb
+        .request(
+            "admin",
+            "PATCH",
+            &format!("/api/v1/namespaces/{NAMESPACE}/pods/side-1-0000000e/status"),
+            Some(json!({"status": status})),
+        )
+        .await;
+    assert_eq!(patched.code, 200, "{}", patched.body);
+    for _ in 0..3 {
+        let r = env
+            .call("GET", "/api/services/side-1/", hub(), &[], None)
+            .await;
+        assert_eq!(r.body["running"], true, "{}", r.body);
+        assert_eq!(r.body["status"], "running", "{}", r.body);
+    }
+    // Now the main container is the one that cannot run: not running, with details.
+    status["containerStatuses"][0]["ready"] = json!(false);
+    status["containerStatuses"][0]["state"] =
+        json!({"waiting": {"reason": "CrashLoopBackOff", "message": "main exits"}});
+    let patched = sb
+        .request(
+            "admin",
+            "PATCH",
+            &format!("/api/v1/namespaces/{NAMESPACE}/pods/side-1-0000000e/status"),
+            Some(json!({"status": status})),
+        )
+        .await;
+    assert_eq!(patched.code, 200, "{}", patched.body);
+    let r = env
+        .call("GET", "/api/services/side-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.body["running"], false, "{}", r.body);
+    assert!(r.body["details"]["detailed_error"]
+        .as_str()
+        .unwrap()
+        .contains("container main"));
+}

@@ -16,6 +16,10 @@ use crate::api::ServiceType;
 pub struct ApiConfig {
     /// The folder of templates: `<descriptions>/<client>/<service>/<option>/service.yaml`.
     pub descriptions: String,
+    /// The template's file name in each option's folder (the manager's `yaml_filename`).
+    pub yaml_filename: String,
+    /// The folder beside the template packed into `<input>` (the manager's `input_dir`).
+    pub input_dir: String,
     /// Which entry of `stages` applies to this installation (empty: none).
     pub stage: String,
     /// What opens and closes a placeholder, `<` and `>` by default.
@@ -48,6 +52,9 @@ pub struct ApiConfig {
     pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
+    /// The container whose state alone says how a service is doing, in pods that have one of
+    /// that name (the manager's `container_main_name`); empty: every container counts.
+    pub container_main_name: String,
     /// The lab's internal TLS (the manager's `services.ssl`).
     pub ssl: Ssl,
     /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
@@ -239,6 +246,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             descriptions: "descriptions".into(),
+            yaml_filename: "service.yaml".into(),
+            input_dir: "input".into(),
             stage: String::new(),
             indicators: Indicators::default(),
             keywords: KeywordNames::default(),
@@ -254,6 +263,7 @@ impl Default for ApiConfig {
             max_starts_in_flight: 4,
             starts_per_minute: 30,
             service_type: ServiceType::NodePort,
+            container_main_name: String::new(),
             ssl: Ssl::default(),
             kubeconfig: None,
             context: None,
@@ -261,6 +271,16 @@ impl Default for ApiConfig {
             clients: Vec::new(),
         }
     }
+}
+
+/// Whether `name` is one plain file name: no separator, no way up.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Whether `name` can be a keyword: a letter or `_` first, then letters, digits, `_`, `.`, `-`.
@@ -278,6 +298,16 @@ impl ApiConfig {
         let mut out = Vec::new();
         if self.descriptions.is_empty() {
             out.push("api.descriptions: must name a folder".to_string());
+        }
+        for (key, name) in [
+            ("yamlFilename", &self.yaml_filename),
+            ("inputDir", &self.input_dir),
+        ] {
+            if !is_file_name(name) {
+                out.push(format!(
+                    "api.{key}: {name:?} must be one file name in the option's folder (letters, digits, . _ -; not . or ..)"
+                ));
+            }
         }
         let (open, close) = (&self.indicators.open, &self.indicators.close);
         for (key, v) in [("open", open), ("close", close)] {
@@ -458,6 +488,8 @@ mod tests {
         c.starts_per_minute = 0;
         c.log_bytes = 10;
         c.start_timeout_seconds = 200;
+        c.yaml_filename = "../x.yaml".into();
+        c.input_dir = String::new();
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
@@ -488,6 +520,8 @@ mod tests {
             "api.startsPerMinute",
             "api.logBytes",
             "api.abandonedAfterSeconds",
+            "api.yamlFilename",
+            "api.inputDir",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

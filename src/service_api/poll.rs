@@ -55,7 +55,10 @@ impl Services {
                 .await
                 .map_err(|e| Failure::cluster("listing the service's pods", &e))?
                 .items;
-            pods = status::this_starts_pods(listed, &self.keys.nonce, &record.nonce);
+            pods = status::focus_on_main(
+                status::this_starts_pods(listed, &self.keys.nonce, &record.nonce),
+                &self.policy.config.api.container_main_name,
+            );
         }
         let mut exposure = None;
         let mut missing = Vec::new();

@@ -38,6 +38,7 @@ enum Route {
     Services,
     Service(String),
     LogLevel,
+    LogTest,
 }
 
 /// The endpoint of a path. Every path is served with and without its trailing slash, and
@@ -49,6 +50,7 @@ fn route(path: &str) -> Option<Route> {
         "/api/health" => Some(Route::Health),
         "/api/services" => Some(Route::Services),
         "/api/logs/level" => Some(Route::LogLevel),
+        "/api/logs/logtest" => Some(Route::LogTest),
         _ => {
             let segment = path.strip_prefix("/api/services/")?;
             if segment.is_empty() || segment.contains('/') {
@@ -396,9 +398,32 @@ where
             Served::Plain(log_level(app, client, m, req).await)
         }
         (Route::LogLevel, _) => Served::Plain(method_not_allowed("GET, PUT")),
+        (Route::LogTest, Method::GET) => Served::Plain(log_test(client)),
+        (Route::LogTest, _) => Served::Plain(method_not_allowed("GET")),
         // Answered before authentication.
         (Route::Health, _) => Served::Plain(method_not_allowed("GET, HEAD")),
     }
+}
+
+/// `GET /api/logs/logtest/` (the manager's `logtest`): one line at each level, so an operator
+/// sees which reach the log with the levels in force. Answers an empty `200`.
+fn log_test(client: &Client) -> Response<Full<Bytes>> {
+    if !client.config.admin {
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only clients with admin: true may write test log lines",
+        );
+    }
+    let by = client.config.name.as_str();
+    tracing::trace!(target: "portico::service_api::logtest", client = by, "logtest: trace");
+    tracing::debug!(target: "portico::service_api::logtest", client = by, "logtest: debug");
+    tracing::info!(target: "portico::service_api::logtest", client = by, "logtest: info");
+    tracing::warn!(target: "portico::service_api::logtest", client = by, "logtest: warn");
+    tracing::error!(target: "portico::service_api::logtest", client = by, "logtest: error");
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::OK;
+    r
 }
 
 async fn log_level<B>(
@@ -436,5 +461,69 @@ where
     match logs.change(change) {
         Ok(levels) => json_reply(StatusCode::OK, &json!(levels)),
         Err(e) => error_reply(StatusCode::BAD_REQUEST, "level", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::service_api::config::ApiClient;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn client(name: &str, admin: bool) -> Client {
+        let var = format!("PORTICO_TEST_REST_{}", name.to_uppercase());
+        std::env::set_var(&var, format!("token-of-{name}"));
+        auth::load(&[ApiClient {
+            name: name.into(),
+            token_env: Some(var),
+            admin,
+            ..Default::default()
+        }])
+        .unwrap()
+        .remove(0)
+    }
+
+    #[test]
+    fn logtest_writes_one_line_per_level_for_admins_only() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (admin, other) = (client("ops", true), client("hub", false));
+        let (allowed, refused) = tracing::subscriber::with_default(subscriber, || {
+            (log_test(&admin).status(), log_test(&other).status())
+        });
+        assert_eq!(allowed, StatusCode::OK);
+        assert_eq!(refused, StatusCode::FORBIDDEN);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        for level in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] {
+            let lines = text
+                .lines()
+                .filter(|l| l.contains(level) && l.contains("logtest:"))
+                .count();
+            assert_eq!(lines, 1, "{level} in\n{text}");
+        }
+        assert!(
+            text.contains("client=\"ops\"") || text.contains("client=ops"),
+            "{text}"
+        );
     }
 }

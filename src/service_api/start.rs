@@ -189,7 +189,7 @@ impl Services {
             .join(name)
             .join(svc)
             .join(option);
-        let file = dir.join("service.yaml");
+        let file = dir.join(&api.yaml_filename);
         let file_name = file.display().to_string();
         let text = match tokio::fs::read_to_string(&file).await {
             Ok(t) => t,
@@ -213,7 +213,7 @@ impl Services {
             api.indicators.open, api.keywords.input, api.indicators.close
         );
         let packed = if text.contains(&input_placeholder) {
-            let input_dir = dir.join("input");
+            let input_dir = dir.join(&api.input_dir);
             tokio::task::spawn_blocking(move || super::input::pack(&input_dir))
                 .await
                 .map_err(|e| {

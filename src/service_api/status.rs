@@ -154,6 +154,41 @@ pub fn this_starts_pods(pods: Vec<Pod>, nonce_key: &str, nonce: &str) -> Vec<Pod
         .collect()
 }
 
+/// The pods as [`assess`] should judge them when only the main container counts (the
+/// manager's `container_main_name`): in a pod that has a container named `main`, only that
+/// container's state is kept, and the pod is ready exactly when it is — a sidecar that crashes
+/// or is not ready neither fails nor holds back the service. A pod without such a container, or
+/// an empty `main`, is judged whole.
+pub fn focus_on_main(pods: Vec<Pod>, main: &str) -> Vec<Pod> {
+    if main.is_empty() {
+        return pods;
+    }
+    pods.into_iter()
+        .map(|mut pod| {
+            let Some(status) = pod.status.as_mut() else {
+                return pod;
+            };
+            let Some(main_status) = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .find(|c| c.name == main)
+                .cloned()
+            else {
+                return pod;
+            };
+            let ready = if main_status.ready { "True" } else { "False" };
+            status.container_statuses = Some(vec![main_status]);
+            for c in status.conditions.iter_mut().flatten() {
+                if c.type_ == "Ready" {
+                    c.status = ready.to_string();
+                }
+            }
+            pod
+        })
+        .collect()
+}
+
 /// Decides the phase. `missing` lists objects of the service that no longer exist.
 pub fn assess(pods: &[Pod], exposure: Option<&Exposure>, missing: &[String]) -> Assessment {
     let failed: Vec<(String, (String, bool))> = pods
@@ -422,6 +457,61 @@ mod tests {
         assert_eq!(
             assess_own_service(&[pod("p", running())], &["Service/s".into()]).phase,
             Phase::Stopped
+        );
+    }
+
+    #[test]
+    fn only_the_main_container_counts_when_one_is_named() {
+        let e = exposure(ready());
+        let container = |name: &str, ready: bool, waiting: Option<&str>| {
+            let state = match waiting {
+                Some(r) => json!({"waiting": {"reason": r}}),
+                None => json!({"running": {}}),
+            };
+            json!({"name": name, "image": "i", "imageID": "", "ready": ready, "restartCount": 0, "state": state})
+        };
+        // The main container serves; a sidecar crash-loops, so the pod is not Ready.
+        let sidecar_down = pod(
+            "p",
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [container("main", true, None), container("proxy", false, Some("CrashLoopBackOff"))]}),
+        );
+        assert_eq!(
+            assess(std::slice::from_ref(&sidecar_down), Some(&e), &[]).phase,
+            Phase::Failed
+        );
+        let focused = focus_on_main(vec![sidecar_down.clone()], "main");
+        assert_eq!(assess(&focused, Some(&e), &[]).phase, Phase::Running);
+        // The main container is the one stuck: failed, whatever the sidecar does.
+        let main_down = pod(
+            "p",
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [container("main", false, Some("CrashLoopBackOff")), container("proxy", true, None)]}),
+        );
+        let focused = focus_on_main(vec![main_down], "main");
+        assert_eq!(assess(&focused, Some(&e), &[]).phase, Phase::Failed);
+        // No container of that name, or no name: the pod is judged whole.
+        assert_eq!(
+            assess(
+                &focus_on_main(vec![sidecar_down.clone()], "lab"),
+                Some(&e),
+                &[]
+            )
+            .phase,
+            Phase::Failed
+        );
+        assert_eq!(
+            assess(&focus_on_main(vec![sidecar_down], ""), Some(&e), &[]).phase,
+            Phase::Failed
+        );
+        // A failed pod stays failed.
+        let gone = pod(
+            "p",
+            json!({"phase": "Failed", "containerStatuses": [container("main", false, None)]}),
+        );
+        assert_eq!(
+            assess(&focus_on_main(vec![gone], "main"), Some(&e), &[]).phase,
+            Phase::Failed
         );
     }
 
