@@ -241,6 +241,19 @@ pub fn tag_for(policy: &Policy, user: &str, service_id: &str) -> Result<String, 
         .map_err(|e| e.to_string())
 }
 
+/// A tag the portal's user chose (JARVICE's "IP Address Tag"): kept exactly as chosen (tags are
+/// case sensitive) when it makes a valid route value under the user's own prefix, so an
+/// administrator's persistent Service selecting `<prefix>-<tag>` finds the service. The prefix
+/// is the user's, so no choice reaches another user's route values.
+pub fn chosen_tag(policy: &Policy, user: &str, tag: &str) -> Result<String, String> {
+    let prefix = policy
+        .prefix_for(user)
+        .map_err(|e| format!("user {user:?} cannot be given a routing prefix: {e}"))?;
+    route_value(user, &prefix, tag)
+        .map(|_| tag.to_string())
+        .map_err(|e| format!("the ipaddr tag {tag:?} cannot be used: {e}"))
+}
+
 pub(super) fn valid_service_id(id: &str) -> bool {
     // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix.
     id.len() <= 40 && is_dns_label(id)

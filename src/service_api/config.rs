@@ -52,6 +52,10 @@ pub struct ApiConfig {
     pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
+    /// The `user_options` key a portal's user may choose the ipaddr tag with (JARVICE's "IP
+    /// Address Tag"), so that an administrator's persistent Service selecting
+    /// `<prefix>-<tag>` finds the service; empty: the tag is always the service's id.
+    pub tag_option: String,
     /// The container whose state alone says how a service is doing, in pods that have one of
     /// that name (the manager's `container_main_name`); empty: every container counts.
     pub container_main_name: String,
@@ -263,6 +267,7 @@ impl Default for ApiConfig {
             max_starts_in_flight: 4,
             starts_per_minute: 30,
             service_type: ServiceType::NodePort,
+            tag_option: String::new(),
             container_main_name: String::new(),
             ssl: Ssl::default(),
             kubeconfig: None,
@@ -355,6 +360,12 @@ impl ApiConfig {
             out.push(format!(
                 "api.stateNamespace: {:?} is not a namespace name",
                 self.state_namespace
+            ));
+        }
+        if !self.tag_option.is_empty() && !is_keyword(&self.tag_option) {
+            out.push(format!(
+                "api.tagOption: {:?} must name a user_options key (a letter or _, then letters, digits, _ . -)",
+                self.tag_option
             ));
         }
         if self.user_id_env.is_empty() {
@@ -490,6 +501,7 @@ mod tests {
         c.start_timeout_seconds = 200;
         c.yaml_filename = "../x.yaml".into();
         c.input_dir = String::new();
+        c.tag_option = "a b".into();
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
@@ -522,6 +534,7 @@ mod tests {
             "api.abandonedAfterSeconds",
             "api.yamlFilename",
             "api.inputDir",
+            "api.tagOption",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

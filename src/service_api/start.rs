@@ -16,9 +16,9 @@ use serde_json::Value;
 
 use super::auth::Client as ApiClient;
 use super::cluster::{
-    busy, conflict, kube_message, new_nonce, not_found, now_secs, service_key, status_of_record,
-    tag_for, valid_component, valid_service_id, Failure, ServiceStatus, Services, StartRequest,
-    FIELD_MANAGER,
+    busy, chosen_tag, conflict, kube_message, new_nonce, not_found, now_secs, service_key,
+    status_of_record, tag_for, valid_component, valid_service_id, Failure, ServiceStatus, Services,
+    StartRequest, FIELD_MANAGER,
 };
 use super::config::Wire;
 use super::limits::Refused;
@@ -148,8 +148,25 @@ impl Services {
         super::namespace::check(&namespace, &portico, &patterns)
             .map_err(|refusal| Failure::bad("namespace", refusal.to_string()))?;
         let user = self.user_of(client, &user_id);
-        let tag =
-            tag_for(&self.policy, &user, &object_id).map_err(|m| Failure::bad("user_id", m))?;
+        let chosen = match api.tag_option.as_str() {
+            "" => None,
+            option => match req.user_options.get(option) {
+                None => None,
+                Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+                Some(other) => {
+                    return Err(Failure::bad(
+                        "tag",
+                        format!("user_options.{option} (the ipaddr tag) must be a non-empty string, not {other}"),
+                    ))
+                }
+            },
+        };
+        let tag = match chosen {
+            Some(t) => chosen_tag(&self.policy, &user, &t).map_err(|m| Failure::bad("tag", m))?,
+            None => {
+                tag_for(&self.policy, &user, &object_id).map_err(|m| Failure::bad("user_id", m))?
+            }
+        };
         let key = service_key(name, service_id);
         // Held until the start's task ends, however it ends.
         let permit = self
