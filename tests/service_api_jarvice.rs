@@ -112,3 +112,52 @@ async fn without_tag_option_the_option_is_only_a_value() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["tag"], "lab-5");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_port_is_reported_with_an_address_a_portal_can_reach() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), |_| {}).await;
+    let sb = &env.lp.sandbox;
+    // The node has only internal addresses: none is offered.
+    let r = start_with(&env, "np-1", "alice", json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let running = env.poll_until("np-1", "running", 60).await;
+    assert!(
+        running["address"]["node_ports"]["http"].is_i64(),
+        "{running}"
+    );
+    assert!(running["address"].get("node_host").is_none(), "{running}");
+    // Given an external address, the node's is reported.
+    let node = sb.objects("", "nodes", None).remove(0);
+    let name = node["metadata"]["name"].as_str().unwrap().to_string();
+    let mut status = node["status"].clone();
+    status["addresses"] = json!([{"type": "InternalIP", "address": "10.0.0.5"},
+        {"type": "ExternalIP", "address": "203.0.113.7"}]);
+    let patched = sb
+        .request(
+            "admin",
+            "PATCH",
+            &format!("/api/v1/nodes/{name}/status"),
+            Some(json!({"status": status})),
+        )
+        .await;
+    assert_eq!(patched.code, 200, "{}", patched.body);
+    let r = env.poll("np-1").await;
+    assert_eq!(r.body["address"]["node_host"], "203.0.113.7", "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_node_port_host_wins() {
+    let descriptions = descriptions_for_clients();
+    let env = ApiEnv::start(descriptions.path(), |c| {
+        c.api.node_port_host = "labs.example.org".into()
+    })
+    .await;
+    let r = start_with(&env, "np-2", "alice", json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let running = env.poll_until("np-2", "running", 60).await;
+    assert_eq!(
+        running["address"]["node_host"], "labs.example.org",
+        "{running}"
+    );
+}

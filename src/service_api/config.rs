@@ -52,6 +52,9 @@ pub struct ApiConfig {
     pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
+    /// The host a service's node ports are reached at from outside (a load balancer or DNS name
+    /// in front of the nodes); empty: the external address of the node the pod runs on.
+    pub node_port_host: String,
     /// The `user_options` key a portal's user may choose the ipaddr tag with (JARVICE's "IP
     /// Address Tag"), so that an administrator's persistent Service selecting
     /// `<prefix>-<tag>` finds the service; empty: the tag is always the service's id.
@@ -267,6 +270,7 @@ impl Default for ApiConfig {
             max_starts_in_flight: 4,
             starts_per_minute: 30,
             service_type: ServiceType::NodePort,
+            node_port_host: String::new(),
             tag_option: String::new(),
             container_main_name: String::new(),
             ssl: Ssl::default(),
@@ -360,6 +364,17 @@ impl ApiConfig {
             out.push(format!(
                 "api.stateNamespace: {:?} is not a namespace name",
                 self.state_namespace
+            ));
+        }
+        if !self.node_port_host.is_empty()
+            && !self
+                .node_port_host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        {
+            out.push(format!(
+                "api.nodePortHost: {:?} must be a host name or IP address",
+                self.node_port_host
             ));
         }
         if !self.tag_option.is_empty() && !is_keyword(&self.tag_option) {
@@ -502,6 +517,7 @@ mod tests {
         c.yaml_filename = "../x.yaml".into();
         c.input_dir = String::new();
         c.tag_option = "a b".into();
+        c.node_port_host = "http://x/".into();
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
@@ -535,6 +551,7 @@ mod tests {
             "api.yamlFilename",
             "api.inputDir",
             "api.tagOption",
+            "api.nodePortHost",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

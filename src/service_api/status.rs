@@ -43,6 +43,10 @@ pub struct Address {
     /// The ingress host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Where the node ports are reached from outside: `api.nodePortHost`, else the external
+    /// address of the node the service's pod runs on (none when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_host: Option<String>,
 }
 
 /// The verdict on a service.
@@ -123,7 +127,27 @@ pub fn address_of(exposure: &Exposure) -> Address {
         node_ports: status.node_ports,
         load_balancer: status.address,
         host: status.host,
+        node_host: None,
     }
+}
+
+/// A node's address as reached from outside the cluster: its external DNS name, else its
+/// external IP. Internal addresses are not offered: a portal outside the cluster cannot use them.
+pub fn node_address(node: &k8s_openapi::api::core::v1::Node) -> Option<String> {
+    let addresses = node.status.as_ref()?.addresses.as_ref()?;
+    ["ExternalDNS", "ExternalIP"].iter().find_map(|kind| {
+        addresses
+            .iter()
+            .find(|a| a.type_ == *kind && !a.address.is_empty())
+            .map(|a| a.address.clone())
+    })
+}
+
+/// The node a ready pod of the service runs on (the one a node port leads to first).
+pub fn node_of(pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter(|p| is_ready(p))
+        .find_map(|p| p.spec.as_ref()?.node_name.clone())
 }
 
 fn condition<'e>(exposure: &'e Exposure, type_: &str) -> Option<&'e crate::api::Condition> {
@@ -513,6 +537,39 @@ mod tests {
             assess(&focus_on_main(vec![gone], "main"), Some(&e), &[]).phase,
             Phase::Failed
         );
+    }
+
+    #[test]
+    fn a_nodes_outside_address_and_the_node_of_a_ready_pod() {
+        let node = |addresses: serde_json::Value| -> k8s_openapi::api::core::v1::Node {
+            serde_json::from_value(
+                json!({"metadata": {"name": "n"}, "status": {"addresses": addresses}}),
+            )
+            .unwrap()
+        };
+        let both = node(json!([{"type": "InternalIP", "address": "10.0.0.1"},
+            {"type": "ExternalIP", "address": "203.0.113.7"}, {"type": "ExternalDNS", "address": "n1.example.org"}]));
+        assert_eq!(node_address(&both).as_deref(), Some("n1.example.org"));
+        let ip = node(
+            json!([{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "ExternalIP", "address": "203.0.113.7"}]),
+        );
+        assert_eq!(node_address(&ip).as_deref(), Some("203.0.113.7"));
+        let internal = node(
+            json!([{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "n"}]),
+        );
+        assert_eq!(node_address(&internal), None);
+        assert_eq!(node_address(&node(json!([]))), None);
+
+        let on = |name: &str, node: &str, status: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeName": node, "containers": []}, "status": status}))
+                .unwrap()
+        };
+        let pods = [
+            on("a", "n1", json!({"phase": "Pending"})),
+            on("b", "n2", running()),
+        ];
+        assert_eq!(node_of(&pods).as_deref(), Some("n2"));
+        assert_eq!(node_of(&pods[..1]), None);
     }
 
     #[test]
