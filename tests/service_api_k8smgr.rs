@@ -655,3 +655,68 @@ async fn the_managers_template_knobs_and_the_main_container() {
         .unwrap()
         .contains("container main"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_variable_and_a_tenants_table_for_the_stage() {
+    let descriptions = descriptions_for_clients();
+    std::env::set_var("PORTICO_TEST_K8SMGR_STAGE", "staging");
+    let env = ApiEnv::start(descriptions.path(), |c| {
+        with_hubs(c);
+        c.api.stage_env = "PORTICO_TEST_K8SMGR_STAGE".into();
+        c.api.stages.insert(
+            "staging".into(),
+            [("jupyterlab_image".to_string(), "stage/lab:1".to_string())].into(),
+        );
+        let hub = c
+            .api
+            .clients
+            .iter_mut()
+            .find(|c| c.name == "jupyterhub")
+            .unwrap();
+        hub.replacements.remove("jupyterlab_image");
+        hub.stage_replacements.insert(
+            "staging".into(),
+            [(
+                "jupyterlab_image".to_string(),
+                "hub-staging/lab:2".to_string(),
+            )]
+            .into(),
+        );
+        let hub2 = c
+            .api
+            .clients
+            .iter_mut()
+            .find(|c| c.name == "jupyterhub2")
+            .unwrap();
+        hub2.replacements.remove("jupyterlab_image");
+    })
+    .await;
+    let image = |pod: &str| {
+        env.lp
+            .sandbox
+            .object("", "pods", NAMESPACE, pod)
+            .unwrap_or_else(|| panic!("pod {pod}"))["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    // The tenant's table for the stage wins.
+    let r = start(&env, "st-1", "00000011").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(image("st-1-00000011"), "hub-staging/lab:2");
+    // Another tenant without one gets the stage's table.
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            Auth::Raw("Token hub2-token-fedcba9876543210"),
+            &[("uuidcode", "st-2")],
+            Some(&body("00000012", "alice")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let other = env
+        .lp
+        .sandbox
+        .object("", "pods", NAMESPACE, "st-2-00000012")
+        .unwrap();
+    assert_eq!(other["spec"]["containers"][0]["image"], "stage/lab:1");
+}

@@ -20,8 +20,12 @@ pub struct ApiConfig {
     pub yaml_filename: String,
     /// The folder beside the template packed into `<input>` (the manager's `input_dir`).
     pub input_dir: String,
-    /// Which entry of `stages` applies to this installation (empty: none).
+    /// Which entry of `stages` applies to this installation (empty: the value of `stageEnv`,
+    /// else none).
     pub stage: String,
+    /// An environment variable naming the stage when `stage` is empty (the manager reads
+    /// `STAGE`); empty: none is read.
+    pub stage_env: String,
     /// What opens and closes a placeholder, `<` and `>` by default.
     pub indicators: Indicators,
     /// The names of the built-in keywords.
@@ -199,6 +203,10 @@ pub struct ApiClient {
     pub allowed_namespaces: Vec<String>,
     /// Replacement table for this client's templates: keyword → value (wins over the stage's).
     pub replacements: BTreeMap<String, String>,
+    /// Replacement tables of this client per stage (the manager's `stage_credential`): the
+    /// active stage's wins over `replacements` and the stage's own table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stage_replacements: BTreeMap<String, BTreeMap<String, String>>,
     /// May read and change the log level (`/api/logs/level`).
     pub admin: bool,
     /// Whose identity the client's services are stamped with.
@@ -256,6 +264,7 @@ impl Default for ApiConfig {
             yaml_filename: "service.yaml".into(),
             input_dir: "input".into(),
             stage: String::new(),
+            stage_env: String::new(),
             indicators: Indicators::default(),
             keywords: KeywordNames::default(),
             stages: BTreeMap::new(),
@@ -302,6 +311,16 @@ pub fn is_keyword(name: &str) -> bool {
 }
 
 impl ApiConfig {
+    /// The stage in force: `stage`, else the value of the variable `stageEnv` names.
+    pub fn active_stage(&self) -> String {
+        if !self.stage.is_empty() || self.stage_env.is_empty() {
+            return self.stage.clone();
+        }
+        std::env::var(&self.stage_env)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    }
+
     /// Every problem with the values, each naming its key (`api.…`).
     pub fn problems(&self, trusted_submitters_empty: bool) -> Vec<String> {
         let mut out = Vec::new();
@@ -358,6 +377,12 @@ impl ApiConfig {
             out.push(format!(
                 "api.stage: {:?} has no table in api.stages",
                 self.stage
+            ));
+        }
+        if !self.stage_env.is_empty() && !is_keyword(&self.stage_env) {
+            out.push(format!(
+                "api.stageEnv: {:?} is not an environment variable name",
+                self.stage_env
             ));
         }
         if !crate::core::label::is_dns_label(&self.state_namespace) {
@@ -487,6 +512,13 @@ impl ApiConfig {
                 ));
             }
             check_table(&mut out, &format!("{key}.replacements"), &c.replacements);
+            for (stage, table) in &c.stage_replacements {
+                check_table(
+                    &mut out,
+                    &format!("{key}.stageReplacements[{stage:?}]"),
+                    table,
+                );
+            }
         }
         if !self.clients.is_empty() && trusted_submitters_empty {
             out.push("api.clients: the API creates objects as a trusted submitter; list its identity in identity.trustedSubmitters".to_string());
@@ -505,6 +537,23 @@ mod tests {
     }
 
     #[test]
+    fn the_stage_comes_from_the_setting_else_the_named_variable() {
+        let mut c = ApiConfig {
+            stage_env: "PORTICO_TEST_CONFIG_STAGE".into(),
+            ..ApiConfig::default()
+        };
+        std::env::remove_var("PORTICO_TEST_CONFIG_STAGE");
+        assert_eq!(c.active_stage(), "");
+        std::env::set_var("PORTICO_TEST_CONFIG_STAGE", "staging\n");
+        assert_eq!(c.active_stage(), "staging");
+        c.stage = "production".into();
+        assert_eq!(c.active_stage(), "production");
+        c.stage = String::new();
+        c.stage_env = String::new();
+        assert_eq!(c.active_stage(), "");
+    }
+
+    #[test]
     fn bad_values_are_each_named() {
         let mut c = ApiConfig::default();
         c.indicators.open = "a".into();
@@ -518,11 +567,17 @@ mod tests {
         c.input_dir = String::new();
         c.tag_option = "a b".into();
         c.node_port_host = "http://x/".into();
+        c.stage_env = "A B".into();
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
                 namespace: "team".into(),
                 replacements: [("id".to_string(), "x".to_string())].into(),
+                stage_replacements: [(
+                    "prod".to_string(),
+                    [("bad key".to_string(), "x".to_string())].into(),
+                )]
+                .into(),
                 ..Default::default()
             },
             ApiClient {
@@ -552,6 +607,8 @@ mod tests {
             "api.inputDir",
             "api.tagOption",
             "api.nodePortHost",
+            "api.stageEnv",
+            "stageReplacements",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

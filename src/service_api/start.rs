@@ -261,6 +261,7 @@ impl Services {
             ),
         };
         let unique = format!("{name}_{user_id}");
+        let stage = api.active_stage();
         let keywords = template::keywords(&KeywordInput {
             names: &api.keywords,
             service_id: &id_keyword,
@@ -273,8 +274,9 @@ impl Services {
             namespace: &namespace,
             tag: &tag,
             input: packed.as_deref(),
-            stage_table: api.stages.get(&api.stage),
+            stage_table: api.stages.get(&stage),
             client_table: Some(&client.config.replacements),
+            client_stage_table: client.config.stage_replacements.get(&stage),
             user_options: Some(&req.user_options),
         });
         let template_error = |e: template::TemplateError| Failure {
