@@ -720,3 +720,140 @@ async fn the_stage_variable_and_a_tenants_table_for_the_stage() {
         .unwrap();
     assert_eq!(other["spec"]["containers"][0]["image"], "stage/lab:1");
 }
+
+fn copy_template(descriptions: &std::path::Path, option: &str) {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/k8smgr/descriptions/JupyterLab")
+        .join(option);
+    let target = descriptions.join("jupyterhub/JupyterLab").join(option);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(from.join("service.yaml"), target.join("service.yaml")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_home_survives_stops_and_is_nobody_elses() {
+    let descriptions = descriptions_for_clients();
+    copy_template(descriptions.path(), "Home");
+    let skel = tempfile::tempdir().unwrap();
+    std::fs::write(skel.path().join("welcome.txt"), "welcome to your home").unwrap();
+    let skel_path = skel.path().display().to_string();
+    let env = ApiEnv::start(descriptions.path(), |c| {
+        with_hubs(c);
+        c.api.user_homes.enabled = true;
+        c.api.user_homes.size = "2Gi".into();
+        c.api.user_homes.skel = skel_path;
+    })
+    .await;
+    let sb = &env.lp.sandbox;
+    let home_start = |name: &'static str, start_id: &'static str, user: &'static str| {
+        let mut b = body(start_id, user);
+        b["user_options"]["service"] = json!("JupyterLab/Home");
+        let env = &env;
+        async move {
+            env.call(
+                "POST",
+                "/api/services/",
+                hub(),
+                &[("uuidcode", name)],
+                Some(&b),
+            )
+            .await
+        }
+    };
+    let claim_of = |pod: &str| {
+        sb.object("", "pods", NAMESPACE, pod)
+            .unwrap_or_else(|| panic!("pod {pod}"))["spec"]["volumes"][0]["persistentVolumeClaim"]
+            ["claimName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let r = home_start("home-1", "00000021", "alice").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let claim = claim_of("home-1-00000021");
+    let pvc = sb
+        .object("", "persistentvolumeclaims", NAMESPACE, &claim)
+        .expect("the home claim");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "2Gi");
+    // Seeded from the skeleton.
+    let pod = sb.object("", "pods", NAMESPACE, "home-1-00000021").unwrap();
+    let packed = pod["spec"]["initContainers"][0]["env"][0]["value"]
+        .as_str()
+        .unwrap();
+    let archive =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, packed).unwrap();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(archive.as_slice()),
+        &mut tar,
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&tar).contains("welcome to your home"));
+    // A stop keeps it; the next start mounts the same one.
+    let r = env
+        .call("DELETE", "/api/services/home-1/", hub(), &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(sb
+        .object("", "pods", NAMESPACE, "home-1-00000021")
+        .is_none());
+    let kept = sb
+        .object("", "persistentvolumeclaims", NAMESPACE, &claim)
+        .expect("the home survives the stop");
+    assert_eq!(kept["metadata"]["uid"], pvc["metadata"]["uid"]);
+    let r = home_start("home-1", "00000022", "alice").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(claim_of("home-1-00000022"), claim);
+    // Another user gets another home.
+    let r = home_start("home-2", "00000023", "bob").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_ne!(claim_of("home-2-00000023"), claim);
+    // A claim of a home's name made by someone else is never mounted: the start is refused.
+    let carol = portico::service_api::home::claim_name(&portico::service_api::home::home_key(
+        "jupyterhub",
+        "carol",
+    ));
+    let squatter = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": carol, "namespace": NAMESPACE, "labels": {"portico.dev/api-client": "jupyterhub"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    sb.apply_object("user1", squatter).await.unwrap();
+    let r = home_start("home-3", "00000024", "carol").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.body["code"], "home");
+    assert!(sb
+        .object("", "pods", NAMESPACE, "home-3-00000024")
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_mounting_a_home_is_refused_when_homes_are_off() {
+    let descriptions = descriptions_for_clients();
+    copy_template(descriptions.path(), "Home");
+    let env = ApiEnv::start(descriptions.path(), with_hubs).await;
+    let mut b = body("00000031", "alice");
+    b["user_options"]["service"] = json!("JupyterLab/Home");
+    let r = env
+        .call(
+            "POST",
+            "/api/services/",
+            hub(),
+            &[("uuidcode", "home-9")],
+            Some(&b),
+        )
+        .await;
+    assert!(!r.status.is_success(), "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("api.userHomes.enabled is off"),
+        "{}",
+        r.body
+    );
+    assert!(env.labelled("pods", "").is_empty());
+    assert!(env
+        .lp
+        .sandbox
+        .objects("", "persistentvolumeclaims", Some(NAMESPACE))
+        .is_empty());
+}

@@ -68,6 +68,9 @@ pub struct ApiConfig {
     pub container_main_name: String,
     /// The lab's internal TLS (the manager's `services.ssl`).
     pub ssl: Ssl,
+    /// Persistent home folders, one per client and user, kept across stops (the manager's
+    /// `userhomes`).
+    pub user_homes: UserHomes,
     /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
@@ -80,6 +83,34 @@ pub struct ApiConfig {
     pub impersonate: Option<String>,
     /// The portals allowed to call the API.
     pub clients: Vec<ApiClient>,
+}
+
+/// Persistent user homes: a PersistentVolumeClaim per client and user, made by the first start
+/// that needs it and never deleted by a stop, so what a user keeps there survives stops and
+/// restarts. Templates mount it by the `userhome_claim` keyword and may seed it from the
+/// `userhome_skel` keyword (the skeleton folder, packed) when it is new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UserHomes {
+    pub enabled: bool,
+    /// The claim's requested size.
+    pub size: String,
+    /// The claim's storage class (default: the cluster's default class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// A folder whose files seed a new home (the manager's `userhomes.skel`); empty: none.
+    pub skel: String,
+}
+
+impl Default for UserHomes {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            size: "10Gi".into(),
+            storage_class_name: None,
+            skel: String::new(),
+        }
+    }
 }
 
 /// The lab's internal TLS.
@@ -134,6 +165,10 @@ pub struct KeywordNames {
     pub tag: String,
     /// The template folder's `input/`, packed as base64 tar.gz.
     pub input: String,
+    /// The user's persistent home: the name of its PersistentVolumeClaim (`api.userHomes`).
+    pub user_home: String,
+    /// The skeleton a new home is seeded from (`api.userHomes.skel`), packed as base64 tar.gz.
+    pub user_home_skel: String,
 }
 
 impl Default for KeywordNames {
@@ -149,13 +184,15 @@ impl Default for KeywordNames {
             namespace: "namespace".into(),
             tag: "tag".into(),
             input: "input".into(),
+            user_home: "userhome_claim".into(),
+            user_home_skel: "userhome_skel".into(),
         }
     }
 }
 
 impl KeywordNames {
     /// `(config key, keyword)` of every built-in.
-    pub fn all(&self) -> [(&'static str, &str); 10] {
+    pub fn all(&self) -> [(&'static str, &str); 12] {
         [
             ("serviceId", &self.service_id),
             ("startId", &self.start_id),
@@ -167,6 +204,8 @@ impl KeywordNames {
             ("namespace", &self.namespace),
             ("tag", &self.tag),
             ("input", &self.input),
+            ("userHome", &self.user_home),
+            ("userHomeSkel", &self.user_home_skel),
         ]
     }
 }
@@ -283,6 +322,7 @@ impl Default for ApiConfig {
             tag_option: String::new(),
             container_main_name: String::new(),
             ssl: Ssl::default(),
+            user_homes: UserHomes::default(),
             kubeconfig: None,
             context: None,
             impersonate: None,
@@ -389,6 +429,19 @@ impl ApiConfig {
             out.push(format!(
                 "api.stateNamespace: {:?} is not a namespace name",
                 self.state_namespace
+            ));
+        }
+        if self.user_homes.enabled
+            && (self.user_homes.size.is_empty()
+                || !self
+                    .user_homes
+                    .size
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        {
+            out.push(format!(
+                "api.userHomes.size: {:?} is not a quantity (e.g. 10Gi)",
+                self.user_homes.size
             ));
         }
         if !self.node_port_host.is_empty()

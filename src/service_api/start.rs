@@ -262,7 +262,7 @@ impl Services {
         };
         let unique = format!("{name}_{user_id}");
         let stage = api.active_stage();
-        let keywords = template::keywords(&KeywordInput {
+        let mut keywords = template::keywords(&KeywordInput {
             names: &api.keywords,
             service_id: &id_keyword,
             start_id: &req.start_id,
@@ -279,6 +279,56 @@ impl Services {
             client_stage_table: client.config.stage_replacements.get(&stage),
             user_options: Some(&req.user_options),
         });
+        // The user's home: made (once) only for a template that mounts it, and only for a
+        // start that goes ahead; never part of the record, so no stop removes it.
+        let home_placeholder = format!(
+            "{}{}{}",
+            api.indicators.open, api.keywords.user_home, api.indicators.close
+        );
+        let skel_placeholder = format!(
+            "{}{}{}",
+            api.indicators.open, api.keywords.user_home_skel, api.indicators.close
+        );
+        if !api.user_homes.enabled {
+            for k in [&api.keywords.user_home, &api.keywords.user_home_skel] {
+                keywords
+                    .refused
+                    .insert(k.clone(), "api.userHomes.enabled is off".to_string());
+            }
+        } else {
+            if text.contains(&home_placeholder) {
+                let claim = self.ensure_home(name, &user_id, &namespace).await?;
+                keywords
+                    .values
+                    .insert(api.keywords.user_home.clone(), claim);
+            }
+            let skel = if text.contains(&skel_placeholder) && !api.user_homes.skel.is_empty() {
+                let dir = PathBuf::from(&api.user_homes.skel);
+                tokio::task::spawn_blocking(move || super::input::pack(&dir))
+                    .await
+                    .map_err(|e| {
+                        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
+                    })?
+                    .map_err(|e| {
+                        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
+                    })?
+            } else {
+                None
+            };
+            match skel {
+                Some(packed) => {
+                    keywords
+                        .values
+                        .insert(api.keywords.user_home_skel.clone(), packed);
+                }
+                None => {
+                    keywords.refused.insert(
+                        api.keywords.user_home_skel.clone(),
+                        "api.userHomes.skel names no folder with files".to_string(),
+                    );
+                }
+            }
+        }
         let template_error = |e: template::TemplateError| Failure {
             status: if e.is_caller_error() {
                 StatusCode::BAD_REQUEST
