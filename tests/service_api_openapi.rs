@@ -197,6 +197,179 @@ async fn every_documented_operation_answers_as_documented() {
         case("DELETE", svc, "/api/services/oa-1/", portal(), 404),
         case(
             "GET",
+            "/api/logs/handler/",
+            "/api/logs/handler/",
+            admin(),
+            200,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/",
+            "/api/logs/handler/",
+            portal(),
+            403,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/",
+            "/api/logs/handler",
+            Auth::None,
+            401,
+        ),
+        Case {
+            body: Some(
+                json!({"handler": "stream", "configuration": {"level": 30, "stream": "ext://sys.stderr"}}),
+            ),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                admin(),
+                201,
+            )
+        },
+        Case {
+            body: Some(json!({"handler": "stream", "configuration": {}})),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                admin(),
+                400,
+            )
+        },
+        Case {
+            body: Some(json!({"handler": "smtp", "configuration": {}})),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                admin(),
+                400,
+            )
+        },
+        Case {
+            body: Some(json!({"handler": "stream"})),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                portal(),
+                403,
+            )
+        },
+        case(
+            "POST",
+            "/api/logs/handler/",
+            "/api/logs/handler/",
+            Auth::None,
+            401,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            admin(),
+            200,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/file/",
+            admin(),
+            404,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            portal(),
+            403,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            Auth::None,
+            401,
+        ),
+        Case {
+            body: Some(json!({"handler": "stream", "configuration": {"level": "ERROR"}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/stream/",
+                admin(),
+                200,
+            )
+        },
+        Case {
+            body: Some(json!({"configuration": {"level": "LOUD"}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/stream/",
+                admin(),
+                400,
+            )
+        },
+        Case {
+            body: Some(json!({"configuration": {}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/file/",
+                admin(),
+                404,
+            )
+        },
+        Case {
+            body: Some(json!({"configuration": {}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/stream/",
+                portal(),
+                403,
+            )
+        },
+        case(
+            "PUT",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            Auth::None,
+            401,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            portal(),
+            403,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            admin(),
+            204,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            admin(),
+            404,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            Auth::None,
+            401,
+        ),
+        case(
+            "GET",
             "/api/logs/logtest/",
             "/api/logs/logtest/",
             admin(),

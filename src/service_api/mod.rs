@@ -15,6 +15,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod fd_reserve;
+pub mod handlers;
 pub mod home;
 pub mod input;
 pub mod k8smgr;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::auth::{self, Client};
 use super::cluster::{Failure, ServiceStatus, Services, StartRequest};
 use super::config::Wire;
+use super::handlers::{HandlerError, Handlers};
 use super::k8smgr::{self, Action};
 use super::logs::{LogChange, LogControl};
 
@@ -39,6 +40,8 @@ enum Route {
     Service(String),
     LogLevel,
     LogTest,
+    Handlers,
+    Handler(String),
 }
 
 /// The endpoint of a path. Every path is served with and without its trailing slash, and
@@ -51,6 +54,11 @@ fn route(path: &str) -> Option<Route> {
         "/api/services" => Some(Route::Services),
         "/api/logs/level" => Some(Route::LogLevel),
         "/api/logs/logtest" => Some(Route::LogTest),
+        "/api/logs/handler" => Some(Route::Handlers),
+        _ if path.starts_with("/api/logs/handler/") => {
+            let kind = path.strip_prefix("/api/logs/handler/")?;
+            (!kind.is_empty() && !kind.contains('/')).then(|| Route::Handler(kind.to_string()))
+        }
         _ => {
             let segment = path.strip_prefix("/api/services/")?;
             if segment.is_empty() || segment.contains('/') {
@@ -398,10 +406,91 @@ where
             Served::Plain(log_level(app, client, m, req).await)
         }
         (Route::LogLevel, _) => Served::Plain(method_not_allowed("GET, PUT")),
+        (Route::Handlers | Route::Handler(_), _) if !client.config.admin => {
+            Served::Plain(error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only clients with admin: true may see or change log handlers",
+            ))
+        }
+        (Route::Handlers, Method::GET) => Served::Plain(json_reply(
+            StatusCode::OK,
+            &Value::Array(Handlers::global().list()),
+        )),
+        (Route::Handlers, Method::POST) => {
+            let body: HandlerBody =
+                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return plain(r),
+                };
+            Served::Plain(handler_reply(
+                StatusCode::CREATED,
+                Handlers::global().create(&body.handler, body.configuration),
+            ))
+        }
+        (Route::Handlers, _) => Served::Plain(method_not_allowed("GET, POST")),
+        (Route::Handler(kind), Method::GET) => Served::Plain(match Handlers::global().get(&kind) {
+            Some(h) => json_reply(StatusCode::OK, &h),
+            None => handler_reply(StatusCode::OK, Err(HandlerError::NotFound)),
+        }),
+        (Route::Handler(kind), m) if m == Method::PUT || m == Method::PATCH => {
+            let body: HandlerChange =
+                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return plain(r),
+                };
+            Served::Plain(handler_reply(
+                StatusCode::OK,
+                Handlers::global().update(&kind, body.configuration),
+            ))
+        }
+        (Route::Handler(kind), Method::DELETE) => {
+            Served::Plain(match Handlers::global().delete(&kind) {
+                Ok(()) => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                }
+                Err(e) => handler_reply(StatusCode::OK, Err(e)),
+            })
+        }
+        (Route::Handler(_), _) => Served::Plain(method_not_allowed("GET, PUT, PATCH, DELETE")),
         (Route::LogTest, Method::GET) => Served::Plain(log_test(client)),
         (Route::LogTest, _) => Served::Plain(method_not_allowed("GET")),
         // Answered before authentication.
         (Route::Health, _) => Served::Plain(method_not_allowed("GET, HEAD")),
+    }
+}
+
+/// The body creating a log handler: `{"handler": kind, "configuration": {…}}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerBody {
+    handler: String,
+    #[serde(default)]
+    configuration: serde_json::Map<String, Value>,
+}
+
+/// The body changing one: its configuration, key by key (`handler` may be repeated, as the
+/// manager's clients do).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerChange {
+    #[serde(default, rename = "handler")]
+    _handler: Option<String>,
+    #[serde(default)]
+    configuration: serde_json::Map<String, Value>,
+}
+
+fn handler_reply(ok: StatusCode, outcome: Result<Value, HandlerError>) -> Response<Full<Bytes>> {
+    match outcome {
+        Ok(v) => json_reply(ok, &v),
+        Err(HandlerError::Invalid(m)) => error_reply(StatusCode::BAD_REQUEST, "handler", m),
+        Err(HandlerError::NotFound) => error_reply(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "no such log handler (GET /api/logs/handler/ lists them)",
+        ),
     }
 }
 
