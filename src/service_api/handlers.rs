@@ -16,8 +16,7 @@ use tracing::Level;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The handler kinds the manager offers; `smtp` is named so that a request for it is refused
-/// with a reason rather than as unknown.
+/// The handler kinds the manager offers.
 pub const KINDS: [&str; 4] = ["stream", "file", "syslog", "smtp"];
 
 /// A handler as stored and shown: its kind and its configuration as given (merged on update).
@@ -37,6 +36,8 @@ pub enum SinkSpec {
     File(String),
     /// A syslog server reached over UDP (RFC 3164 lines).
     Syslog(String),
+    /// One mail per line through a relay.
+    Smtp(super::smtp::Mail),
 }
 
 /// A level as the manager's clients give it: a number (0, 5, 10, 20, 30, 40, 50, 99) or a
@@ -75,7 +76,7 @@ fn string_of(config: &Map<String, Value>, key: &str) -> Result<Option<String>, S
 pub fn spec(kind: &str, configuration: Map<String, Value>) -> Result<Spec, String> {
     if !KINDS.contains(&kind) {
         return Err(format!(
-            "Unsupported handler: {kind}. Supported handlers: stream, file, syslog"
+            "Unsupported handler: {kind}. Supported handlers: stream, file, syslog, smtp"
         ));
     }
     let level = match configuration.get("level") {
@@ -134,9 +135,38 @@ pub fn spec(kind: &str, configuration: Map<String, Value>) -> Result<Spec, Strin
             SinkSpec::Syslog(address)
         }
         _ => {
-            return Err(
-                "Unsupported handler: smtp. Portico does not send log lines by mail; use a syslog handler and your mail relay's syslog alerting".to_string(),
-            )
+            let relay = match configuration.get("mailhost") {
+                Some(Value::String(h)) if !h.is_empty() => format!("{h}:25"),
+                Some(Value::Array(a)) if a.len() == 2 => {
+                    let host = a[0].as_str().ok_or("mailhost must be a host or [host, port]")?;
+                    let port = a[1].as_u64().filter(|p| (1..=65535).contains(p));
+                    let port = port.ok_or("mailhost must be [host, port] with a port 1-65535")?;
+                    format!("{host}:{port}")
+                }
+                _ => return Err("mailhost in configuration is required: a host or [host, port]".to_string()),
+            };
+            let from = string_of(&configuration, "fromaddr")?
+                .ok_or("fromaddr in configuration is required for an smtp handler")?;
+            let to: Vec<String> = match configuration.get("toaddrs") {
+                Some(Value::Array(a)) if !a.is_empty() => a
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or("toaddrs must be a list of addresses")?,
+                _ => return Err("toaddrs in configuration must be a non-empty list".to_string()),
+            };
+            let subject = string_of(&configuration, "subject")?.unwrap_or_else(|| "Portico".into());
+            for address in std::iter::once(&from).chain(&to) {
+                if address.chars().any(|c| c.is_control() || matches!(c, '<' | '>' | ' ')) {
+                    return Err(format!("{address:?} is not a mail address"));
+                }
+            }
+            SinkSpec::Smtp(super::smtp::Mail {
+                relay,
+                from,
+                to,
+                subject,
+            })
         }
     };
     Ok(Spec {
@@ -168,6 +198,7 @@ enum Sink {
     Stderr,
     File(Mutex<std::fs::File>),
     Syslog(UdpSocket, String),
+    Smtp(super::smtp::Sender),
 }
 
 struct Live {
@@ -205,6 +236,7 @@ fn open(spec: &Spec) -> Result<Sink, String> {
                 .map_err(|e| format!("cannot open a UDP socket for syslog: {e}"))?;
             Sink::Syslog(socket, addr.clone())
         }
+        SinkSpec::Smtp(mail) => Sink::Smtp(super::smtp::Sender::start(mail.clone())),
     })
 }
 
@@ -294,6 +326,11 @@ impl Handlers {
                     socket
                         .send_to(message.as_bytes(), addr.as_str())
                         .map(|_| ())
+                }
+                Sink::Smtp(sender) => {
+                    // Queued for the handler's own thread; a full queue drops the line.
+                    sender.offer(&String::from_utf8_lossy(line));
+                    Ok(())
                 }
             };
         }
@@ -407,7 +444,22 @@ mod tests {
         assert_eq!(s.sink, SinkSpec::Syslog("logs.example.org:514".into()));
         for (kind, c, needle) in [
             ("x", json!({}), "Unsupported handler: x"),
-            ("smtp", json!({}), "does not send log lines by mail"),
+            ("smtp", json!({}), "mailhost"),
+            (
+                "smtp",
+                json!({"mailhost": "m", "fromaddr": "a@b"}),
+                "toaddrs",
+            ),
+            (
+                "smtp",
+                json!({"mailhost": "m", "toaddrs": ["a@b"]}),
+                "fromaddr",
+            ),
+            (
+                "smtp",
+                json!({"mailhost": "m", "fromaddr": "a@b>\r\nRCPT TO:<x@y", "toaddrs": ["a@b"]}),
+                "not a mail address",
+            ),
             (
                 "stream",
                 json!({"stream": "ext://sys.stdin"}),

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod poll;
 pub mod record;
 pub mod rest;
+pub mod smtp;
 pub mod start;
 pub mod status;
 pub mod stop;
