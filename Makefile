@@ -75,7 +75,9 @@ fixtures: kubectl controlplane
 run: build certs kubectl
 	scripts/run.sh run
 
-# The sandbox with Portico and its webhooks registered, no scene; kubeconfig in .sandbox/.
+# The sandbox with Portico and its webhooks registered, no scene; kubeconfig in .sandbox/. Portico
+# also serves the service API with a demo tenant `jupyterhub` (wire: k8smgr): its base URL is in
+# .sandbox/api-url, its token in .sandbox/api-token.
 sandbox: build certs kubectl
 	scripts/run.sh sandbox
 

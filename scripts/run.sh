@@ -7,7 +7,13 @@
 #   scripts/run.sh sandbox  The sandbox plus Portico, no scene.
 #   scripts/run.sh sandbox-scene   The sandbox and the scene, whatever KUBECONFIG says.
 #   RUN_SCENE_ONLY=1        Play the scene and exit (used by the tests).
-#   PORTICO, SANDBOX, KUBECTL, STATE, SANDBOX_PORT, WEBHOOK_PORT, OPS_PORT override the defaults.
+#   PORTICO, SANDBOX, KUBECTL, STATE, SANDBOX_PORT, WEBHOOK_PORT, OPS_PORT, SERVICE_API_PORT
+#                           override the defaults.
+#
+# With the sandbox, Portico also serves the service API (https://127.0.0.1:8444) with a demo
+# tenant `jupyterhub` set up as the Kubernetes manager's clients expect (`wire: k8smgr`) and the
+# JupyterLab template of descriptions/jupyterhub/; its base URL is written to $STATE/api-url and
+# its token to $STATE/api-token, so a spawner or curl can be pointed at it.
 #
 # Everything listens on 127.0.0.1 only. Ctrl-C stops it all.
 set -euo pipefail
@@ -19,8 +25,8 @@ KUBECTL="${KUBECTL:-$PWD/.tools/kubectl/bin/kubectl}"
 API_PORT="${SANDBOX_PORT:-6443}"
 WEBHOOK_PORT="${WEBHOOK_PORT:-8443}"
 OPS_PORT="${OPS_PORT:-9090}"
+SERVICE_API_PORT="${SERVICE_API_PORT:-8444}"
 STATE="${STATE:-.sandbox}"
-case "$STATE" in /*) state_abs="$STATE" ;; *) state_abs="$PWD/$STATE" ;; esac
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 # GET on the ops port with bash alone (no curl needed): true on HTTP 200.
@@ -41,6 +47,7 @@ if [ "$mode" = run ] && [ -x "$KUBECTL" ] && "$KUBECTL" version --request-timeou
 fi
 
 mkdir -p "$STATE"
+STATE_ABS="$(cd "$STATE" && pwd)"
 certs=certs
 if [ ! -s "$certs/tls.crt" ] || [ ! -s "$certs/ca-bundle.b64" ]; then
   certs="$STATE/certs"
@@ -55,20 +62,43 @@ trap cleanup EXIT INT TERM
 # The webhook configurations exactly as shipped, with the development caBundle injected.
 ca="$(tr -d '\n' < "$certs/ca-bundle.b64")"
 sed "s|^\( *\)clientConfig:|&\n\1  caBundle: $ca|" manifests/base/webhooks.yaml > "$STATE/webhooks.yaml"
+# The demo tenant's token: made once, kept across runs, readable by its owner only.
+if [ ! -s "$STATE/api-token" ]; then
+  (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$STATE/api-token")
+fi
+rm -f "$STATE/api-url"
 cat > "$STATE/portico.yaml" <<CONFIG
-# Portico's configuration for the sandbox: the 'portal' context is a trusted submitter.
+# Portico's configuration for the sandbox: the 'portal' context is a trusted submitter, and the
+# service API acts as it. The API's settings are the Kubernetes manager's config.json defaults
+# (docs/service-api.md, "Coming from the Kubernetes manager").
 identity:
   trustedSubmitters:
     users: [portal]
 provisioner:
   domain: apps.sandbox.test
   leaseSeconds: 6
+api:
+  descriptions: $PWD/descriptions
+  kubeconfig: $STATE_ABS/kubeconfig
+  context: portal
+  userIdEnv: JUPYTERHUB_USER_ID
+  keywords: {certSecretName: secret_certs_name}
+  events: 3
+  logLines: 5
+  serviceType: ClusterIP
+  startTimeoutSeconds: 20
+  clients:
+    - name: jupyterhub
+      wire: k8smgr
+      tokenFile: $STATE_ABS/api-token
+      namespace: userlabs
+      replacements: {jupyterlab_image: "quay.io/jupyter/base-notebook:2025-01-06"}
 CONFIG
 
 say "starting the sandbox API server on 127.0.0.1:$API_PORT"
 "$SANDBOX" --listen "127.0.0.1:$API_PORT" --kubeconfig "$STATE/kubeconfig" \
   --service-endpoint "portico-system/portico=127.0.0.1:$WEBHOOK_PORT" \
-  --namespace portico-system --namespace team \
+  --namespace portico-system --namespace team --namespace userlabs \
   --apply manifests/base/crd.yaml --apply "$STATE/webhooks.yaml" > "$STATE/sandbox.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do [ -s "$STATE/kubeconfig" ] && break; sleep 0.1; done
@@ -76,13 +106,18 @@ for _ in $(seq 1 100); do [ -s "$STATE/kubeconfig" ] && break; sleep 0.1; done
 k() { "$KUBECTL" --kubeconfig "$STATE/kubeconfig" "$@"; }
 k config view --raw --minify --context portico > "$STATE/portico.kubeconfig"
 
-say "starting Portico (webhook https://127.0.0.1:$WEBHOOK_PORT, ops http://127.0.0.1:$OPS_PORT)"
+say "starting Portico (webhook https://127.0.0.1:$WEBHOOK_PORT, ops http://127.0.0.1:$OPS_PORT, service API https://127.0.0.1:$SERVICE_API_PORT)"
 KUBECONFIG="$STATE/portico.kubeconfig" "$PORTICO" serve --config "$STATE/portico.yaml" \
   --tls-cert "$certs/tls.crt" --tls-key "$certs/tls.key" \
-  --listen "127.0.0.1:$WEBHOOK_PORT" --ops-listen "127.0.0.1:$OPS_PORT" > "$STATE/portico.log" 2>&1 &
+  --listen "127.0.0.1:$WEBHOOK_PORT" --ops-listen "127.0.0.1:$OPS_PORT" \
+  --api --api-listen "127.0.0.1:$SERVICE_API_PORT" > "$STATE/portico.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do ops_ok /readyz && break; sleep 0.1; done
 ops_ok /readyz || { echo "Portico is not ready; see $STATE/portico.log" >&2; exit 1; }
+for _ in $(seq 1 100); do grep -q "service API serving HTTPS" "$STATE/portico.log" && break; sleep 0.1; done
+grep -q "service API serving HTTPS" "$STATE/portico.log" || { echo "the service API is not serving; see $STATE/portico.log" >&2; exit 1; }
+# Written once the API serves: whoever waits for this file can use it at once.
+echo "https://127.0.0.1:$SERVICE_API_PORT" > "$STATE/api-url"
 
 if [ "$mode" = run ] || [ "$mode" = sandbox-scene ]; then
   say "user1 submits a 2-pod Indexed Job asking for the tag 'foobar'"
@@ -138,10 +173,16 @@ fi
 
 say "ready — try it from another terminal"
 cat <<HELP
-  export KUBECONFIG=$state_abs/kubeconfig KUBECTL=$KUBECTL
+  export KUBECONFIG=$STATE_ABS/kubeconfig KUBECTL=$KUBECTL
   \$KUBECTL --context user1 -n team get pods -L jarvice-job-ipaddr
   \$KUBECTL --context user2 -n team create -f my-job.yaml     # contexts: admin, user1, user2, portal
   curl -s http://127.0.0.1:$OPS_PORT/metrics | grep portico_
+
+  The service API, tenant 'jupyterhub' (a spawner's services URL: \$(cat $STATE/api-url)/api/services/):
+  curl --cacert $certs/ca.crt -H "Authorization: Token \$(cat $STATE/api-token)" -H "uuidcode: lab1" \\
+       -H "Content-Type: application/json" \$(cat $STATE/api-url)/api/services/ \\
+       -d '{"user_options": {"service": "JupyterLab/JupyterLab"}, "env": {"JUPYTERHUB_USER_ID": 1}, "start_id": "1a2b3c4d"}'
+  curl --cacert $certs/ca.crt -H "Authorization: Token \$(cat $STATE/api-token)" \$(cat $STATE/api-url)/api/services/lab1/
   logs: $STATE/portico.log and $STATE/sandbox.log          Ctrl-C stops everything
 HELP
 wait

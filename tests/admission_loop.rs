@@ -154,6 +154,7 @@ async fn make_run_scene_plays() {
             .env("SANDBOX_PORT", free())
             .env("WEBHOOK_PORT", free())
             .env("OPS_PORT", free())
+            .env("SERVICE_API_PORT", free())
             .output()
             .expect("run.sh")
     });

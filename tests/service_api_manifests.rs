@@ -161,6 +161,16 @@ fn rbac_is_narrow_and_covers_the_shipped_templates() {
             );
         }
     }
+    assert!(allows(&rbac, "portico-api", "", "nodes", "get"));
+    for verb in ["get", "create"] {
+        assert!(allows(
+            &rbac,
+            "portico-api",
+            "",
+            "persistentvolumeclaims",
+            verb
+        ));
+    }
     assert!(allows(&rbac, "portico-api", "", "pods", "list"));
     assert!(allows(&rbac, "portico-api", "", "pods", "get"));
     assert!(allows(&rbac, "portico-api", "", "events", "list"));

@@ -124,7 +124,7 @@ fn case(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_answers_as_documented() {
     let spec = spec();
-    let env = ApiEnv::start(&shipped_descriptions(), |_| {}).await;
+    let env = ApiEnv::start(&shipped_descriptions(), with_hubs).await;
     let portal = || Auth::Bearer(PORTAL_TOKEN);
     let admin = || Auth::Bearer(ADMIN_TOKEN);
     let svc = "/api/services/{name}/";
@@ -139,7 +139,25 @@ async fn every_documented_operation_answers_as_documented() {
             expect,
         )
     };
+    // The Kubernetes manager's clients: the same operations, the other reply shape.
+    let hub = || Auth::Raw("Token hub-token-0123456789abcdef");
+    let hub_start = |id: &'static str, start_id: &str, service: &str, expect: u16| Case {
+        headers: vec![("uuidcode", id)],
+        body: Some(json!({"user_options": {"service": service}, "certs": {},
+            "env": {"JUPYTERHUB_USER": "alice", "JUPYTERHUB_USER_ID": 7}, "start_id": start_id})),
+        auth: hub(),
+        ..start(id, start_id, service, expect)
+    };
     let cases = vec![
+        case("GET", "/api/health/", "/api/health/", Auth::None, 200),
+        case("GET", "/api/health/", "/api/health", Auth::None, 200),
+        hub_start("Hub-Lab", "1a2b3c4d", "JupyterLab/JupyterLab", 201),
+        hub_start("Hub-Lab", "1a2b3c4d", "JupyterLab/JupyterLab", 200),
+        hub_start("hub-x", "1a2b3c4d", "JupyterLab/Nothing", 400),
+        case("GET", svc, "/api/services/Hub-Lab/", hub(), 200),
+        case("GET", svc, "/api/services/nothing/", hub(), 404),
+        case("DELETE", svc, "/api/services/Hub-Lab/", hub(), 200),
+        case("DELETE", svc, "/api/services/Hub-Lab/", hub(), 404),
         start("oa-1", "s1", "jupyterlab", 201),
         start("oa-1", "s1", "jupyterlab", 200),
         start("oa-2", "s1", "no-such-service", 400),
@@ -177,6 +195,200 @@ async fn every_documented_operation_answers_as_documented() {
         ),
         case("DELETE", svc, "/api/services/oa-1/", portal(), 200),
         case("DELETE", svc, "/api/services/oa-1/", portal(), 404),
+        case(
+            "GET",
+            "/api/logs/handler/",
+            "/api/logs/handler/",
+            admin(),
+            200,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/",
+            "/api/logs/handler/",
+            portal(),
+            403,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/",
+            "/api/logs/handler",
+            Auth::None,
+            401,
+        ),
+        Case {
+            body: Some(
+                json!({"handler": "stream", "configuration": {"level": 30, "stream": "ext://sys.stderr"}}),
+            ),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                admin(),
+                201,
+            )
+        },
+        Case {
+            body: Some(json!({"handler": "stream", "configuration": {}})),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                admin(),
+                400,
+            )
+        },
+        Case {
+            body: Some(json!({"handler": "smtp", "configuration": {}})),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                admin(),
+                400,
+            )
+        },
+        Case {
+            body: Some(json!({"handler": "stream"})),
+            ..case(
+                "POST",
+                "/api/logs/handler/",
+                "/api/logs/handler/",
+                portal(),
+                403,
+            )
+        },
+        case(
+            "POST",
+            "/api/logs/handler/",
+            "/api/logs/handler/",
+            Auth::None,
+            401,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            admin(),
+            200,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/file/",
+            admin(),
+            404,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            portal(),
+            403,
+        ),
+        case(
+            "GET",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            Auth::None,
+            401,
+        ),
+        Case {
+            body: Some(json!({"handler": "stream", "configuration": {"level": "ERROR"}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/stream/",
+                admin(),
+                200,
+            )
+        },
+        Case {
+            body: Some(json!({"configuration": {"level": "LOUD"}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/stream/",
+                admin(),
+                400,
+            )
+        },
+        Case {
+            body: Some(json!({"configuration": {}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/file/",
+                admin(),
+                404,
+            )
+        },
+        Case {
+            body: Some(json!({"configuration": {}})),
+            ..case(
+                "PUT",
+                "/api/logs/handler/{handler}/",
+                "/api/logs/handler/stream/",
+                portal(),
+                403,
+            )
+        },
+        case(
+            "PUT",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            Auth::None,
+            401,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            portal(),
+            403,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            admin(),
+            204,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            admin(),
+            404,
+        ),
+        case(
+            "DELETE",
+            "/api/logs/handler/{handler}/",
+            "/api/logs/handler/stream/",
+            Auth::None,
+            401,
+        ),
+        case(
+            "GET",
+            "/api/logs/logtest/",
+            "/api/logs/logtest/",
+            admin(),
+            200,
+        ),
+        case(
+            "GET",
+            "/api/logs/logtest/",
+            "/api/logs/logtest",
+            portal(),
+            403,
+        ),
+        case(
+            "GET",
+            "/api/logs/logtest/",
+            "/api/logs/logtest/",
+            Auth::None,
+            401,
+        ),
         case("GET", "/api/logs/level", "/api/logs/level", admin(), 200),
         case("GET", "/api/logs/level", "/api/logs/level", portal(), 403),
         case("GET", "/api/logs/level", "/api/logs/level", Auth::None, 401),
@@ -284,7 +496,10 @@ fn the_description_is_well_formed() {
     }
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            if method == "parameters" {
+            // Only an operation documented as needing no credentials (`security: []`) may
+            // lack 401.
+            let open = op["security"].as_array().is_some_and(|s| s.is_empty());
+            if method == "parameters" || open {
                 continue;
             }
             assert!(

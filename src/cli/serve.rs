@@ -231,7 +231,10 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        // stderr always; also the log handlers added at run time (`/api/logs/handler/`).
+        .with_writer(crate::service_api::handlers::HandlerWriter {
+            handlers: crate::service_api::handlers::Handlers::global(),
+        });
     // The filter is reloadable so that the service API can change levels at run time.
     use crate::service_api::logs::LogControl;
     match format {

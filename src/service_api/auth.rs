@@ -1,4 +1,5 @@
-//! Client authentication: bearer tokens or HTTP basic credentials, read from files or
+//! Client authentication: tokens (`Bearer <token>`, or `Token <token>` as the Kubernetes
+//! manager's clients send it) or HTTP basic credentials, read from files or
 //! environment variables at start, compared as SHA-256 digests in constant time.
 //!
 //! Only the `Authorization` header is looked at: the API decides who is calling before it reads
@@ -158,7 +159,8 @@ pub fn authenticate<'c>(clients: &'c [Client], authorization: Option<&[u8]>) -> 
     let (scheme, credentials) = header.split_once(' ')?;
     let credentials = trim_secret(credentials);
     let mut found = None;
-    if scheme.eq_ignore_ascii_case("bearer") {
+    // `Token` is how the Kubernetes manager's clients present the same kind of secret.
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
         let presented = digest(credentials.as_bytes());
         for c in clients {
             if c.token.as_ref().is_some_and(|t| same(t, &presented)) && found.is_none() {
@@ -212,6 +214,15 @@ mod tests {
         assert_eq!(who("Bearer s3cret").as_deref(), Some("a"));
         assert_eq!(who("bearer s3cret").as_deref(), Some("a"));
         assert_eq!(who("Bearer s3cret\n"), Some("a".into()));
+        assert_eq!(who("Token s3cret").as_deref(), Some("a"));
+        assert_eq!(who("token s3cret").as_deref(), Some("a"));
+        assert_eq!(who("TOKEN s3cret").as_deref(), Some("a"));
+        assert_eq!(who("Token s3cre"), None);
+        assert_eq!(who("Tokens s3cret"), None);
+        // A token is never a basic password, nor the other way round.
+        assert_eq!(who("Token hub:pw"), None);
+        let as_basic = base64::engine::general_purpose::STANDARD.encode("a:s3cret");
+        assert_eq!(who(&format!("Basic {as_basic}")), None);
         assert_eq!(who("Bearer s3cre"), None);
         assert_eq!(who("Bearer "), None);
         let basic = base64::engine::general_purpose::STANDARD.encode("hub:pw");

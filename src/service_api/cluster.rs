@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::auth::Client as ApiClient;
-use super::config::StampAs;
+use super::config::{StampAs, Wire};
 use super::limits::StartLimits;
 use super::plan::Keys;
 use super::record::{self, Entry, Record, Seen, State};
@@ -63,6 +63,10 @@ impl Failure {
 
     pub(super) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(super) fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
     }
 
     pub(super) fn cluster(what: &str, error: &kube::Error) -> Self {
@@ -127,14 +131,33 @@ pub(super) fn busy(service_id: &str) -> Failure {
     )
 }
 
-/// The body of `POST /api/services/`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The body of `POST /api/services/`. Keys it does not name (a hub's `auth_state`, say) are
+/// ignored: never stored, logged or passed to the service.
+#[derive(Clone, Default, Deserialize)]
 pub struct StartRequest {
+    #[serde(deserialize_with = "super::body::start_id")]
     pub start_id: String,
     #[serde(default)]
     pub user_options: Map<String, Value>,
-    #[serde(default)]
+    /// Every entry goes into the service's env Secret. Numbers and booleans (the hub sends
+    /// `JUPYTERHUB_USER_ID` as a number) are kept as their JSON text.
+    #[serde(default, deserialize_with = "super::body::env")]
     pub env: BTreeMap<String, String>,
+    /// The hub's certificates for the lab's internal TLS: present, empty or absent.
+    #[serde(default, deserialize_with = "super::body::certs")]
+    pub certs: Option<super::body::Certs>,
+}
+
+impl std::fmt::Debug for StartRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the env's or certificates' values: they hold the hub's tokens and keys.
+        f.debug_struct("StartRequest")
+            .field("start_id", &self.start_id)
+            .field("user_options", &self.user_options)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("certs", &self.certs.is_some())
+            .finish()
+    }
 }
 
 /// What a poll (or a start, or a stop) answers.
@@ -154,6 +177,10 @@ pub struct ServiceStatus {
     pub events: Vec<EventLine>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// A failure the cluster retries by itself (a first failed image pull): Portico reports it,
+    /// but the manager's clients must not stop the lab for it (see [`super::k8smgr::running`]).
+    #[serde(skip)]
+    pub retrying: bool,
 }
 
 pub(super) fn status_of_record(
@@ -173,6 +200,7 @@ pub(super) fn status_of_record(
         address: None,
         events: Vec::new(),
         logs: Vec::new(),
+        retrying: false,
     }
 }
 
@@ -213,9 +241,31 @@ pub fn tag_for(policy: &Policy, user: &str, service_id: &str) -> Result<String, 
         .map_err(|e| e.to_string())
 }
 
+/// A tag the portal's user chose (JARVICE's "IP Address Tag"): kept exactly as chosen (tags are
+/// case sensitive) when it makes a valid route value under the user's own prefix, so an
+/// administrator's persistent Service selecting `<prefix>-<tag>` finds the service. The prefix
+/// is the user's, so no choice reaches another user's route values.
+pub fn chosen_tag(policy: &Policy, user: &str, tag: &str) -> Result<String, String> {
+    let prefix = policy
+        .prefix_for(user)
+        .map_err(|e| format!("user {user:?} cannot be given a routing prefix: {e}"))?;
+    route_value(user, &prefix, tag)
+        .map(|_| tag.to_string())
+        .map_err(|e| format!("the ipaddr tag {tag:?} cannot be used: {e}"))
+}
+
 pub(super) fn valid_service_id(id: &str) -> bool {
     // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix.
     id.len() <= 40 && is_dns_label(id)
+}
+
+/// Whether this client can have started a service of this name at all: a name its wire refuses
+/// on a start is answered "not found" without asking the cluster.
+pub(super) fn addressable(client: &ApiClient, service_id: &str) -> bool {
+    match client.config.wire {
+        Wire::Portico => valid_service_id(service_id),
+        Wire::K8smgr => super::names::object_id(service_id).is_ok(),
+    }
 }
 
 pub(super) fn valid_component(s: &str) -> bool {
@@ -276,8 +326,8 @@ impl Services {
         client: &str,
         service_id: &str,
     ) -> Result<Option<(Record, ConfigMap)>, Failure> {
-        if !valid_service_id(service_id) {
-            // No such name can have been started.
+        if !valid_service_id(service_id) && super::names::object_id(service_id).is_err() {
+            // No such name can have been started, by any client.
             return Ok(None);
         }
         let name = Self::record_name(&service_key(client, service_id));
@@ -509,6 +559,9 @@ impl Services {
         service_id: &str,
         header_user: Option<&str>,
     ) -> Result<Option<ServiceStatus>, Failure> {
+        if !addressable(client, service_id) {
+            return Ok(None);
+        }
         match self.load(&client.config.name, service_id).await? {
             Some((record, _)) if Self::check_user(&record, header_user) => {
                 Ok(Some(self.status_for(&record).await?))

@@ -16,8 +16,16 @@ use crate::api::ServiceType;
 pub struct ApiConfig {
     /// The folder of templates: `<descriptions>/<client>/<service>/<option>/service.yaml`.
     pub descriptions: String,
-    /// Which entry of `stages` applies to this installation (empty: none).
+    /// The template's file name in each option's folder (the manager's `yaml_filename`).
+    pub yaml_filename: String,
+    /// The folder beside the template packed into `<input>` (the manager's `input_dir`).
+    pub input_dir: String,
+    /// Which entry of `stages` applies to this installation (empty: the value of `stageEnv`,
+    /// else none).
     pub stage: String,
+    /// An environment variable naming the stage when `stage` is empty (the manager reads
+    /// `STAGE`); empty: none is read.
+    pub stage_env: String,
     /// What opens and closes a placeholder, `<` and `>` by default.
     pub indicators: Indicators,
     /// The names of the built-in keywords.
@@ -48,6 +56,21 @@ pub struct ApiConfig {
     pub starts_per_minute: u32,
     /// Service type of the Exposure made for a template that brings none.
     pub service_type: ServiceType,
+    /// The host a service's node ports are reached at from outside (a load balancer or DNS name
+    /// in front of the nodes); empty: the external address of the node the pod runs on.
+    pub node_port_host: String,
+    /// The `user_options` key a portal's user may choose the ipaddr tag with (JARVICE's "IP
+    /// Address Tag"), so that an administrator's persistent Service selecting
+    /// `<prefix>-<tag>` finds the service; empty: the tag is always the service's id.
+    pub tag_option: String,
+    /// The container whose state alone says how a service is doing, in pods that have one of
+    /// that name (the manager's `container_main_name`); empty: every container counts.
+    pub container_main_name: String,
+    /// The lab's internal TLS (the manager's `services.ssl`).
+    pub ssl: Ssl,
+    /// Persistent home folders, one per client and user, kept across stops (the manager's
+    /// `userhomes`).
+    pub user_homes: UserHomes,
     /// Kubeconfig the API creates objects with (default: the same as the provisioner's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
@@ -60,6 +83,45 @@ pub struct ApiConfig {
     pub impersonate: Option<String>,
     /// The portals allowed to call the API.
     pub clients: Vec<ApiClient>,
+}
+
+/// Persistent user homes: a PersistentVolumeClaim per client and user, made by the first start
+/// that needs it and never deleted by a stop, so what a user keeps there survives stops and
+/// restarts. Templates mount it by the `userhome_claim` keyword and may seed it from the
+/// `userhome_skel` keyword (the skeleton folder, packed) when it is new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UserHomes {
+    pub enabled: bool,
+    /// The claim's requested size.
+    pub size: String,
+    /// The claim's storage class (default: the cluster's default class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// A folder whose files seed a new home (the manager's `userhomes.skel`); empty: none.
+    pub skel: String,
+}
+
+impl Default for UserHomes {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            size: "10Gi".into(),
+            storage_class_name: None,
+            skel: String::new(),
+        }
+    }
+}
+
+/// The lab's internal TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Ssl {
+    /// When a start's body carries `certs` (a hub with internal SSL), keep them in the Secret
+    /// named by the `cert_secret_name` keyword, under `JUPYTERHUB_SSL_KEYFILE_DATA`,
+    /// `JUPYTERHUB_SSL_CERTFILE_DATA` and `JUPYTERHUB_SSL_CLIENT_CA_DATA`, deleted with the
+    /// service. Off: the certificates are dropped unread.
+    pub enabled: bool,
 }
 
 /// Placeholder delimiters.
@@ -103,6 +165,10 @@ pub struct KeywordNames {
     pub tag: String,
     /// The template folder's `input/`, packed as base64 tar.gz.
     pub input: String,
+    /// The user's persistent home: the name of its PersistentVolumeClaim (`api.userHomes`).
+    pub user_home: String,
+    /// The skeleton a new home is seeded from (`api.userHomes.skel`), packed as base64 tar.gz.
+    pub user_home_skel: String,
 }
 
 impl Default for KeywordNames {
@@ -118,13 +184,15 @@ impl Default for KeywordNames {
             namespace: "namespace".into(),
             tag: "tag".into(),
             input: "input".into(),
+            user_home: "userhome_claim".into(),
+            user_home_skel: "userhome_skel".into(),
         }
     }
 }
 
 impl KeywordNames {
     /// `(config key, keyword)` of every built-in.
-    pub fn all(&self) -> [(&'static str, &str); 10] {
+    pub fn all(&self) -> [(&'static str, &str); 12] {
         [
             ("serviceId", &self.service_id),
             ("startId", &self.start_id),
@@ -136,6 +204,8 @@ impl KeywordNames {
             ("namespace", &self.namespace),
             ("tag", &self.tag),
             ("input", &self.input),
+            ("userHome", &self.user_home),
+            ("userHomeSkel", &self.user_home_skel),
         ]
     }
 }
@@ -172,10 +242,47 @@ pub struct ApiClient {
     pub allowed_namespaces: Vec<String>,
     /// Replacement table for this client's templates: keyword → value (wins over the stage's).
     pub replacements: BTreeMap<String, String>,
+    /// Replacement tables of this client per stage (the manager's `stage_credential`): the
+    /// active stage's wins over `replacements` and the stage's own table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stage_replacements: BTreeMap<String, BTreeMap<String, String>>,
     /// May read and change the log level (`/api/logs/level`).
     pub admin: bool,
     /// Whose identity the client's services are stamped with.
     pub stamp_as: StampAs,
+    /// Which clients' wire format the client speaks: Portico's own (the default), or that of
+    /// the Jupyter-JSC Kubernetes manager's clients (`k8smgr`): see [`Wire`].
+    pub wire: Wire,
+}
+
+/// The reply shapes and naming a client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Wire {
+    /// Portico's own: `{"status": …}` polls, `{"error": code, "message"}` refusals, names that
+    /// must be lowercase DNS labels.
+    #[default]
+    Portico,
+    /// A drop-in for the Kubernetes manager's clients (JupyterHub's BackendSpawner): polls add a
+    /// boolean `running` (and `details` once the service failed or ended), refusals are
+    /// `{"error": summary, "detailed_error": details}`, any `uuidcode` is mapped to an object
+    /// name injectively, the objects the API makes are named per start
+    /// (`svc-<id>-<start_id>`, `secret-<id>-<start_id>`), and every request is answered within
+    /// the clients' 30 s timeout.
+    #[serde(rename = "k8smgr")]
+    K8smgr,
+}
+
+impl Wire {
+    /// How long a request of this wire may take before it is answered `504` (a start goes on
+    /// regardless). The manager's clients give up after 30 s and count that as a failed start,
+    /// so they get an answer with time to spare.
+    pub fn request_timeout(self) -> std::time::Duration {
+        match self {
+            Wire::Portico => std::time::Duration::from_secs(60),
+            Wire::K8smgr => std::time::Duration::from_secs(25),
+        }
+    }
 }
 
 /// Which Portico user a client's services belong to.
@@ -193,7 +300,10 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             descriptions: "descriptions".into(),
+            yaml_filename: "service.yaml".into(),
+            input_dir: "input".into(),
             stage: String::new(),
+            stage_env: String::new(),
             indicators: Indicators::default(),
             keywords: KeywordNames::default(),
             stages: BTreeMap::new(),
@@ -208,12 +318,27 @@ impl Default for ApiConfig {
             max_starts_in_flight: 4,
             starts_per_minute: 30,
             service_type: ServiceType::NodePort,
+            node_port_host: String::new(),
+            tag_option: String::new(),
+            container_main_name: String::new(),
+            ssl: Ssl::default(),
+            user_homes: UserHomes::default(),
             kubeconfig: None,
             context: None,
             impersonate: None,
             clients: Vec::new(),
         }
     }
+}
+
+/// Whether `name` is one plain file name: no separator, no way up.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Whether `name` can be a keyword: a letter or `_` first, then letters, digits, `_`, `.`, `-`.
@@ -226,11 +351,31 @@ pub fn is_keyword(name: &str) -> bool {
 }
 
 impl ApiConfig {
+    /// The stage in force: `stage`, else the value of the variable `stageEnv` names.
+    pub fn active_stage(&self) -> String {
+        if !self.stage.is_empty() || self.stage_env.is_empty() {
+            return self.stage.clone();
+        }
+        std::env::var(&self.stage_env)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    }
+
     /// Every problem with the values, each naming its key (`api.…`).
     pub fn problems(&self, trusted_submitters_empty: bool) -> Vec<String> {
         let mut out = Vec::new();
         if self.descriptions.is_empty() {
             out.push("api.descriptions: must name a folder".to_string());
+        }
+        for (key, name) in [
+            ("yamlFilename", &self.yaml_filename),
+            ("inputDir", &self.input_dir),
+        ] {
+            if !is_file_name(name) {
+                out.push(format!(
+                    "api.{key}: {name:?} must be one file name in the option's folder (letters, digits, . _ -; not . or ..)"
+                ));
+            }
         }
         let (open, close) = (&self.indicators.open, &self.indicators.close);
         for (key, v) in [("open", open), ("close", close)] {
@@ -274,10 +419,46 @@ impl ApiConfig {
                 self.stage
             ));
         }
+        if !self.stage_env.is_empty() && !is_keyword(&self.stage_env) {
+            out.push(format!(
+                "api.stageEnv: {:?} is not an environment variable name",
+                self.stage_env
+            ));
+        }
         if !crate::core::label::is_dns_label(&self.state_namespace) {
             out.push(format!(
                 "api.stateNamespace: {:?} is not a namespace name",
                 self.state_namespace
+            ));
+        }
+        if self.user_homes.enabled
+            && (self.user_homes.size.is_empty()
+                || !self
+                    .user_homes
+                    .size
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        {
+            out.push(format!(
+                "api.userHomes.size: {:?} is not a quantity (e.g. 10Gi)",
+                self.user_homes.size
+            ));
+        }
+        if !self.node_port_host.is_empty()
+            && !self
+                .node_port_host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        {
+            out.push(format!(
+                "api.nodePortHost: {:?} must be a host name or IP address",
+                self.node_port_host
+            ));
+        }
+        if !self.tag_option.is_empty() && !is_keyword(&self.tag_option) {
+            out.push(format!(
+                "api.tagOption: {:?} must name a user_options key (a letter or _, then letters, digits, _ . -)",
+                self.tag_option
             ));
         }
         if self.user_id_env.is_empty() {
@@ -384,6 +565,13 @@ impl ApiConfig {
                 ));
             }
             check_table(&mut out, &format!("{key}.replacements"), &c.replacements);
+            for (stage, table) in &c.stage_replacements {
+                check_table(
+                    &mut out,
+                    &format!("{key}.stageReplacements[{stage:?}]"),
+                    table,
+                );
+            }
         }
         if !self.clients.is_empty() && trusted_submitters_empty {
             out.push("api.clients: the API creates objects as a trusted submitter; list its identity in identity.trustedSubmitters".to_string());
@@ -402,6 +590,23 @@ mod tests {
     }
 
     #[test]
+    fn the_stage_comes_from_the_setting_else_the_named_variable() {
+        let mut c = ApiConfig {
+            stage_env: "PORTICO_TEST_CONFIG_STAGE".into(),
+            ..ApiConfig::default()
+        };
+        std::env::remove_var("PORTICO_TEST_CONFIG_STAGE");
+        assert_eq!(c.active_stage(), "");
+        std::env::set_var("PORTICO_TEST_CONFIG_STAGE", "staging\n");
+        assert_eq!(c.active_stage(), "staging");
+        c.stage = "production".into();
+        assert_eq!(c.active_stage(), "production");
+        c.stage = String::new();
+        c.stage_env = String::new();
+        assert_eq!(c.active_stage(), "");
+    }
+
+    #[test]
     fn bad_values_are_each_named() {
         let mut c = ApiConfig::default();
         c.indicators.open = "a".into();
@@ -411,11 +616,21 @@ mod tests {
         c.starts_per_minute = 0;
         c.log_bytes = 10;
         c.start_timeout_seconds = 200;
+        c.yaml_filename = "../x.yaml".into();
+        c.input_dir = String::new();
+        c.tag_option = "a b".into();
+        c.node_port_host = "http://x/".into();
+        c.stage_env = "A B".into();
         c.clients = vec![
             ApiClient {
                 name: "bad name".into(),
                 namespace: "team".into(),
                 replacements: [("id".to_string(), "x".to_string())].into(),
+                stage_replacements: [(
+                    "prod".to_string(),
+                    [("bad key".to_string(), "x".to_string())].into(),
+                )]
+                .into(),
                 ..Default::default()
             },
             ApiClient {
@@ -441,6 +656,12 @@ mod tests {
             "api.startsPerMinute",
             "api.logBytes",
             "api.abandonedAfterSeconds",
+            "api.yamlFilename",
+            "api.inputDir",
+            "api.tagOption",
+            "api.nodePortHost",
+            "api.stageEnv",
+            "stageReplacements",
         ] {
             assert!(problems.contains(needle), "missing {needle} in\n{problems}");
         }

@@ -11,17 +11,23 @@
 //! TLS pieces (certificate check, reload, rustls settings) are [`crate::server::tls`]'s.
 
 pub mod auth;
+pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod fd_reserve;
+pub mod handlers;
+pub mod home;
 pub mod input;
+pub mod k8smgr;
 pub mod limits;
 pub mod logs;
+pub mod names;
 pub mod namespace;
 pub mod plan;
 pub mod poll;
 pub mod record;
 pub mod rest;
+pub mod smtp;
 pub mod start;
 pub mod status;
 pub mod stop;

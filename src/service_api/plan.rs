@@ -65,6 +65,15 @@ pub struct PlanInput<'a> {
     /// Value of the service label: a hash of client and service id.
     pub key: &'a str,
     pub secret_name: &'a str,
+    /// The hub's certificates for the lab's internal TLS, as the Secret's data, and that
+    /// Secret's name: made only when the request carried them and `api.ssl.enabled` is on.
+    pub certs: Option<(&'a str, &'a BTreeMap<String, String>)>,
+    /// The name of the Exposure made when the template has none (and so of its Service).
+    pub exposure_name: &'a str,
+    /// A template that brings its own `v1` Service of that name (as the Kubernetes manager's
+    /// templates do, `svc-<id>`) gets no Exposure: the Service the hub connects to is the
+    /// template's.
+    pub own_service_suffices: bool,
     pub env: &'a BTreeMap<String, String>,
     /// Type of the Exposure made when the template has none.
     pub service_type: ServiceType,
@@ -160,6 +169,18 @@ pub fn plan(
     stamp_object(keys, input, &mut secret);
     seen.insert(ObjectRef::of(&secret));
     out.push(secret);
+    if let Some((name, data)) = input.certs {
+        let mut certs = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "Opaque",
+            "stringData": data,
+        });
+        stamp_object(keys, input, &mut certs);
+        seen.insert(ObjectRef::of(&certs));
+        out.push(certs);
+    }
     let mut exposure: Option<Value> = None;
     for mut object in objects {
         let r = ObjectRef::of(&object);
@@ -222,8 +243,14 @@ pub fn plan(
         })?;
         out.push(object);
     }
+    let own_service = input.own_service_suffices
+        && out.iter().any(|o| {
+            let r = ObjectRef::of(o);
+            r.api_version == "v1" && r.kind == "Service" && r.name == input.exposure_name
+        });
     let exposure = match exposure {
         Some(e) => e,
+        None if own_service => return Ok(out),
         None => {
             let ports = first_ports(&out[1..]);
             if ports.is_empty() {
@@ -232,7 +259,7 @@ pub fn plan(
             let mut e = json!({
                 "apiVersion": "portico.dev/v1alpha1",
                 "kind": "Exposure",
-                "metadata": {"name": input.service_id},
+                "metadata": {"name": input.exposure_name},
                 "spec": {
                     "tag": input.tag,
                     "target": "pod0",
@@ -244,7 +271,7 @@ pub fn plan(
                 return Err(PlanError::Duplicate {
                     file,
                     kind: "Exposure".into(),
-                    name: input.service_id.into(),
+                    name: input.exposure_name.into(),
                 });
             }
             e
@@ -402,6 +429,9 @@ mod tests {
             nonce: "n1",
             key: "k1",
             secret_name: "svc1-env",
+            certs: None,
+            exposure_name: "svc1",
+            own_service_suffices: false,
             env,
             service_type: ServiceType::NodePort,
         }
@@ -478,6 +508,65 @@ mod tests {
         assert_eq!(t["annotations"]["portico.dev/user"], "portal_alice");
         assert_eq!(out[3]["spec"]["tag"], "svc1");
         assert!(out[3]["spec"].get("user").is_none());
+    }
+
+    #[test]
+    fn certificates_get_a_secret_of_their_own_that_the_template_cannot_take() {
+        let env = BTreeMap::new();
+        let data: BTreeMap<String, String> =
+            [("JUPYTERHUB_SSL_KEYFILE_DATA".to_string(), "K".to_string())].into();
+        let mut i = input(&env);
+        i.certs = Some(("svc1-tls", &data));
+        let out = plan(&Keys::new(&Config::default()), &i, vec![pod()]).unwrap();
+        let refs: Vec<String> = out.iter().map(|o| ObjectRef::of(o).to_string()).collect();
+        assert_eq!(
+            refs,
+            [
+                "Secret/svc1-env",
+                "Secret/svc1-tls",
+                "Pod/svc1",
+                "Exposure/svc1"
+            ]
+        );
+        assert_eq!(out[1]["stringData"]["JUPYTERHUB_SSL_KEYFILE_DATA"], "K");
+        assert_eq!(
+            out[1]["metadata"]["labels"]["portico.dev/api-service"],
+            "k1"
+        );
+        let taken = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "svc1-tls"}});
+        let err = plan(&Keys::new(&Config::default()), &i, vec![pod(), taken]).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn a_template_with_its_own_service_of_the_lab_s_name_gets_no_exposure() {
+        let env = BTreeMap::new();
+        let svc = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"ports": [{"port": 8080}]}})
+        };
+        let names = |out: Vec<Value>| -> Vec<String> {
+            out.iter().map(|o| ObjectRef::of(o).to_string()).collect()
+        };
+        let mut i = input(&env);
+        i.own_service_suffices = true;
+        let out = plan(&Keys::new(&Config::default()), &i, vec![pod(), svc("svc1")]).unwrap();
+        assert_eq!(names(out), ["Secret/svc1-env", "Pod/svc1", "Service/svc1"]);
+        // Another name, or a client of the other wire: the Exposure is made as before.
+        let out = plan(
+            &Keys::new(&Config::default()),
+            &i,
+            vec![pod(), svc("other")],
+        )
+        .unwrap();
+        assert_eq!(names(out).last().unwrap(), "Exposure/svc1");
+        let out = plan(
+            &Keys::new(&Config::default()),
+            &input(&env),
+            vec![pod(), svc("svc1")],
+        )
+        .unwrap();
+        assert_eq!(names(out).last().unwrap(), "Exposure/svc1");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use futures::AsyncReadExt as _;
 use http::StatusCode;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams, LogParams};
 
 use super::cluster::{service_key, Failure, ServiceStatus, Services};
@@ -50,11 +50,15 @@ impl Services {
                 self.keys.service,
                 self.policy.job_label()
             );
-            pods = api
+            let listed = api
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|e| Failure::cluster("listing the service's pods", &e))?
                 .items;
+            pods = status::focus_on_main(
+                status::this_starts_pods(listed, &self.keys.nonce, &record.nonce),
+                &self.policy.config.api.container_main_name,
+            );
         }
         let mut exposure = None;
         let mut missing = Vec::new();
@@ -75,10 +79,21 @@ impl Services {
                 }
             }
         }
-        let assessment = status::assess(&pods, exposure.as_ref(), &missing);
+        let has_exposure = record.objects.iter().any(|e| e.object.is_exposure());
+        let assessment = if has_exposure {
+            status::assess(&pods, exposure.as_ref(), &missing)
+        } else {
+            status::assess_own_service(&pods, &missing)
+        };
         let mut out =
             super::cluster::status_of_record(record, assessment.phase, assessment.reason.clone());
         out.address = assessment.address.clone();
+        if let Some(address) = out.address.as_mut() {
+            if !address.node_ports.is_empty() {
+                address.node_host = self.node_host(&pods).await;
+            }
+        }
+        out.retrying = assessment.retrying;
         if assessment.phase == Phase::Failed {
             let api = &self.policy.config.api;
             let failed: Vec<&Pod> = pods
@@ -101,6 +116,25 @@ impl Services {
             }
         }
         Ok(out)
+    }
+
+    /// Where the node ports are reached: `api.nodePortHost`, else the external address of the
+    /// node a ready pod runs on. A node that cannot be read gives none (logged): the address is
+    /// a convenience, never a reason to fail a poll.
+    async fn node_host(&self, pods: &[Pod]) -> Option<String> {
+        let configured = &self.policy.config.api.node_port_host;
+        if !configured.is_empty() {
+            return Some(configured.clone());
+        }
+        let name = status::node_of(pods)?;
+        let nodes: Api<Node> = Api::all(self.kube.clone());
+        match nodes.get_opt(&name).await {
+            Ok(node) => node.as_ref().and_then(status::node_address),
+            Err(e) => {
+                tracing::debug!(node = %name, error = %e, "cannot read the node for its address");
+                None
+            }
+        }
     }
 
     /// The last `n` events about the objects with these uids, read page by page up to a cap.

@@ -12,7 +12,10 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use serde_json::{json, Value};
 
 use super::auth::{self, Client};
-use super::cluster::{Failure, Services, StartRequest};
+use super::cluster::{Failure, ServiceStatus, Services, StartRequest};
+use super::config::Wire;
+use super::handlers::{HandlerError, Handlers};
+use super::k8smgr::{self, Action};
 use super::logs::{LogChange, LogControl};
 
 /// What every request needs.
@@ -32,19 +35,36 @@ pub const SERVICE_HEADER: &str = "uuidcode";
 pub const USER_HEADER: &str = "user-id";
 
 enum Route {
+    Health,
     Services,
     Service(String),
     LogLevel,
+    LogTest,
+    Handlers,
+    Handler(String),
 }
 
+/// The endpoint of a path. Every path is served with and without its trailing slash, and
+/// never answered with a redirect: a client that follows one turns a `POST` into a `GET`. A
+/// service name's percent-escapes are decoded (a broken escape names no endpoint).
 fn route(path: &str) -> Option<Route> {
     let path = path.strip_suffix('/').unwrap_or(path);
     match path {
+        "/api/health" => Some(Route::Health),
         "/api/services" => Some(Route::Services),
         "/api/logs/level" => Some(Route::LogLevel),
+        "/api/logs/logtest" => Some(Route::LogTest),
+        "/api/logs/handler" => Some(Route::Handlers),
+        _ if path.starts_with("/api/logs/handler/") => {
+            let kind = path.strip_prefix("/api/logs/handler/")?;
+            (!kind.is_empty() && !kind.contains('/')).then(|| Route::Handler(kind.to_string()))
+        }
         _ => {
-            let name = path.strip_prefix("/api/services/")?;
-            (!name.is_empty() && !name.contains('/')).then(|| Route::Service(name.to_string()))
+            let segment = path.strip_prefix("/api/services/")?;
+            if segment.is_empty() || segment.contains('/') {
+                return None;
+            }
+            super::names::decode_segment(segment).map(Route::Service)
         }
     }
 }
@@ -191,16 +211,28 @@ where
             ),
         );
     };
+    if let Route::Health = route {
+        // For probes: no credentials, no body, nothing read.
+        return match *req.method() {
+            Method::GET | Method::HEAD => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::OK;
+                r
+            }
+            _ => method_not_allowed("GET, HEAD"),
+        };
+    }
     // Who is calling is settled from the Authorization header alone, before anything else.
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     let Some(client) = auth::authenticate(&app.clients, authorization) else {
-        let mut r = error_reply(
+        // Which wire the caller speaks is not known yet: the body carries both shapes' fields.
+        let message = "missing or wrong client credentials (Authorization: Bearer <token>, Token <token> or Basic <user:password>)";
+        let mut r = json_reply(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong client credentials",
+            &json!({"error": "unauthorized", "message": message, "detailed_error": message}),
         );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -210,40 +242,150 @@ where
     };
     let user = match header_str(&req, USER_HEADER) {
         Ok(u) => u.map(str::to_string),
-        Err(r) => return r.reply(),
+        Err(r) => {
+            return match client.config.wire {
+                Wire::Portico => r.reply(),
+                Wire::K8smgr => json_reply(r.0, &k8smgr::error_body(Action::Other, r.1, &r.2)),
+            }
+        }
     };
     tracing::debug!(client = %client.config.name, "authenticated");
+    let wire = client.config.wire;
+    if wire == Wire::K8smgr {
+        let action = match (&route, req.method()) {
+            (Route::Services, &Method::POST) => Action::Start,
+            (Route::Service(_), &Method::GET) => Action::Poll,
+            (Route::Service(_), &Method::DELETE) => Action::Stop,
+            _ => Action::Other,
+        };
+        let within = wire.request_timeout();
+        let served = tokio::time::timeout(within, serve_client(app, client, user, route, req));
+        return match served.await {
+            Ok(reply) => k8smgr_reply(reply, action),
+            Err(_) => json_reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                &k8smgr::error_body(
+                    action,
+                    "timeout",
+                    &format!("no answer within {} s; a start goes on and completes or rolls back on its own, a poll tells which", within.as_secs()),
+                ),
+            ),
+        };
+    }
+    portico_reply(serve_client(app, client, user, route, req).await)
+}
+
+/// What a request came to, before it is put in a wire's shape.
+enum Served {
+    /// A service's status; `created` for a start that made a new one.
+    Status {
+        created: bool,
+        status: Box<ServiceStatus>,
+    },
+    /// No such service (for this client and user).
+    NotFound(String),
+    Failed(Failure),
+    /// A reply that is the same on every wire (log levels, refusals before the service logic).
+    Plain(Response<Full<Bytes>>),
+}
+
+fn portico_reply(served: Served) -> Response<Full<Bytes>> {
+    match served {
+        Served::Status { created, status } => json_reply(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &serde_json::to_value(*status).unwrap_or(Value::Null),
+        ),
+        Served::NotFound(name) => error_reply(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no service {name:?}"),
+        ),
+        Served::Failed(f) => failure_reply(f),
+        Served::Plain(r) => r,
+    }
+}
+
+fn k8smgr_reply(served: Served, action: Action) -> Response<Full<Bytes>> {
+    match served {
+        Served::Status { created, status } => json_reply(
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &k8smgr::status_body(&status),
+        ),
+        Served::NotFound(name) => json_reply(
+            StatusCode::NOT_FOUND,
+            &k8smgr::error_body(action, "not-found", &format!("no service {name:?}")),
+        ),
+        Served::Failed(f) => {
+            let status = f.status;
+            let retry_after = f.retry_after;
+            let mut reply = json_reply(status, &k8smgr::failure_body(action, &f));
+            if let Some(secs) = retry_after {
+                reply
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            reply
+        }
+        Served::Plain(r) => r,
+    }
+}
+
+/// A fresh service name for a manager's client that sent none (as the manager does).
+fn invented_name() -> String {
+    super::cluster::new_nonce("invented", "")
+        .chars()
+        .chain(super::cluster::new_nonce("invented", "2").chars())
+        .take(32)
+        .collect()
+}
+
+async fn serve_client<B>(
+    app: &App,
+    client: &Client,
+    user: Option<String>,
+    route: Route,
+    req: Request<B>,
+) -> Served
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let plain = |r: Refusal| Served::Failed(Failure::bad(r.1, r.2).with_status(r.0));
     match (route, req.method().clone()) {
         (Route::Services, Method::POST) => {
             let id = match header_str(&req, SERVICE_HEADER) {
                 Ok(Some(id)) => id.to_string(),
+                Ok(None) if client.config.wire == Wire::K8smgr => invented_name(),
                 Ok(None) => {
-                    return error_reply(
-                        StatusCode::BAD_REQUEST,
+                    return Served::Failed(Failure::bad(
                         "uuidcode",
                         "header uuidcode (the service's name) is missing",
-                    )
+                    ))
                 }
-                Err(r) => return r.reply(),
+                Err(r) => return plain(r),
             };
             let body: StartRequest =
                 match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
                     Ok(b) => b,
-                    Err(r) => return r.reply(),
+                    Err(r) => return plain(r),
                 };
             match app.services.start(client, &id, user.as_deref(), body).await {
-                Ok((created, status)) => {
-                    let code = if created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    };
-                    json_reply(code, &serde_json::to_value(status).unwrap_or(Value::Null))
-                }
-                Err(f) => failure_reply(f),
+                Ok((created, status)) => Served::Status {
+                    created,
+                    status: Box::new(status),
+                },
+                Err(f) => Served::Failed(f),
             }
         }
-        (Route::Services, _) => method_not_allowed("POST"),
+        (Route::Services, _) => Served::Plain(method_not_allowed("POST")),
         (Route::Service(name), m) if m == Method::GET || m == Method::DELETE => {
             let outcome = if m == Method::GET {
                 app.services.status(client, &name, user.as_deref()).await
@@ -251,47 +393,226 @@ where
                 app.services.stop(client, &name, user.as_deref()).await
             };
             match outcome {
-                Ok(Some(status)) => json_reply(
-                    StatusCode::OK,
-                    &serde_json::to_value(status).unwrap_or(Value::Null),
-                ),
-                Ok(None) => error_reply(
-                    StatusCode::NOT_FOUND,
-                    "not-found",
-                    format!("no service {name:?}"),
-                ),
-                Err(f) => failure_reply(f),
+                Ok(Some(status)) => Served::Status {
+                    created: false,
+                    status: Box::new(status),
+                },
+                Ok(None) => Served::NotFound(name),
+                Err(f) => Served::Failed(f),
             }
         }
-        (Route::Service(_), _) => method_not_allowed("GET, DELETE"),
+        (Route::Service(_), _) => Served::Plain(method_not_allowed("GET, DELETE")),
         (Route::LogLevel, m) if m == Method::GET || m == Method::PUT => {
-            if !client.config.admin {
-                return error_reply(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "only clients with admin: true may see or change log levels",
-                );
-            }
-            let Some(logs) = &app.logs else {
-                return error_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no-log-control",
-                    "this process's logging cannot be changed at run time",
-                );
-            };
-            if m == Method::GET {
-                return json_reply(StatusCode::OK, &json!(logs.levels()));
-            }
-            let change: LogChange =
-                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
-                    Ok(c) => c,
-                    Err(r) => return r.reply(),
-                };
-            match logs.change(change) {
-                Ok(levels) => json_reply(StatusCode::OK, &json!(levels)),
-                Err(e) => error_reply(StatusCode::BAD_REQUEST, "level", e),
-            }
+            Served::Plain(log_level(app, client, m, req).await)
         }
-        (Route::LogLevel, _) => method_not_allowed("GET, PUT"),
+        (Route::LogLevel, _) => Served::Plain(method_not_allowed("GET, PUT")),
+        (Route::Handlers | Route::Handler(_), _) if !client.config.admin => {
+            Served::Plain(error_reply(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only clients with admin: true may see or change log handlers",
+            ))
+        }
+        (Route::Handlers, Method::GET) => Served::Plain(json_reply(
+            StatusCode::OK,
+            &Value::Array(Handlers::global().list()),
+        )),
+        (Route::Handlers, Method::POST) => {
+            let body: HandlerBody =
+                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return plain(r),
+                };
+            Served::Plain(handler_reply(
+                StatusCode::CREATED,
+                Handlers::global().create(&body.handler, body.configuration),
+            ))
+        }
+        (Route::Handlers, _) => Served::Plain(method_not_allowed("GET, POST")),
+        (Route::Handler(kind), Method::GET) => Served::Plain(match Handlers::global().get(&kind) {
+            Some(h) => json_reply(StatusCode::OK, &h),
+            None => handler_reply(StatusCode::OK, Err(HandlerError::NotFound)),
+        }),
+        (Route::Handler(kind), m) if m == Method::PUT || m == Method::PATCH => {
+            let body: HandlerChange =
+                match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+                    Ok(b) => b,
+                    Err(r) => return plain(r),
+                };
+            Served::Plain(handler_reply(
+                StatusCode::OK,
+                Handlers::global().update(&kind, body.configuration),
+            ))
+        }
+        (Route::Handler(kind), Method::DELETE) => {
+            Served::Plain(match Handlers::global().delete(&kind) {
+                Ok(()) => {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                }
+                Err(e) => handler_reply(StatusCode::OK, Err(e)),
+            })
+        }
+        (Route::Handler(_), _) => Served::Plain(method_not_allowed("GET, PUT, PATCH, DELETE")),
+        (Route::LogTest, Method::GET) => Served::Plain(log_test(client)),
+        (Route::LogTest, _) => Served::Plain(method_not_allowed("GET")),
+        // Answered before authentication.
+        (Route::Health, _) => Served::Plain(method_not_allowed("GET, HEAD")),
+    }
+}
+
+/// The body creating a log handler: `{"handler": kind, "configuration": {…}}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerBody {
+    handler: String,
+    #[serde(default)]
+    configuration: serde_json::Map<String, Value>,
+}
+
+/// The body changing one: its configuration, key by key (`handler` may be repeated, as the
+/// manager's clients do).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerChange {
+    #[serde(default, rename = "handler")]
+    _handler: Option<String>,
+    #[serde(default)]
+    configuration: serde_json::Map<String, Value>,
+}
+
+fn handler_reply(ok: StatusCode, outcome: Result<Value, HandlerError>) -> Response<Full<Bytes>> {
+    match outcome {
+        Ok(v) => json_reply(ok, &v),
+        Err(HandlerError::Invalid(m)) => error_reply(StatusCode::BAD_REQUEST, "handler", m),
+        Err(HandlerError::NotFound) => error_reply(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "no such log handler (GET /api/logs/handler/ lists them)",
+        ),
+    }
+}
+
+/// `GET /api/logs/logtest/` (the manager's `logtest`): one line at each level, so an operator
+/// sees which reach the log with the levels in force. Answers an empty `200`.
+fn log_test(client: &Client) -> Response<Full<Bytes>> {
+    if !client.config.admin {
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only clients with admin: true may write test log lines",
+        );
+    }
+    let by = client.config.name.as_str();
+    tracing::trace!(target: "portico::service_api::logtest", client = by, "logtest: trace");
+    tracing::debug!(target: "portico::service_api::logtest", client = by, "logtest: debug");
+    tracing::info!(target: "portico::service_api::logtest", client = by, "logtest: info");
+    tracing::warn!(target: "portico::service_api::logtest", client = by, "logtest: warn");
+    tracing::error!(target: "portico::service_api::logtest", client = by, "logtest: error");
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::OK;
+    r
+}
+
+async fn log_level<B>(
+    app: &App,
+    client: &Client,
+    m: Method,
+    req: Request<B>,
+) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    if !client.config.admin {
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only clients with admin: true may see or change log levels",
+        );
+    }
+    let Some(logs) = &app.logs else {
+        return error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-log-control",
+            "this process's logging cannot be changed at run time",
+        );
+    };
+    if m == Method::GET {
+        return json_reply(StatusCode::OK, &json!(logs.levels()));
+    }
+    let change: LogChange =
+        match read_json(req.into_body(), app.max_body_bytes, app.body_read_timeout).await {
+            Ok(c) => c,
+            Err(r) => return r.reply(),
+        };
+    match logs.change(change) {
+        Ok(levels) => json_reply(StatusCode::OK, &json!(levels)),
+        Err(e) => error_reply(StatusCode::BAD_REQUEST, "level", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::service_api::config::ApiClient;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn client(name: &str, admin: bool) -> Client {
+        let var = format!("PORTICO_TEST_REST_{}", name.to_uppercase());
+        std::env::set_var(&var, format!("token-of-{name}"));
+        auth::load(&[ApiClient {
+            name: name.into(),
+            token_env: Some(var),
+            admin,
+            ..Default::default()
+        }])
+        .unwrap()
+        .remove(0)
+    }
+
+    #[test]
+    fn logtest_writes_one_line_per_level_for_admins_only() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let (admin, other) = (client("ops", true), client("hub", false));
+        let (allowed, refused) = tracing::subscriber::with_default(subscriber, || {
+            (log_test(&admin).status(), log_test(&other).status())
+        });
+        assert_eq!(allowed, StatusCode::OK);
+        assert_eq!(refused, StatusCode::FORBIDDEN);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        for level in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] {
+            let lines = text
+                .lines()
+                .filter(|l| l.contains(level) && l.contains("logtest:"))
+                .count();
+            assert_eq!(lines, 1, "{level} in\n{text}");
+        }
+        assert!(
+            text.contains("client=\"ops\"") || text.contains("client=ops"),
+            "{text}"
+        );
     }
 }

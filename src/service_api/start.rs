@@ -16,11 +16,13 @@ use serde_json::Value;
 
 use super::auth::Client as ApiClient;
 use super::cluster::{
-    busy, conflict, kube_message, new_nonce, not_found, now_secs, service_key, status_of_record,
-    tag_for, valid_component, valid_service_id, Failure, ServiceStatus, Services, StartRequest,
-    FIELD_MANAGER,
+    busy, chosen_tag, conflict, kube_message, new_nonce, not_found, now_secs, service_key,
+    status_of_record, tag_for, valid_component, valid_service_id, Failure, ServiceStatus, Services,
+    StartRequest, FIELD_MANAGER,
 };
+use super::config::Wire;
 use super::limits::Refused;
+use super::names;
 use super::plan::{self, ObjectRef, PlanInput};
 use super::record::{self, Entry, OnLostRecord, OnStart, Record, State};
 use super::status::Phase;
@@ -64,17 +66,30 @@ impl Services {
     ) -> Result<(bool, ServiceStatus), Failure> {
         let api = &self.policy.config.api;
         let name = &client.config.name;
-        if !valid_service_id(service_id) {
-            return Err(Failure::bad(
-                "uuidcode",
-                format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters (letters, digits, inner '-')"),
-            ));
-        }
+        let wire = client.config.wire;
+        // The name objects are made from: the uuidcode itself, or for the manager's clients its
+        // injective mapping (see `names`).
+        let object_id = match wire {
+            Wire::Portico if !valid_service_id(service_id) => {
+                return Err(Failure::bad(
+                    "uuidcode",
+                    format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters (letters, digits, inner '-')"),
+                ));
+            }
+            Wire::Portico => service_id.to_string(),
+            Wire::K8smgr => names::object_id(service_id)
+                .map_err(|e| Failure::bad("uuidcode", format!("header uuidcode: {e}")))?,
+        };
         if req.start_id.is_empty() || req.start_id.len() > 64 || !is_inert(&req.start_id) {
             return Err(Failure::bad(
                 "start_id",
                 "start_id must be 1-64 letters, digits or . _ - + = / @ :",
             ));
+        }
+        if wire == Wire::K8smgr {
+            if let Some(problem) = names::start_id_problem(&object_id, &req.start_id) {
+                return Err(Failure::bad("start_id", problem));
+            }
         }
         let user_id = req.env.get(&api.user_id_env).cloned().unwrap_or_default();
         if user_id.is_empty() || user_id.len() > 128 || !is_inert(&user_id) || user_id.contains('/')
@@ -133,8 +148,25 @@ impl Services {
         super::namespace::check(&namespace, &portico, &patterns)
             .map_err(|refusal| Failure::bad("namespace", refusal.to_string()))?;
         let user = self.user_of(client, &user_id);
-        let tag =
-            tag_for(&self.policy, &user, service_id).map_err(|m| Failure::bad("user_id", m))?;
+        let chosen = match api.tag_option.as_str() {
+            "" => None,
+            option => match req.user_options.get(option) {
+                None => None,
+                Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+                Some(other) => {
+                    return Err(Failure::bad(
+                        "tag",
+                        format!("user_options.{option} (the ipaddr tag) must be a non-empty string, not {other}"),
+                    ))
+                }
+            },
+        };
+        let tag = match chosen {
+            Some(t) => chosen_tag(&self.policy, &user, &t).map_err(|m| Failure::bad("tag", m))?,
+            None => {
+                tag_for(&self.policy, &user, &object_id).map_err(|m| Failure::bad("user_id", m))?
+            }
+        };
         let key = service_key(name, service_id);
         // Held until the start's task ends, however it ends.
         let permit = self
@@ -174,7 +206,7 @@ impl Services {
             .join(name)
             .join(svc)
             .join(option);
-        let file = dir.join("service.yaml");
+        let file = dir.join(&api.yaml_filename);
         let file_name = file.display().to_string();
         let text = match tokio::fs::read_to_string(&file).await {
             Ok(t) => t,
@@ -198,7 +230,7 @@ impl Services {
             api.indicators.open, api.keywords.input, api.indicators.close
         );
         let packed = if text.contains(&input_placeholder) {
-            let input_dir = dir.join("input");
+            let input_dir = dir.join(&api.input_dir);
             tokio::task::spawn_blocking(move || super::input::pack(&input_dir))
                 .await
                 .map_err(|e| {
@@ -210,12 +242,29 @@ impl Services {
         } else {
             None
         };
-        let secret_name = format!("{service_id}-env");
-        let cert_secret_name = format!("{service_id}-tls");
+        // The manager's clients restart a lab under a new start_id while the previous start's
+        // objects may still be going away, so what the API makes for them is named per start.
+        // `<id>` is what the wire's templates expect: the uuidcode, or the manager's
+        // `<name>-<start_id>`.
+        let (id_keyword, secret_name, cert_secret_name, exposure_name) = match wire {
+            Wire::Portico => (
+                object_id.clone(),
+                format!("{object_id}-env"),
+                format!("{object_id}-tls"),
+                object_id.clone(),
+            ),
+            Wire::K8smgr => (
+                names::start_object_id(&object_id, &req.start_id),
+                names::env_secret(&object_id, &req.start_id),
+                names::certs_secret(&object_id, &req.start_id),
+                names::lab_service(&object_id, &req.start_id),
+            ),
+        };
         let unique = format!("{name}_{user_id}");
-        let keywords = template::keywords(&KeywordInput {
+        let stage = api.active_stage();
+        let mut keywords = template::keywords(&KeywordInput {
             names: &api.keywords,
-            service_id,
+            service_id: &id_keyword,
             start_id: &req.start_id,
             user_id: &user_id,
             unique_user_id: &unique,
@@ -225,10 +274,61 @@ impl Services {
             namespace: &namespace,
             tag: &tag,
             input: packed.as_deref(),
-            stage_table: api.stages.get(&api.stage),
+            stage_table: api.stages.get(&stage),
             client_table: Some(&client.config.replacements),
+            client_stage_table: client.config.stage_replacements.get(&stage),
             user_options: Some(&req.user_options),
         });
+        // The user's home: made (once) only for a template that mounts it, and only for a
+        // start that goes ahead; never part of the record, so no stop removes it.
+        let home_placeholder = format!(
+            "{}{}{}",
+            api.indicators.open, api.keywords.user_home, api.indicators.close
+        );
+        let skel_placeholder = format!(
+            "{}{}{}",
+            api.indicators.open, api.keywords.user_home_skel, api.indicators.close
+        );
+        if !api.user_homes.enabled {
+            for k in [&api.keywords.user_home, &api.keywords.user_home_skel] {
+                keywords
+                    .refused
+                    .insert(k.clone(), "api.userHomes.enabled is off".to_string());
+            }
+        } else {
+            if text.contains(&home_placeholder) {
+                let claim = self.ensure_home(name, &user_id, &namespace).await?;
+                keywords
+                    .values
+                    .insert(api.keywords.user_home.clone(), claim);
+            }
+            let skel = if text.contains(&skel_placeholder) && !api.user_homes.skel.is_empty() {
+                let dir = PathBuf::from(&api.user_homes.skel);
+                tokio::task::spawn_blocking(move || super::input::pack(&dir))
+                    .await
+                    .map_err(|e| {
+                        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
+                    })?
+                    .map_err(|e| {
+                        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "template", e.to_string())
+                    })?
+            } else {
+                None
+            };
+            match skel {
+                Some(packed) => {
+                    keywords
+                        .values
+                        .insert(api.keywords.user_home_skel.clone(), packed);
+                }
+                None => {
+                    keywords.refused.insert(
+                        api.keywords.user_home_skel.clone(),
+                        "api.userHomes.skel names no folder with files".to_string(),
+                    );
+                }
+            }
+        }
         let template_error = |e: template::TemplateError| Failure {
             status: if e.is_caller_error() {
                 StatusCode::BAD_REQUEST
@@ -243,6 +343,12 @@ impl Services {
         };
         let parsed = template::render_objects(&text, &file_name, &api.indicators, &keywords)
             .map_err(template_error)?;
+        // The manager's names for the certificates, as the lab reads them from its env.
+        let cert_data = req
+            .certs
+            .as_ref()
+            .filter(|_| api.ssl.enabled)
+            .map(super::body::cert_env);
         let nonce = new_nonce(&key, &req.start_id);
         let objects = plan::plan(
             &self.keys,
@@ -252,11 +358,14 @@ impl Services {
                 user: &user,
                 tag: &tag,
                 client: name,
-                service_id,
+                service_id: &object_id,
                 start_id: &req.start_id,
                 nonce: &nonce,
                 key: &key,
                 secret_name: &secret_name,
+                exposure_name: &exposure_name,
+                own_service_suffices: wire == Wire::K8smgr,
+                certs: cert_data.as_ref().map(|d| (cert_secret_name.as_str(), d)),
                 env: &req.env,
                 service_type: api.service_type,
             },

@@ -25,6 +25,9 @@ impl Services {
         service_id: &str,
         header_user: Option<&str>,
     ) -> Result<Option<ServiceStatus>, Failure> {
+        if !super::cluster::addressable(client, service_id) {
+            return Ok(None);
+        }
         let this = self.clone();
         let client = client.config.name.clone();
         let service_id = service_id.to_string();

@@ -122,6 +122,9 @@ pub struct KeywordInput<'a> {
     pub input: Option<&'a str>,
     pub stage_table: Option<&'a BTreeMap<String, String>>,
     pub client_table: Option<&'a BTreeMap<String, String>>,
+    /// The client's table for the active stage (the manager's `stage_credential`): wins over
+    /// both tables above.
+    pub client_stage_table: Option<&'a BTreeMap<String, String>>,
     /// The request's `user_options` (its `service` included).
     pub user_options: Option<&'a serde_json::Map<String, Value>>,
 }
@@ -135,13 +138,18 @@ pub fn is_inert(value: &str) -> bool {
     })
 }
 
-/// The keyword table: built-ins, then the stage's table, then the client's (which wins), then
+/// The keyword table: built-ins, then the stage's table, then the client's, then the client's
+/// for the stage (which wins), then
 /// `user_options.<key>` for each option whose value is a number, a boolean or an inert string.
 pub fn keywords(input: &KeywordInput<'_>) -> Keywords {
     let mut out = Keywords::default();
-    for table in [input.stage_table, input.client_table]
-        .into_iter()
-        .flatten()
+    for table in [
+        input.stage_table,
+        input.client_table,
+        input.client_stage_table,
+    ]
+    .into_iter()
+    .flatten()
     {
         for (k, v) in table {
             out.values.insert(k.clone(), v.clone());
@@ -498,10 +506,32 @@ mod tests {
             input: None,
             stage_table: Some(&stage),
             client_table: Some(&client),
+            client_stage_table: None,
             user_options: opts.as_object(),
         });
         assert_eq!(kw.values["image"], "client");
         assert_eq!(kw.values["domain"], "d");
+        let client_stage: BTreeMap<String, String> =
+            [("image".into(), "client-stage".into())].into();
+        let with_stage = keywords(&KeywordInput {
+            names: &names,
+            service_id: "svc",
+            start_id: "s",
+            user_id: "u",
+            unique_user_id: "c_u",
+            client: "c",
+            secret_name: "svc-env",
+            cert_secret_name: "svc-tls",
+            namespace: "team",
+            tag: "svc",
+            input: None,
+            stage_table: Some(&stage),
+            client_table: Some(&client),
+            client_stage_table: Some(&client_stage),
+            user_options: None,
+        });
+        assert_eq!(with_stage.values["image"], "client-stage");
+        assert_eq!(with_stage.values["domain"], "d");
         assert_eq!(kw.values["id"], "svc");
         assert_eq!(kw.values["user_options.cpus"], "2");
         assert_eq!(kw.values["user_options.gpu"], "true");
@@ -658,6 +688,7 @@ mod tests {
             input: None,
             stage_table: None,
             client_table: Some(&client),
+            client_stage_table: None,
             user_options: opts.as_object(),
         });
         assert_eq!(kw.kinds.get("image"), Some(&ValueKind::Yaml));

@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use portico::config::Config;
 use portico::server::certs::{mint, CertSpec};
-use portico::service_api::config::ApiClient;
+use portico::service_api::config::{ApiClient, Wire};
 use portico::service_api::logs::LogControl;
 use portico::service_api::{ApiOptions, RunningApi};
 use rustls::pki_types::ServerName;
@@ -30,6 +30,12 @@ pub const OTHER_USER: &str = "hub2";
 pub const OTHER_PASSWORD: &str = "other-password";
 pub const ADMIN_TOKEN: &str = "admin-token-abcdef";
 pub const NAMESPACE: &str = "team";
+/// The manager-style tenants ([`with_hubs`]): `jupyterhub` (a token and the basic user
+/// `jupyterhub`, as the production hub's fallback) and `jupyterhub2` (a token).
+pub const HUB_TOKEN: &str = "hub-token-0123456789abcdef";
+pub const HUB_USER: &str = "jupyterhub";
+pub const HUB_PASSWORD: &str = "hub-password";
+pub const HUB2_TOKEN: &str = "hub2-token-fedcba9876543210";
 
 /// The repository's own templates.
 pub fn shipped_descriptions() -> PathBuf {
@@ -57,7 +63,44 @@ pub fn descriptions_for_clients() -> tempfile::TempDir {
             &dir.path().join(client),
         );
     }
+    for client in ["jupyterhub", "jupyterhub2"] {
+        copy(
+            &shipped_descriptions().join("jupyterhub"),
+            &dir.path().join(client),
+        );
+    }
     dir
+}
+
+/// Adds the manager-style tenants `jupyterhub` and `jupyterhub2` (`wire: k8smgr`), each in
+/// the namespace `team` the portal uses too, so isolation is tested where names can meet.
+pub fn with_hubs(config: &mut Config) {
+    std::env::set_var("PORTICO_TEST_HUB_TOKEN", HUB_TOKEN);
+    std::env::set_var("PORTICO_TEST_HUB_PASSWORD", HUB_PASSWORD);
+    std::env::set_var("PORTICO_TEST_HUB2_TOKEN", HUB2_TOKEN);
+    let images: std::collections::BTreeMap<String, String> = [(
+        "jupyterlab_image".to_string(),
+        "quay.io/jupyter/base-notebook:2025-01-06".to_string(),
+    )]
+    .into();
+    config.api.clients.push(ApiClient {
+        name: "jupyterhub".into(),
+        token_env: Some("PORTICO_TEST_HUB_TOKEN".into()),
+        username: Some(HUB_USER.into()),
+        password_env: Some("PORTICO_TEST_HUB_PASSWORD".into()),
+        namespace: NAMESPACE.into(),
+        replacements: images.clone(),
+        wire: Wire::K8smgr,
+        ..Default::default()
+    });
+    config.api.clients.push(ApiClient {
+        name: "jupyterhub2".into(),
+        token_env: Some("PORTICO_TEST_HUB2_TOKEN".into()),
+        namespace: NAMESPACE.into(),
+        replacements: images,
+        wire: Wire::K8smgr,
+        ..Default::default()
+    });
 }
 
 /// Installs a reloadable subscriber for the test process before anything else can install one,
@@ -81,6 +124,8 @@ pub enum Auth<'a> {
     None,
     Bearer(&'a str),
     Basic(&'a str, &'a str),
+    /// The `Authorization` header's value exactly as given (`Token <key>`, say).
+    Raw(&'a str),
 }
 
 pub struct ApiEnv {
@@ -276,6 +321,7 @@ impl ApiEnv {
                 let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
                 req = req.header("authorization", format!("Basic {b}"));
             }
+            Auth::Raw(v) => req = req.header("authorization", v),
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -301,6 +347,56 @@ impl ApiEnv {
             headers,
             body,
         }
+    }
+
+    /// One request with exactly these headers (and `host`), nothing added: what a given
+    /// client sends, byte for byte. The body is returned as text, as a client reads it.
+    pub async fn call_exact(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect(self.api.addr()).await.unwrap();
+        let stream = TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let response = tokio::time::timeout(
+            Duration::from_secs(60),
+            send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()),
+        )
+        .await
+        .expect("the API answers")
+        .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     /// Sends only a request head announcing `length` body bytes (and then `body_bytes` of them,
