@@ -209,8 +209,8 @@ async fn a_port_freed_by_an_unwatched_service_is_taken_after_the_recheck() {
     let mut config = harness::test_config();
     config.provisioner.refusal_recheck_seconds = 2;
     let l = Loop::start_with(config).await;
-    let w = Sandboxed(&l);
     let p = l.provisioner("p1").await;
+    let w = Sandboxed(&l, p.stats.clone());
     let admin = w.client("admin").await;
     let squatter: Service = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Service",
@@ -234,13 +234,25 @@ async fn a_port_freed_by_an_unwatched_service_is_taken_after_the_recheck() {
             .filter(|s| condition(s, "Conflict").is_some_and(|c| c.0 == "True"))
     })
     .await;
+    // Once the retries the Exposure's own status change armed are spent, nothing Portico
+    // watches will change: only the recheck can notice that the port was freed.
+    eventually(PATIENCE, "no armed retry left", || async {
+        (p.stats
+            .pending_wakeups
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0)
+            .then_some(())
+    })
+    .await;
     services
         .delete("squatter", &Default::default())
         .await
         .expect("delete the squatter");
-    let svc = eventually(PATIENCE, "the Exposure's Service on the freed port", || async {
-        service(&user1, "wants").await
-    })
+    let svc = eventually(
+        PATIENCE,
+        "the Exposure's Service on the freed port",
+        || async { service(&user1, "wants").await },
+    )
     .await;
     assert_eq!(
         svc.spec.and_then(|s| s.ports).unwrap_or_default()[0].node_port,
