@@ -686,3 +686,35 @@ async fn log_level_changes_at_run_time_for_admin_clients_only() {
             || before["level"] != "off"
     );
 }
+
+/// A service name that cannot name a Service (it starts with a digit, as a bare UUID may) is
+/// refused at once with why and what to send instead, never admitted to stay `starting`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_name_that_cannot_name_a_service_is_refused_saying_why() {
+    let env = ApiEnv::start(&shipped_descriptions(), |_| {}).await;
+    for id in ["9b1de3c2", "1lab"] {
+        let r = env.start_service(id, "s1", "jupyterlab", "alice").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{id}: {}", r.body);
+        let message = r.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("starts with a letter") && message.contains(&format!("lab-{id}")),
+            "{id}: {}",
+            r.body
+        );
+        // Unknown to GET and DELETE alike.
+        let polled = env
+            .call(
+                "GET",
+                &format!("/api/services/{id}/"),
+                Auth::Bearer(PORTAL_TOKEN),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(polled.status, StatusCode::NOT_FOUND, "{}", polled.body);
+    }
+    let ok = env
+        .start_service("lab-9b1de3c2", "s1", "jupyterlab", "alice")
+        .await;
+    assert!(ok.status.is_success(), "{}", ok.body);
+}

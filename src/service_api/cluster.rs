@@ -255,8 +255,10 @@ pub fn chosen_tag(policy: &Policy, user: &str, tag: &str) -> Result<String, Stri
 }
 
 pub(super) fn valid_service_id(id: &str) -> bool {
-    // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix.
-    id.len() <= 40 && is_dns_label(id)
+    // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix. The
+    // Exposure `<id>` names its Service, and a Service name must start with a letter (DNS-1035):
+    // a start under `1lab` could never become ready.
+    id.len() <= 40 && is_dns_label(id) && id.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
 /// Whether this client can have started a service of this name at all: a name its wire refuses

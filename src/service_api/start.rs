@@ -73,7 +73,7 @@ impl Services {
             Wire::Portico if !valid_service_id(service_id) => {
                 return Err(Failure::bad(
                     "uuidcode",
-                    format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters (letters, digits, inner '-')"),
+                    format!("header uuidcode {service_id:?} must be a lowercase DNS label of at most 40 characters that starts with a letter (it names the service's Exposure and Service; letters, digits, inner '-'), e.g. lab-{service_id}"),
                 ));
             }
             Wire::Portico => service_id.to_string(),

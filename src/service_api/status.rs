@@ -125,7 +125,11 @@ pub fn address_of(exposure: &Exposure) -> Address {
         type_: exposure.spec.service.type_.as_str().to_string(),
         service: status.service,
         node_ports: status.node_ports,
-        load_balancer: status.address,
+        // Only a LoadBalancer's address is one: for the other types the Exposure's `address`
+        // is the cluster IP, which a portal outside the cluster cannot use.
+        load_balancer: status
+            .address
+            .filter(|_| exposure.spec.service.type_ == crate::api::ServiceType::LoadBalancer),
         host: status.host,
         node_host: None,
     }
@@ -365,6 +369,22 @@ mod tests {
 
     fn running() -> serde_json::Value {
         json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    }
+
+    #[test]
+    fn only_a_load_balancers_address_is_reported_as_one() {
+        for (kind, want) in [
+            ("LoadBalancer", Some("192.0.2.10")),
+            ("NodePort", None),
+            ("ClusterIP", None),
+        ] {
+            let e: Exposure = serde_json::from_value(json!({
+                "apiVersion": "portico.dev/v1alpha1", "kind": "Exposure", "metadata": {"name": "e"},
+                "spec": {"tag": "t", "service": {"type": kind, "ports": []}},
+                "status": {"address": "192.0.2.10"}}))
+            .unwrap();
+            assert_eq!(address_of(&e).load_balancer.as_deref(), want, "{kind}");
+        }
     }
 
     fn exposure(conditions: serde_json::Value) -> Exposure {
