@@ -406,11 +406,6 @@ impl Provisioner {
         }
     }
 
-    /// Whether a message or problem keyed `key` is to be reported now (see [`Provisioner::due_write`]).
-    fn due(&mut self, key: &str, fingerprint: &str) -> bool {
-        matches!(self.due_write(key, fingerprint, None), Due::Now)
-    }
-
     /// Whether the problem `message` keyed `key` is new (not reported since a pass last met it
     /// with this message): reported once, then not again while it lasts.
     fn first_report(&mut self, key: &str, message: &str) -> bool {
@@ -534,11 +529,12 @@ impl Provisioner {
         Err(message)
     }
 
+    /// Server-side applies `desired` under `key`; `observed` is the object as the store shows it.
     async fn apply<K>(
         &mut self,
         key: String,
         desired: &K,
-        seen: Option<String>,
+        observed: Option<&ObjectMeta>,
     ) -> Result<(), String>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -549,7 +545,8 @@ impl Provisioner {
         K::DynamicType: Default,
     {
         let fingerprint = serde_json::to_string(desired).unwrap_or_default();
-        match self.due_write(&key, &fingerprint, seen.as_deref()) {
+        let seen = version(observed);
+        match self.due_write(&key, &fingerprint, Some(&seen)) {
             Due::Now => {}
             Due::AlreadyWritten => return Ok(()),
             Due::BackingOff(message) => return Err(message),
@@ -568,7 +565,7 @@ impl Provisioner {
             .patch(&name, &params, &Patch::Apply(desired))
             .await
             .map(|_| ());
-        self.record(&key, fingerprint, seen.as_deref(), result)
+        self.record(&key, fingerprint, Some(&seen), result)
     }
 
     /// Whether a Service or Ingress of this name exists and is not Portico's (checked once before
@@ -724,9 +721,9 @@ impl Provisioner {
                         match blocked {
                             Some(msg) => observed.conflict = Some(msg),
                             None => {
-                                let seen = Some(version(svc.as_deref().map(|o| &o.metadata)));
+                                let meta = svc.as_deref().map(|o| &o.metadata);
                                 if let Err(msg) =
-                                    self.apply(svc_key.clone(), &plan.service, seen).await
+                                    self.apply(svc_key.clone(), &plan.service, meta).await
                                 {
                                     let conflict =
                                         self.failures.get(&svc_key).is_some_and(|f| f.conflict);
@@ -754,8 +751,8 @@ impl Provisioner {
                                     observed.conflict = observed.conflict.take().or(Some(msg))
                                 }
                                 None => {
-                                    let seen = Some(version(o.as_deref().map(|o| &o.metadata)));
-                                    if let Err(msg) = self.apply(ing_key, d, seen).await {
+                                    let meta = o.as_deref().map(|o| &o.metadata);
+                                    if let Err(msg) = self.apply(ing_key, d, meta).await {
                                         observed.error = observed.error.take().or(Some(msg));
                                     }
                                 }
@@ -918,8 +915,8 @@ impl Provisioner {
                             continue;
                         }
                     }
-                    let seen = Some(version(observed.as_deref().map(|o| &o.metadata)));
-                    if let Err(msg) = self.apply(format!("Service:{ns}/{name}"), svc, seen).await {
+                    let meta = observed.as_deref().map(|o| &o.metadata);
+                    if let Err(msg) = self.apply(format!("Service:{ns}/{name}"), svc, meta).await {
                         let conflict = self
                             .failures
                             .get(&format!("Service:{ns}/{name}"))
@@ -938,8 +935,8 @@ impl Provisioner {
                     .ingresses
                     .get(&ObjectRef::new(&name).within(&ns));
                 if !observed.as_deref().is_some_and(|o| ingress_matches(ing, o)) {
-                    let seen = Some(version(observed.as_deref().map(|o| &o.metadata)));
-                    let _ = self.apply(format!("Ingress:{ns}/{name}"), ing, seen).await;
+                    let meta = observed.as_deref().map(|o| &o.metadata);
+                    let _ = self.apply(format!("Ingress:{ns}/{name}"), ing, meta).await;
                 }
             }
             // Write the assigned node ports back onto the workload, once they are known.
@@ -1010,7 +1007,8 @@ impl Provisioner {
                 };
                 let k = format!("Pod0:{ns}/{pod}");
                 let fp = format!("{change:?}");
-                if !self.due(&k, &fp) {
+                // Pods are kept as compact entries without a version: no "already written".
+                if !matches!(self.due_write(&k, &fp, None), Due::Now) {
                     continue;
                 }
                 let result = self.merge_patch::<Pod>(&ns, &pod, &patch).await;
