@@ -30,7 +30,6 @@ use super::plan::Keys;
 use super::record::{self, Entry, Record, Seen, State};
 use super::status::{Address, EventLine, Phase};
 use crate::config::Config;
-use crate::core::label::is_dns_label;
 use crate::core::route::route_value;
 use crate::core::Policy;
 
@@ -258,7 +257,7 @@ pub(super) fn valid_service_id(id: &str) -> bool {
     // Object names are `<id>`, `<id>-env`, `<id>-tls`: a DNS label with room for a suffix. The
     // Exposure `<id>` names its Service, and a Service name must start with a letter (DNS-1035):
     // a start under `1lab` could never become ready.
-    id.len() <= 40 && is_dns_label(id) && id.starts_with(|c: char| c.is_ascii_lowercase())
+    super::names::is_plain(id) && crate::core::label::dns1035_label_problem(id).is_none()
 }
 
 /// Whether this client can have started a service of this name at all: a name its wire refuses
