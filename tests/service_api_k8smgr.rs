@@ -23,14 +23,24 @@ fn body(start_id: &str, user: &str) -> Value {
 }
 
 async fn start(env: &ApiEnv, name: &str, start_id: &str) -> Reply {
+    post(env, name, &body(start_id, "alice")).await
+}
+
+/// A POST of `b` by the hub, for the service `name`.
+async fn post(env: &ApiEnv, name: &str, b: &Value) -> Reply {
     env.call(
         "POST",
         "/api/services/",
         hub(),
         &[("uuidcode", name)],
-        Some(&body(start_id, "alice")),
+        Some(b),
     )
     .await
+}
+
+/// A GET or DELETE of `path` by the hub.
+async fn by_hub(env: &ApiEnv, verb: &str, path: &str) -> Reply {
+    env.call(verb, path, hub(), &[], None).await
 }
 
 fn names_of(env: &ApiEnv, resource: &str) -> Vec<String> {
@@ -92,9 +102,7 @@ async fn paths_with_or_without_the_slash_and_never_a_redirect() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["running"], false);
-    let r = env
-        .call("DELETE", "/api/services/noslash/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "DELETE", "/api/services/noslash/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["error"], "Could not stop service");
     // Health: no credentials needed, nothing told.
@@ -142,19 +150,9 @@ async fn any_name_is_mapped_injectively_and_no_mapping_reaches_another_service()
     let twice = portico::service_api::names::object_id(&encoded).unwrap();
     assert_ne!(twice, encoded);
     assert_eq!(names_of(&env, "pods").len(), 2);
-    let r = env
-        .call(
-            "DELETE",
-            &format!("/api/services/{encoded}/"),
-            hub(),
-            &[],
-            None,
-        )
-        .await;
+    let r = by_hub(&env, "DELETE", &format!("/api/services/{encoded}/")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = env
-        .call("GET", "/api/services/My_Lab.1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "GET", "/api/services/My_Lab.1/").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["running"], true);
     assert_eq!(names_of(&env, "pods"), [format!("{encoded}-00000001")]);
@@ -215,15 +213,7 @@ async fn any_name_is_mapped_injectively_and_no_mapping_reaches_another_service()
     let invented = r.body["servername"].as_str().unwrap().to_string();
     assert_eq!(invented.len(), 32);
     assert!(invented.chars().all(|c| c.is_ascii_hexdigit()));
-    let r = env
-        .call(
-            "GET",
-            &format!("/api/services/{invented}/"),
-            hub(),
-            &[],
-            None,
-        )
-        .await;
+    let r = by_hub(&env, "GET", &format!("/api/services/{invented}/")).await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -236,15 +226,7 @@ async fn what_a_body_carries_goes_only_where_it_belongs() {
     b["user_options"]["extra"] = json!({"nested": "SMUGGLED-2"});
     b["certs"] = json!({"keyfile": "SMUGGLED-KEY", "certfile": "CERT", "cafile": "CA"});
     b["something_new"] = json!("SMUGGLED-3");
-    let r = env
-        .call(
-            "POST",
-            "/api/services/",
-            hub(),
-            &[("uuidcode", "lab-1")],
-            Some(&b),
-        )
-        .await;
+    let r = post(&env, "lab-1", &b).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert!(!r.body.to_string().contains("SMUGGLED"), "{}", r.body);
     let cluster = serde_json::to_string(&(
@@ -260,9 +242,7 @@ async fn what_a_body_carries_goes_only_where_it_belongs() {
     for needle in ["SMUGGLED-1", "SMUGGLED-2", "SMUGGLED-3", "SMUGGLED-KEY"] {
         assert!(!cluster.contains(needle), "{needle} reached the cluster");
     }
-    let poll = env
-        .call("GET", "/api/services/lab-1/", hub(), &[], None)
-        .await;
+    let poll = by_hub(&env, "GET", "/api/services/lab-1/").await;
     assert!(!poll.body.to_string().contains("SMUGGLED"), "{}", poll.body);
 
     // Env keys that are no variable names, env values that are no scalars: refused, nothing made.
@@ -283,15 +263,7 @@ async fn what_a_body_carries_goes_only_where_it_belongs() {
     ] {
         let mut b = body("00000002", "bob");
         b["env"] = env_part;
-        let r = env
-            .call(
-                "POST",
-                "/api/services/",
-                hub(),
-                &[("uuidcode", "lab-2")],
-                Some(&b),
-            )
-            .await;
+        let r = post(&env, "lab-2", &b).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{needle}: {}", r.body);
         assert_eq!(r.body["error"], "Could not start service");
         assert!(
@@ -307,15 +279,7 @@ async fn what_a_body_carries_goes_only_where_it_belongs() {
     // number is still another tenant's.
     let mut b = body("00000003", "x");
     b["env"]["JUPYTERHUB_USER"] = json!(42);
-    let r = env
-        .call(
-            "POST",
-            "/api/services/",
-            hub(),
-            &[("uuidcode", "lab-3")],
-            Some(&b),
-        )
-        .await;
+    let r = post(&env, "lab-3", &b).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["user_id"], "42");
     assert_eq!(names_of(&env, "pods").len(), 2);
@@ -329,9 +293,7 @@ async fn a_poll_says_false_only_for_an_ended_lab_never_for_a_hiccup() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let pod = "lab-1-00000001";
     harness::eventually(30, "the lab runs", || async {
-        let r = env
-            .call("GET", "/api/services/lab-1/", hub(), &[], None)
-            .await;
+        let r = by_hub(&env, "GET", "/api/services/lab-1/").await;
         (r.body["status"] == "running").then_some(())
     })
     .await;
@@ -343,28 +305,20 @@ async fn a_poll_says_false_only_for_an_ended_lab_never_for_a_hiccup() {
         only_users: vec!["portal".into()],
         ..Faults::default()
     });
-    let r = env
-        .call("GET", "/api/services/lab-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "GET", "/api/services/lab-1/").await;
     sb.clear_faults();
     assert!(r.status.is_server_error(), "{} {}", r.status, r.body);
     assert!(r.body.get("running").is_none(), "{}", r.body);
-    let r = env
-        .call("GET", "/api/services/lab-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "GET", "/api/services/lab-1/").await;
     assert_eq!(r.body["running"], true, "{}", r.body);
     // The lab's process ends: false, with details of why.
     sb.succeed_pod(NAMESPACE, pod).await.unwrap();
     harness::eventually(30, "running turns false", || async {
-        let r = env
-            .call("GET", "/api/services/lab-1/", hub(), &[], None)
-            .await;
+        let r = by_hub(&env, "GET", "/api/services/lab-1/").await;
         (r.body["running"] == false).then_some(r.body)
     })
     .await;
-    let r = env
-        .call("GET", "/api/services/lab-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "GET", "/api/services/lab-1/").await;
     assert_eq!(r.body["details"]["error"], "Service has ended");
     assert!(r.body["details"]["detailed_error"].is_string());
     // A Portico client's reply has none of this wire's fields.
@@ -400,16 +354,12 @@ async fn a_slow_cluster_is_answered_within_the_clients_timeout() {
     assert!(r.body["detailed_error"].as_str().unwrap().contains("25 s"));
     // The start went on by itself and completed.
     harness::eventually(40, "the start completes on its own", || async {
-        let r = env
-            .call("GET", "/api/services/slow-1/", hub(), &[], None)
-            .await;
+        let r = by_hub(&env, "GET", "/api/services/slow-1/").await;
         (r.status == StatusCode::OK && r.body["running"] == true && r.body["status"] != "starting")
             .then_some(())
     })
     .await;
-    let r = env
-        .call("DELETE", "/api/services/slow-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "DELETE", "/api/services/slow-1/").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
@@ -428,20 +378,10 @@ async fn a_template_in_the_managers_style_works_as_it_is() {
     let env = ApiEnv::start(descriptions.path(), with_hubs).await;
     let mut b = body("0000000a", "alice");
     b["user_options"]["service"] = json!("JupyterLab/Manager");
-    let r = env
-        .call(
-            "POST",
-            "/api/services/",
-            hub(),
-            &[("uuidcode", "mgr-1")],
-            Some(&b),
-        )
-        .await;
+    let r = post(&env, "mgr-1", &b).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let running = harness::eventually(30, "the lab runs", || async {
-        let r = env
-            .call("GET", "/api/services/mgr-1/", hub(), &[], None)
-            .await;
+        let r = by_hub(&env, "GET", "/api/services/mgr-1/").await;
         (r.body["status"] == "running").then_some(r.body)
     })
     .await;
@@ -460,9 +400,7 @@ async fn a_template_in_the_managers_style_works_as_it_is() {
         .expect("the hub's address");
     assert_eq!(svc["spec"]["selector"]["name"], "mgr-1-0000000a");
     assert!(env.labelled("exposures", "portico.dev").is_empty());
-    let r = env
-        .call("DELETE", "/api/services/mgr-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "DELETE", "/api/services/mgr-1/").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(sb
         .object("", "services", NAMESPACE, "svc-mgr-1-0000000a")
@@ -487,15 +425,7 @@ async fn with_ssl_enabled_the_hubs_certificates_become_the_labs_secret() {
     .await;
     let mut b = body("0000000c", "alice");
     b["certs"] = json!({"keyfile": "KEY-PEM", "certfile": "CERT-PEM", "cafile": "CA-PEM"});
-    let r = env
-        .call(
-            "POST",
-            "/api/services/",
-            hub(),
-            &[("uuidcode", "tls-1")],
-            Some(&b),
-        )
-        .await;
+    let r = post(&env, "tls-1", &b).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let sb = &env.lp.sandbox;
     let secret = sb
@@ -518,9 +448,7 @@ async fn with_ssl_enabled_the_hubs_certificates_become_the_labs_secret() {
         .object("", "secrets", NAMESPACE, "secret-tls-1-0000000c")
         .unwrap();
     assert!(!env_secret.to_string().contains("KEY-PEM"));
-    let r = env
-        .call("DELETE", "/api/services/tls-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "DELETE", "/api/services/tls-1/").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(sb
         .object("", "secrets", NAMESPACE, "secret-certs-tls-1-0000000c")
@@ -575,15 +503,7 @@ async fn the_managers_template_knobs_and_the_main_container() {
     .await;
     let mut b = body("0000000e", "alice");
     b["user_options"]["service"] = json!("JupyterLab/Sidecar");
-    let r = env
-        .call(
-            "POST",
-            "/api/services/",
-            hub(),
-            &[("uuidcode", "side-1")],
-            Some(&b),
-        )
-        .await;
+    let r = post(&env, "side-1", &b).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let sb = &env.lp.sandbox;
     let pod = sb
@@ -603,9 +523,7 @@ async fn the_managers_template_knobs_and_the_main_container() {
     .unwrap();
     assert!(String::from_utf8_lossy(&tar).contains("hello from files/"));
     harness::eventually(30, "the lab runs", || async {
-        let r = env
-            .call("GET", "/api/services/side-1/", hub(), &[], None)
-            .await;
+        let r = by_hub(&env, "GET", "/api/services/side-1/").await;
         (r.body["status"] == "running").then_some(())
     })
     .await;
@@ -627,9 +545,7 @@ async fn the_managers_template_knobs_and_the_main_container() {
         .await;
     assert_eq!(patched.code, 200, "{}", patched.body);
     for _ in 0..3 {
-        let r = env
-            .call("GET", "/api/services/side-1/", hub(), &[], None)
-            .await;
+        let r = by_hub(&env, "GET", "/api/services/side-1/").await;
         assert_eq!(r.body["running"], true, "{}", r.body);
         assert_eq!(r.body["status"], "running", "{}", r.body);
     }
@@ -646,9 +562,7 @@ async fn the_managers_template_knobs_and_the_main_container() {
         )
         .await;
     assert_eq!(patched.code, 200, "{}", patched.body);
-    let r = env
-        .call("GET", "/api/services/side-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "GET", "/api/services/side-1/").await;
     assert_eq!(r.body["running"], false, "{}", r.body);
     assert!(r.body["details"]["detailed_error"]
         .as_str()
@@ -749,16 +663,7 @@ async fn a_users_home_survives_stops_and_is_nobody_elses() {
         let mut b = body(start_id, user);
         b["user_options"]["service"] = json!("JupyterLab/Home");
         let env = &env;
-        async move {
-            env.call(
-                "POST",
-                "/api/services/",
-                hub(),
-                &[("uuidcode", name)],
-                Some(&b),
-            )
-            .await
-        }
+        async move { post(env, name, &b).await }
     };
     let claim_of = |pod: &str| {
         sb.object("", "pods", NAMESPACE, pod)
@@ -790,9 +695,7 @@ async fn a_users_home_survives_stops_and_is_nobody_elses() {
     .unwrap();
     assert!(String::from_utf8_lossy(&tar).contains("welcome to your home"));
     // A stop keeps it; the next start mounts the same one.
-    let r = env
-        .call("DELETE", "/api/services/home-1/", hub(), &[], None)
-        .await;
+    let r = by_hub(&env, "DELETE", "/api/services/home-1/").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(sb
         .object("", "pods", NAMESPACE, "home-1-00000021")
@@ -832,15 +735,7 @@ async fn a_template_mounting_a_home_is_refused_when_homes_are_off() {
     let env = ApiEnv::start(descriptions.path(), with_hubs).await;
     let mut b = body("00000031", "alice");
     b["user_options"]["service"] = json!("JupyterLab/Home");
-    let r = env
-        .call(
-            "POST",
-            "/api/services/",
-            hub(),
-            &[("uuidcode", "home-9")],
-            Some(&b),
-        )
-        .await;
+    let r = post(&env, "home-9", &b).await;
     assert!(!r.status.is_success(), "{}", r.body);
     assert!(
         r.body["message"]

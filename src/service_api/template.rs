@@ -492,7 +492,7 @@ mod tests {
         let client: BTreeMap<String, String> = [("image".into(), "client".into())].into();
         let opts = serde_json::json!({"service": "jupyterlab/default", "cpus": 2, "gpu": true,
             "bad": "a: b", "nested": {"x": 1}});
-        let kw = keywords(&KeywordInput {
+        let input = KeywordInput {
             names: &names,
             service_id: "svc",
             start_id: "s",
@@ -508,27 +508,16 @@ mod tests {
             client_table: Some(&client),
             client_stage_table: None,
             user_options: opts.as_object(),
-        });
+        };
+        let kw = keywords(&input);
         assert_eq!(kw.values["image"], "client");
         assert_eq!(kw.values["domain"], "d");
         let client_stage: BTreeMap<String, String> =
             [("image".into(), "client-stage".into())].into();
         let with_stage = keywords(&KeywordInput {
-            names: &names,
-            service_id: "svc",
-            start_id: "s",
-            user_id: "u",
-            unique_user_id: "c_u",
-            client: "c",
-            secret_name: "svc-env",
-            cert_secret_name: "svc-tls",
-            namespace: "team",
-            tag: "svc",
-            input: None,
-            stage_table: Some(&stage),
-            client_table: Some(&client),
             client_stage_table: Some(&client_stage),
             user_options: None,
+            ..input
         });
         assert_eq!(with_stage.values["image"], "client-stage");
         assert_eq!(with_stage.values["domain"], "d");
