@@ -51,43 +51,7 @@ impl OnCluster {
         let c = cluster();
         let short = scenario.split('_').next().unwrap_or(scenario);
         let ns = format!("e2e-{short}");
-        let tenants = r#"[{apiGroup: rbac.authorization.k8s.io, kind: User, name: user1}, {apiGroup: rbac.authorization.k8s.io, kind: User, name: user2}, {apiGroup: rbac.authorization.k8s.io, kind: User, name: portal}]"#;
-        c.ok("admin", &["create", "namespace", &ns], None);
-        let manifest = format!(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-             metadata: {{name: tenants-edit, namespace: {ns}}}\n\
-             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}\n\
-             subjects: {tenants}\n---\n\
-             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-             metadata: {{name: tenants-exposures, namespace: {ns}}}\n\
-             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tenants-exposures}}\n\
-             subjects: {tenants}\n"
-        );
-        c.ok("admin", &["-n", &ns, "apply", "-f", "-"], Some(&manifest));
-        // The authorizer learns the bindings from its own watch, and pods need the namespace's
-        // default service account, which the controller-manager makes.
-        for who in ["user1", "user2", "portal"] {
-            for what in ["jobs.batch", "exposures.portico.dev"] {
-                cluster::eventually(30, &format!("{who} may create {what} in {ns}"), || {
-                    c.kubectl(
-                        "admin",
-                        &["auth", "can-i", "create", what, "-n", &ns, "--as", who],
-                        None,
-                    )
-                    .ok
-                    .then_some(())
-                });
-            }
-        }
-        cluster::eventually(30, &format!("{ns}'s default service account"), || {
-            c.kubectl(
-                "admin",
-                &["-n", &ns, "get", "serviceaccount", "default"],
-                None,
-            )
-            .ok
-            .then_some(())
-        });
+        c.tenant_namespace(&ns);
         OnCluster {
             c,
             ns,

@@ -243,7 +243,7 @@ hook() {
 }
 {
   printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n'
-  printf 'resources:\n  - %s\n  - users.yaml\npatches:\n' "$rel"
+  printf 'resources:\n  - %s\n  - service-api-rbac.yaml\n  - users.yaml\npatches:\n' "$rel"
   printf '  - target: {kind: MutatingWebhookConfiguration, name: portico}\n    patch: |-\n'
   hook 0 /mutate
   printf '  - target: {kind: ValidatingWebhookConfiguration, name: portico}\n    patch: |-\n'
@@ -253,6 +253,9 @@ hook() {
   printf '      metadata: {name: portico, namespace: portico-system}\n'
 } > "$DIR/portico/kustomization.yaml"
 cp e2e/controlplane/users.yaml "$DIR/portico/users.yaml"
+# The service API's identity (`portico-api`, which Portico's service account impersonates) with
+# its shipped RBAC, so a service API runs against this cluster as it does in one.
+cp manifests/service-api/rbac.yaml "$DIR/portico/service-api-rbac.yaml"
 # The CRD first and established, so the rest (RBAC naming exposures) applies in one go.
 k apply -k "$DIR/portico" > "$DIR/apply.log" 2>&1 || die "kubectl apply -k failed; see $DIR/apply.log"
 k wait --for condition=established crd/exposures.portico.dev --timeout 30s >/dev/null
@@ -267,10 +270,11 @@ token="$(k -n portico-system create token portico --duration 48h)"
   printf 'current-context: portico\n'
 } > "$DIR/portico.kubeconfig"
 cat > "$DIR/portico/config.yaml" <<CONFIG
-# Portico's configuration for the e2e cluster: the 'portal' user is a trusted submitter.
+# Portico's configuration for the e2e cluster: the 'portal' user and the service API's
+# 'portico-api' are trusted submitters.
 identity:
   trustedSubmitters:
-    users: [portal]
+    users: [portal, portico-api]
 provisioner:
   domain: apps.cluster.test
   leaseSeconds: 6

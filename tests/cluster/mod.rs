@@ -45,6 +45,49 @@ impl Cluster {
         r.out
     }
 
+    /// Makes the namespace `ns` in which user1, user2 and portal have what `team` gives them
+    /// (`edit` and Exposures), and waits until the authorizer grants it and the namespace's
+    /// default service account (which pods need) exists.
+    pub fn tenant_namespace(&self, ns: &str) {
+        let tenants = r#"[{apiGroup: rbac.authorization.k8s.io, kind: User, name: user1}, {apiGroup: rbac.authorization.k8s.io, kind: User, name: user2}, {apiGroup: rbac.authorization.k8s.io, kind: User, name: portal}]"#;
+        self.ok("admin", &["create", "namespace", ns], None);
+        let manifest = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+             metadata: {{name: tenants-edit, namespace: {ns}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}\n\
+             subjects: {tenants}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+             metadata: {{name: tenants-exposures, namespace: {ns}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tenants-exposures}}\n\
+             subjects: {tenants}\n"
+        );
+        self.ok("admin", &["-n", ns, "apply", "-f", "-"], Some(&manifest));
+        // The authorizer learns the bindings from its own watch, and pods need the namespace's
+        // default service account, which the controller-manager makes.
+        for who in ["user1", "user2", "portal"] {
+            for what in ["jobs.batch", "exposures.portico.dev"] {
+                eventually(30, &format!("{who} may create {what} in {ns}"), || {
+                    self.kubectl(
+                        "admin",
+                        &["auth", "can-i", "create", what, "-n", ns, "--as", who],
+                        None,
+                    )
+                    .ok
+                    .then_some(())
+                });
+            }
+        }
+        eventually(30, &format!("{ns}'s default service account"), || {
+            self.kubectl(
+                "admin",
+                &["-n", ns, "get", "serviceaccount", "default"],
+                None,
+            )
+            .ok
+            .then_some(())
+        });
+    }
+
     /// A port from the `ready` file: `API_PORT`, `WEBHOOK_PORT` (the one the webhook
     /// configurations call), `OPS_PORT`.
     pub fn port(&self, name: &str) -> u16 {

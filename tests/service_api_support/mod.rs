@@ -75,6 +75,11 @@ pub fn descriptions_for_clients() -> tempfile::TempDir {
 /// Adds the manager-style tenants `jupyterhub` and `jupyterhub2` (`wire: k8smgr`), each in
 /// the namespace `team` the portal uses too, so isolation is tested where names can meet.
 pub fn with_hubs(config: &mut Config) {
+    with_hubs_in(config, NAMESPACE);
+}
+
+/// [`with_hubs`] with the tenants' labs in `namespace`.
+pub fn with_hubs_in(config: &mut Config, namespace: &str) {
     std::env::set_var("PORTICO_TEST_HUB_TOKEN", HUB_TOKEN);
     std::env::set_var("PORTICO_TEST_HUB_PASSWORD", HUB_PASSWORD);
     std::env::set_var("PORTICO_TEST_HUB2_TOKEN", HUB2_TOKEN);
@@ -88,7 +93,7 @@ pub fn with_hubs(config: &mut Config) {
         token_env: Some("PORTICO_TEST_HUB_TOKEN".into()),
         username: Some(HUB_USER.into()),
         password_env: Some("PORTICO_TEST_HUB_PASSWORD".into()),
-        namespace: NAMESPACE.into(),
+        namespace: namespace.into(),
         replacements: images.clone(),
         wire: Wire::K8smgr,
         ..Default::default()
@@ -96,7 +101,7 @@ pub fn with_hubs(config: &mut Config) {
     config.api.clients.push(ApiClient {
         name: "jupyterhub2".into(),
         token_env: Some("PORTICO_TEST_HUB2_TOKEN".into()),
-        namespace: NAMESPACE.into(),
+        namespace: namespace.into(),
         replacements: images,
         wire: Wire::K8smgr,
         ..Default::default()
@@ -133,10 +138,82 @@ pub struct ApiEnv {
     pub provisioner: Option<RunningProvisioner>,
     pub api: RunningApi,
     pub config: Config,
-    roots: RootCertStore,
-    cert: PathBuf,
-    key: PathBuf,
+    tls: ApiTls,
     _dir: tempfile::TempDir,
+}
+
+/// The API's serving certificate (for `localhost` and 127.0.0.1), minted into a folder, and a
+/// client that trusts it.
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    roots: RootCertStore,
+}
+
+impl ApiTls {
+    pub fn mint(dir: &Path) -> ApiTls {
+        let bundle = mint(&CertSpec {
+            service: "portico-api".into(),
+            namespace: "portico-system".into(),
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            days: 1,
+        })
+        .unwrap();
+        let files = bundle.write_to(dir).unwrap();
+        let mut roots = RootCertStore::empty();
+        let ca = std::fs::read(&files.ca).unwrap();
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        ApiTls {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            roots,
+        }
+    }
+
+    /// The API's options with this certificate, on a free loopback port.
+    pub fn options(&self) -> ApiOptions {
+        let mut opts = ApiOptions::new(&self.cert, &self.key);
+        opts.listen = "127.0.0.1:0".parse().unwrap();
+        opts
+    }
+
+    /// One request to the API on `addr` with exactly these headers (and `host`), nothing
+    /// added: what a given client sends, byte for byte. The body is returned as text, as a
+    /// client reads it.
+    pub async fn call_exact(
+        &self,
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut send = http1(&self.roots, addr).await;
+        let mut req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let response = tokio::time::timeout(
+            Duration::from_secs(60),
+            send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()),
+        )
+        .await
+        .expect("the API answers")
+        .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
 }
 
 pub struct Reply {
@@ -203,16 +280,8 @@ impl ApiEnv {
         assert_eq!(config.problems(), Vec::<String>::new());
         let lp = Loop::start_with(config.clone()).await;
         let provisioner = Some(lp.provisioner("p1").await);
-        let bundle = mint(&CertSpec {
-            service: "portico-api".into(),
-            namespace: "portico-system".into(),
-            hosts: vec!["localhost".into(), "127.0.0.1".into()],
-            days: 1,
-        })
-        .unwrap();
-        let files = bundle.write_to(&dir.path().join("certs")).unwrap();
-        let mut opts = ApiOptions::new(&files.cert, &files.key);
-        opts.listen = "127.0.0.1:0".parse().unwrap();
+        let tls = ApiTls::mint(&dir.path().join("certs"));
+        let opts = tls.options();
         let api = if impersonating {
             let kubeconfig = dir.path().join("kubeconfig");
             lp.sandbox.write_kubeconfig(&kubeconfig).unwrap();
@@ -228,19 +297,12 @@ impl ApiEnv {
                 .await
                 .unwrap()
         };
-        let mut roots = RootCertStore::empty();
-        let ca = std::fs::read(files.ca.clone()).unwrap();
-        for cert in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(cert.unwrap()).unwrap();
-        }
         ApiEnv {
             lp,
             provisioner,
             api,
             config,
-            roots,
-            cert: files.cert.clone(),
-            key: files.key.clone(),
+            tls,
             _dir: dir,
         }
     }
@@ -260,8 +322,7 @@ impl ApiEnv {
 
     /// A second API replica on the same cluster and configuration, as a second Portico pod.
     pub async fn replica(&self) -> RunningApi {
-        let mut opts = ApiOptions::new(&self.cert, &self.key);
-        opts.listen = "127.0.0.1:0".parse().unwrap();
+        let opts = self.tls.options();
         let kube = self.lp.client("portal").await;
         portico::service_api::start(opts, Arc::new(self.config.clone()), kube)
             .await
@@ -290,7 +351,7 @@ impl ApiEnv {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
-        let mut send = http1(&self.roots, addr).await;
+        let mut send = http1(&self.tls.roots, addr).await;
         let mut req = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
             .uri(path)
@@ -333,8 +394,7 @@ impl ApiEnv {
         }
     }
 
-    /// One request with exactly these headers (and `host`), nothing added: what a given
-    /// client sends, byte for byte. The body is returned as text, as a client reads it.
+    /// [`ApiTls::call_exact`] to this API.
     pub async fn call_exact(
         &self,
         method: &str,
@@ -342,29 +402,9 @@ impl ApiEnv {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> (StatusCode, HeaderMap, String) {
-        let mut send = http1(&self.roots, self.api.addr()).await;
-        let mut req = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(path)
-            .header("host", "localhost");
-        for (k, v) in headers {
-            req = req.header(*k, v.as_str());
-        }
-        let response = tokio::time::timeout(
-            Duration::from_secs(60),
-            send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()),
-        )
-        .await
-        .expect("the API answers")
-        .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            headers,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )
+        self.tls
+            .call_exact(self.api.addr(), method, path, headers, body)
+            .await
     }
 
     /// Sends only a request head announcing `length` body bytes (and then `body_bytes` of them,
@@ -381,7 +421,7 @@ impl ApiEnv {
         let tls = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(self.roots.clone())
+            .with_root_certificates(self.tls.roots.clone())
             .with_no_client_auth();
         let tcp = TcpStream::connect(self.api.addr()).await.unwrap();
         let stream = TlsConnector::from(Arc::new(tls))
